@@ -1,0 +1,98 @@
+"""novita_video: many prompts in, Minimax Video-01 clips out, through Novita AI's async API.
+
+The layers, in the order a prompt travels (each private module holds one idea):
+
+    _models    VideoRequest (validated on creation), TaskStatus, TaskResult, Video, Outcome
+    _batch     generate(): reads prompts lazily, submits under the limits, yields Outcomes
+    _limits    RateLimiter: evenly spaced requests, slower after a 429
+    _client    Client: the lifetime (pools, task group, poller), submit / get_result / wait
+    _retry     pure decisions: what to retry, how long to wait, when a POST is unknowable
+    _http      the only aiohttp user: one request, the key in its header, errors mapped
+    _wire      the one cattrs converter: JSON in and out, unknown keys and statuses tolerated
+    _poller    the one poller: a heap of due checks for every outstanding task
+    _schedule  when to check a task next, from its eta and progress (a pure function)
+    _errors    the exception tree, and which errors doom a batch
+    _clock     injectable time (SystemClock, ScaledClock)
+
+    testing/   FakeNovita, a faithful local simulator of the API, its CLI and pytest fixture
+
+    generate -> _limits -> _http POST -> _poller heap -> _http GET -> _wire -> Outcome
+"""
+
+from ._batch import Batch as Batch
+from ._client import Client as Client
+from ._client import ClientStatistics as ClientStatistics
+from ._client import InsecureTransportWarning as InsecureTransportWarning
+from ._clock import Clock as Clock
+from ._clock import ScaledClock as ScaledClock
+from ._clock import SystemClock as SystemClock
+from ._errors import APIConnectionError as APIConnectionError
+from ._errors import APIStatusError as APIStatusError
+from ._errors import APITimeoutError as APITimeoutError
+from ._errors import AuthenticationError as AuthenticationError
+from ._errors import BadRequestError as BadRequestError
+from ._errors import BatchAbortedError as BatchAbortedError
+from ._errors import ClientClosedError as ClientClosedError
+from ._errors import DownloadError as DownloadError
+from ._errors import InsufficientBalanceError as InsufficientBalanceError
+from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import MissingAPIKeyError as MissingAPIKeyError
+from ._errors import NotFoundError as NotFoundError
+from ._errors import NovitaError as NovitaError
+from ._errors import PermissionDeniedError as PermissionDeniedError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import RateLimitError as RateLimitError
+from ._errors import ServerError as ServerError
+from ._errors import SubmissionUnknownError as SubmissionUnknownError
+from ._errors import TaskFailedError as TaskFailedError
+from ._errors import TaskTimeoutError as TaskTimeoutError
+from ._errors import UsageError as UsageError
+from ._limits import AdaptiveRate as AdaptiveRate
+from ._models import Outcome as Outcome
+from ._models import TaskResult as TaskResult
+from ._models import TaskStatus as TaskStatus
+from ._models import Video as Video
+from ._models import VideoRequest as VideoRequest
+from ._retry import RetryPolicy as RetryPolicy
+from ._schedule import PollSchedule as PollSchedule
+from ._version import __version__ as __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AdaptiveRate",
+    "AuthenticationError",
+    "BadRequestError",
+    "Batch",
+    "BatchAbortedError",
+    "Client",
+    "ClientClosedError",
+    "ClientStatistics",
+    "Clock",
+    "DownloadError",
+    "InsecureTransportWarning",
+    "InsufficientBalanceError",
+    "InvalidRequestError",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "NovitaError",
+    "Outcome",
+    "PermissionDeniedError",
+    "PollSchedule",
+    "ProtocolError",
+    "RateLimitError",
+    "RetryPolicy",
+    "ScaledClock",
+    "ServerError",
+    "SubmissionUnknownError",
+    "SystemClock",
+    "TaskFailedError",
+    "TaskResult",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "UsageError",
+    "Video",
+    "VideoRequest",
+    "__version__",
+]

@@ -1,0 +1,318 @@
+"""A batch: many prompts in, one :class:`Outcome` per prompt out, in the order tasks end.
+
+Two objects, so that a consumer who walks away is noticed:
+
+* :class:`_BatchRun` does the work inside the client's task group: it reads the
+  prompts lazily (never more than ``max_outstanding`` ahead of the consumer), submits
+  them under the concurrency cap and the rate limiter, registers each task with the
+  client's one poller, and sends outcomes into a memory object stream.
+* :class:`Batch` is what :meth:`Client.generate` returns: the receiving end. Nothing in
+  the run refers back to it, so when the consumer drops it (a ``break`` out of
+  ``async for``), it is garbage at once and its finalizer stops the run. ``async with``
+  and :meth:`Batch.aclose` do the same deterministically.
+
+A fatal answer (bad key, no balance) stops every later submit of the batch at once:
+submitters waiting for their turn are cancelled, POSTs already on the wire finish (so no
+created task is lost), tasks already submitted are still polled to the end, and every
+prompt not sent is yielded with a :class:`BatchAbortedError` naming the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+import anyio.abc
+
+from ._errors import BatchAbortedError, InvalidRequestError, NovitaError
+from ._models import Outcome, TaskResult, VideoRequest
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ._client import Client
+    from ._limits import RateLimiter
+    from ._poller import Listener
+
+__all__ = ["Batch", "PromptInput", "to_request"]
+
+logger = logging.getLogger("novita_video")
+
+#: What a batch accepts for each prompt.
+PromptInput = str | VideoRequest | Mapping[str, Any]
+
+_REQUEST_KEYS = frozenset({"prompt", "image_url", "enable_prompt_expansion"})
+
+
+def to_request(item: object) -> VideoRequest:
+    """A :class:`VideoRequest` from a str, a VideoRequest or a mapping; else InvalidRequestError."""
+    if isinstance(item, VideoRequest):
+        return item
+    if isinstance(item, str):
+        return VideoRequest(item)
+    if isinstance(item, Mapping):
+        unknown = sorted(str(key) for key in item if key not in _REQUEST_KEYS)
+        if unknown:
+            raise InvalidRequestError(
+                f"prompt: unknown field(s) {', '.join(unknown)}; "
+                f"expected {', '.join(sorted(_REQUEST_KEYS))}",
+                unknown[0],
+            )
+        if "prompt" not in item:
+            raise InvalidRequestError("prompt: the mapping has no 'prompt'", "prompt")
+        return VideoRequest(
+            item["prompt"],
+            image_url=item.get("image_url"),
+            enable_prompt_expansion=item.get("enable_prompt_expansion", True),
+        )
+    raise InvalidRequestError(
+        "prompt: each prompt must be a str, a VideoRequest or a mapping, "
+        f"not {type(item).__name__}",
+        "prompt",
+    )
+
+
+async def _items(prompts: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    # A plain async generator without a task group: safe to abandon.
+    if isinstance(prompts, AsyncIterable):
+        async for item in prompts:
+            yield item
+    else:
+        for item in prompts:
+            yield item
+            await anyio.lowlevel.checkpoint()
+
+
+class _BatchRun:
+    """The working half of a batch; see the module docstring."""
+
+    def __init__(
+        self,
+        client: Client,
+        prompts: Iterable[PromptInput] | AsyncIterable[PromptInput],
+        *,
+        concurrency: int,
+        limiter: RateLimiter,
+        max_outstanding: int,
+        task_timeout: float,
+        before_submit: Callable[[int, VideoRequest], None] | None,
+        after_submit: Callable[[int, str], None] | None,
+        send: MemoryObjectSendStream[Outcome],
+    ) -> None:
+        self._client = client
+        self._poller = client._batch_poller
+        self._prompts = prompts
+        self._limiter = limiter
+        self._task_timeout = task_timeout
+        self._send = send
+        self._before_submit = before_submit
+        self._after_submit = after_submit
+        self.slots = anyio.Semaphore(max_outstanding)
+        self._concurrency = anyio.Semaphore(concurrency)
+        self._scope = anyio.CancelScope()
+        self._waiting: set[anyio.CancelScope] = set()
+        self._listeners: dict[int, Listener] = {}
+        self._fatal: NovitaError | None = None
+        self._pending = 0
+        self._input_done = False
+        self.input_error: Exception | None = None
+        self.ended_by: NovitaError | None = None
+        self.complete = False
+        self.stopped = False
+
+    async def drive(self) -> None:
+        """Read, validate and submit every prompt; run in the client's task group."""
+        with self._scope:
+            try:
+                async with anyio.create_task_group() as submitters:
+                    await self._read(submitters)
+            finally:
+                self._input_done = True
+                self._maybe_complete()
+
+    async def _read(self, submitters: anyio.abc.TaskGroup) -> None:
+        items = _items(self._prompts)
+        index = -1
+        try:
+            while True:
+                await self.slots.acquire()  # lazy: only as far ahead as the consumer allows
+                try:
+                    item = await items.__anext__()
+                except StopAsyncIteration:
+                    self.slots.release()
+                    return
+                except Exception as error:  # the user's iterable failed: say so at the end
+                    self.slots.release()
+                    self.input_error = error
+                    return
+                index += 1
+                self._pending += 1
+                try:
+                    request = to_request(item)
+                except InvalidRequestError as error:
+                    self._emit(Outcome(index, None, error=error))
+                    continue
+                if self._fatal is None:
+                    await self._concurrency.acquire()
+                if self._fatal is not None:
+                    self._emit(Outcome(index, request, error=self._aborted()))
+                    continue
+                submitters.start_soon(self._submit_one, index, request)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await items.aclose()
+
+    def _aborted(self) -> BatchAbortedError:
+        return BatchAbortedError(
+            f"not submitted: an earlier answer stopped the batch ({self._fatal})", self._fatal
+        )
+
+    async def _submit_one(self, index: int, request: VideoRequest) -> None:
+        submitted_at = self._client.clock.now()
+        accepted: list[str] = []
+
+        def before_post() -> None:
+            if self._before_submit is not None:
+                self._before_submit(index, request)
+
+        def on_accepted(task_id: str) -> None:
+            accepted.append(task_id)
+            if self._after_submit is not None:
+                self._after_submit(index, task_id)
+            self._watch(index, request, task_id, submitted_at)
+
+        error: NovitaError | None = None
+        try:
+            with anyio.CancelScope() as waiting:
+                self._waiting.add(waiting)
+                try:
+                    await self._client._submit(
+                        request,
+                        self._limiter,
+                        abort=lambda: self._fatal,
+                        before_post=before_post,
+                        on_accepted=on_accepted,
+                    )
+                except NovitaError as failure:
+                    error = failure
+            self._waiting.discard(waiting)
+            if accepted:
+                return
+            if error is None:  # cancelled while waiting for its turn: the batch was doomed
+                error = self._aborted()
+            if error.dooms_batch and self._fatal is None:
+                self._doom(error)
+            self._emit(Outcome(index, request, error=error))
+        finally:
+            self._concurrency.release()
+
+    def _doom(self, error: NovitaError) -> None:
+        logger.warning("batch stops submitting: %s", error)
+        self._fatal = error
+        for scope in self._waiting:
+            scope.cancel()
+
+    def _watch(self, index: int, request: VideoRequest, task_id: str, submitted_at: float) -> None:
+        if self.stopped:
+            logger.warning(
+                "task %s was created for prompt %d after its batch stopped", task_id, index
+            )
+            return
+
+        def on_done(result: TaskResult | None, error: NovitaError | None) -> None:
+            self._listeners.pop(index, None)
+            self._emit(Outcome(index, request, task_id, result, error))
+
+        self._listeners[index] = self._poller.listen(
+            task_id,
+            deadline=submitted_at + self._task_timeout,
+            submitted_at=submitted_at,
+            on_done=on_done,
+        )
+
+    def _emit(self, outcome: Outcome) -> None:
+        self._pending -= 1
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._send.send_nowait(outcome)  # raises only when nobody listens any more
+        self._maybe_complete()
+
+    def _maybe_complete(self) -> None:
+        if self._input_done and self._pending == 0 and not self.complete:
+            self.complete = True
+            self._send.close()
+            self._client._batch_done(self)
+
+    def stop(self, error: NovitaError | None = None) -> None:
+        """Stop at once: no more submits, no more polls for this batch's tasks."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.ended_by = error
+        self._scope.cancel()
+        for listener in self._listeners.values():
+            self._poller.forget(listener)
+        self._listeners.clear()
+        self._send.close()
+        self._client._batch_done(self)
+
+
+def _stop_abandoned(receive: MemoryObjectReceiveStream[Outcome], run: _BatchRun) -> None:
+    # Runs when the Batch handle is garbage: its consumer has gone.
+    receive.close()
+    with contextlib.suppress(RuntimeError):  # no event loop any more (at interpreter exit)
+        run.stop()
+
+
+class Batch:
+    """The outcomes of :meth:`Client.generate`, an async iterator (and context manager).
+
+    Each prompt yields exactly one :class:`Outcome`, in the order the tasks end.
+    """
+
+    def __init__(self, client: Client, prompts: Any, **limits: Any) -> None:
+        send, self._receive = anyio.create_memory_object_stream[Outcome](math.inf)
+        self._run = _BatchRun(client, prompts, send=send, **limits)
+        self._finalizer = weakref.finalize(self, _stop_abandoned, self._receive, self._run)
+
+    def __repr__(self) -> str:
+        state = "complete" if self._run.complete else "stopped" if self._run.stopped else "running"
+        return f"<novita_video.Batch {state}>"
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        try:
+            outcome = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            run = self._run
+            if run.input_error is not None:
+                error, run.input_error = run.input_error, None
+                raise error from None
+            if not run.complete and run.ended_by is not None:
+                raise run.ended_by from None
+            raise StopAsyncIteration from None
+        self._run.slots.release()
+        return outcome
+
+    async def aclose(self) -> None:
+        """Stop submitting and polling for this batch now; outcomes not yet read are dropped."""
+        self._finalizer()
+        await anyio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

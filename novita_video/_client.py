@@ -1,0 +1,548 @@
+"""``Client``: the lifetime that owns the HTTP pools, the task group and the one poller.
+
+``async with Client() as client:`` opens two connection pools (see ``_http``), starts a
+task group and runs the poller in it; leaving the block cancels the poller and every
+batch still running, finishes their waiters with :class:`ClientClosedError`, and closes
+the pools. A client is opened once and cannot be reopened.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import warnings
+from collections.abc import AsyncIterable, Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+import attrs
+
+from ._batch import Batch, PromptInput, _BatchRun
+from ._clock import Clock, SystemClock
+from ._download import download
+from ._errors import (
+    BatchAbortedError,
+    ClientClosedError,
+    InvalidRequestError,
+    MissingAPIKeyError,
+    NovitaError,
+    RateLimitError,
+    SubmissionUnknownError,
+    UsageError,
+)
+from ._http import HTTPTransport, Response, is_loopback
+from ._limits import AdaptiveRate, RateLimiter
+from ._models import TaskResult, VideoRequest
+from ._poller import Poller
+from ._retry import Decision, RetryPolicy, decide, error_retry_after, retry_delay
+from ._schedule import PollSchedule
+from ._version import __version__
+from ._wire import dump_request, parse_submitted, parse_task_result
+
+__all__ = ["Client", "ClientStatistics", "InsecureTransportWarning"]
+
+logger = logging.getLogger("novita_video")
+
+DEFAULT_BASE_URL = "https://api.novita.ai"
+TASK_RESULT_PATH = "/v3/async/task-result"
+
+
+class InsecureTransportWarning(UserWarning):
+    """The API key would travel over plain http to a host that is not this machine."""
+
+
+@attrs.frozen
+class ClientStatistics:
+    """A snapshot of a client's work so far (:meth:`Client.statistics`).
+
+    ``outstanding`` tasks are submitted and awaited but not final; ``pollers`` is the
+    number of polling coroutines (one while the client is open, however many waits and
+    batches run); ``rate_limited`` counts 429 answers, ``retries`` repeated requests,
+    ``unknown_submissions`` submits that may or may not have created a task.
+    """
+
+    outstanding: int
+    submitted: int
+    polls: int
+    retries: int
+    rate_limited: int
+    unknown_submissions: int
+    pollers: int
+    submit_rpm: float | None
+    poll_rpm: float | None
+
+
+@attrs.define
+class _Counters:
+    submitted: int = 0
+    polls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    unknown_submissions: int = 0
+
+
+def _positive(
+    name: str, value: float | None, *, allow_none: bool = False, allow_infinite: bool = False
+) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidRequestError(f"{name}: must be a positive number, not {value!r}", name)
+    if not math.isfinite(value) and not (allow_infinite and value == math.inf):
+        raise InvalidRequestError(f"{name}: must be finite, not {value!r}", name)
+
+
+def _check_base_url(base_url: str) -> str:
+    try:
+        parts = urlsplit(base_url)
+    except ValueError as err:
+        raise InvalidRequestError(f"base_url: not a valid URL ({err})", "base_url") from err
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(
+            f"base_url: must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}, "
+            f"not {base_url!r}",
+            "base_url",
+        )
+    if parts.query or parts.fragment:
+        raise InvalidRequestError("base_url: must not have a query or fragment", "base_url")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        warnings.warn(
+            f"the API key would be sent over plain http to {parts.hostname}; use https",
+            InsecureTransportWarning,
+            stacklevel=3,
+        )
+    return base_url.rstrip("/")
+
+
+class Client:
+    """An async client for Novita's Minimax Video-01 API.
+
+    >>> import novita_video
+    >>> async def main() -> None:                                   # doctest: +SKIP
+    ...     async with novita_video.Client() as client:             # key: NOVITA_API_KEY
+    ...         task_id = await client.submit("A panda walks through bamboo")
+    ...         result = await client.wait(task_id)
+    ...         print(result.raise_for_status().video_url)
+    ...         async for outcome in client.generate(["a cat", "a dog"]):
+    ...             print(outcome.index, outcome.video_url or outcome.error)
+
+    ``api_key`` and ``base_url`` win over ``NOVITA_API_KEY`` and ``NOVITA_BASE_URL``. The
+    batch limits (``concurrency``, ``submit_rpm``, ``max_outstanding``, ``task_timeout``)
+    are defaults for :meth:`generate`. ``poll_rpm`` and ``poll_concurrency`` bound the
+    poller; ``timeout`` is the per-request read timeout. ``retry_unsafe_submits=True``
+    lets the client resend a submit that may already have created a task (it may then
+    pay twice; off by default). ``clock`` and ``poll_schedule`` are for tests and tuning.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        concurrency: int = 4,
+        submit_rpm: float | None = 20.0,
+        max_outstanding: int = 1000,
+        task_timeout: float = 1800.0,
+        poll_rpm: float | None = 600.0,
+        poll_concurrency: int = 8,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 32,
+        retry: RetryPolicy | None = None,
+        retry_unsafe_submits: bool = False,
+        adaptive_rate: AdaptiveRate | None = None,
+        poll_schedule: PollSchedule | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        key = os.environ.get("NOVITA_API_KEY") if api_key is None else api_key
+        if not isinstance(key, str) or not key.strip():
+            raise MissingAPIKeyError(
+                "api_key: no Novita API key; pass api_key=... or set NOVITA_API_KEY "
+                "(or try the built-in simulator: python -m novita_video.testing)",
+                "api_key",
+            )
+        if key != key.strip() or any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in key):
+            raise InvalidRequestError(
+                "api_key: must be printable ASCII without spaces (check for a stray newline)",
+                "api_key",
+            )
+        url = base_url or os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
+        self._base_url = _check_base_url(url)
+        for name, value in (("concurrency", concurrency), ("max_outstanding", max_outstanding)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(
+                    f"{name}: must be a whole number >= 1, not {value!r}", name
+                )
+        _positive("submit_rpm", submit_rpm, allow_none=True, allow_infinite=True)
+        _positive("poll_rpm", poll_rpm, allow_none=True, allow_infinite=True)
+        _positive("task_timeout", task_timeout)
+        _positive("timeout", timeout)
+        _positive("connect_timeout", connect_timeout)
+        self._clock: Clock = clock or SystemClock()
+        self._retry = retry or RetryPolicy()
+        self._retry_unsafe_submits = retry_unsafe_submits
+        self._adaptive = adaptive_rate or AdaptiveRate()
+        self._concurrency = concurrency
+        self._max_outstanding = max_outstanding
+        self._task_timeout = float(task_timeout)
+        self._http = HTTPTransport(
+            base_url=self._base_url,
+            api_key=key,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            user_agent=f"novita-video/{__version__}",
+        )
+        self._counters = _Counters()
+        self._submit_limiter = self.rate_limiter(submit_rpm)
+        self._poll_limiter = self.rate_limiter(poll_rpm)
+        self._poller = Poller(
+            self._get_once,
+            clock=self._clock,
+            schedule=poll_schedule or PollSchedule(),
+            limiter=self._poll_limiter,
+            concurrency=poll_concurrency,
+            retry=self._retry,
+            counters=self._counters,
+        )
+        self._random = random.Random()
+        self._state = "new"
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._batches: set[_BatchRun] = set()
+
+    def __repr__(self) -> str:
+        return f"<novita_video.Client base_url={self._base_url!r} state={self._state}>"
+
+    # Lifetime.
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise UsageError(f"a {self._state} client cannot be opened again; make a new Client")
+        self._state = "open"
+        await self._http.open()
+        try:
+            self._task_group = anyio.create_task_group()
+            await self._task_group.__aenter__()
+            self._task_group.start_soon(self._poller.run, name="novita_video poller")
+        except BaseException:
+            await self._http.close()
+            self._state = "closed"
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._state = "closed"
+        closed = ClientClosedError("the client was closed before this task was final")
+        for run in list(self._batches):
+            run.stop(closed)
+        self._poller.close(closed)
+        task_group, self._task_group = self._task_group, None
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._http.close()
+        return None
+
+    def _require_open(self) -> anyio.abc.TaskGroup:
+        if self._state != "open" or self._task_group is None:
+            raise ClientClosedError(
+                f"the client is {self._state}: use it inside 'async with Client() as client:'"
+            )
+        return self._task_group
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this client schedules by."""
+        return self._clock
+
+    def rate_limiter(self, per_minute: float | None) -> RateLimiter:
+        """A limiter on this client's clock with its adaptive settings."""
+        return RateLimiter(per_minute, clock=self._clock, adaptive=self._adaptive)
+
+    def statistics(self) -> ClientStatistics:
+        """A frozen snapshot of what this client has done so far."""
+        counters = self._counters
+        return ClientStatistics(
+            outstanding=self._poller.outstanding,
+            submitted=counters.submitted,
+            polls=counters.polls,
+            retries=counters.retries,
+            rate_limited=counters.rate_limited,
+            unknown_submissions=counters.unknown_submissions,
+            pollers=1 if self._state == "open" else 0,
+            submit_rpm=self._submit_limiter.per_minute,
+            poll_rpm=self._poll_limiter.per_minute,
+        )
+
+    # One request each.
+
+    async def submit(
+        self,
+        prompt: str | VideoRequest,
+        *,
+        image_url: str | None = None,
+        enable_prompt_expansion: bool = True,
+    ) -> str:
+        """Submit one clip and return its task id.
+
+        ``prompt`` is a str (with ``image_url`` and ``enable_prompt_expansion``) or a
+        :class:`VideoRequest`. Bad input raises :class:`InvalidRequestError` before
+        anything is sent. Submits share the client's ``submit_rpm`` limit. A submit that
+        may have created a task without telling us its id raises
+        :class:`SubmissionUnknownError` and is never resent on its own.
+        """
+        if isinstance(prompt, VideoRequest):
+            if image_url is not None or enable_prompt_expansion is not True:
+                raise InvalidRequestError(
+                    "image_url and enable_prompt_expansion go inside the VideoRequest", "prompt"
+                )
+            request = prompt
+        else:
+            request = VideoRequest(
+                prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
+            )
+        self._require_open()
+        return await self._submit(request, self._submit_limiter)
+
+    async def _submit(
+        self,
+        request: VideoRequest,
+        limiter: RateLimiter,
+        *,
+        abort: Callable[[], NovitaError | None] = lambda: None,
+        before_post: Callable[[], None] | None = None,
+        on_accepted: Callable[[str], None] | None = None,
+    ) -> str:
+        """POST ``request``, retrying only when no task can have been created.
+
+        ``abort`` is asked right before each POST (a batch's fatal error stops it there),
+        then ``before_post`` is told (a ledger records the intent there);
+        ``on_accepted`` is told the task id inside the shielded section, so a task that
+        was created is never lost to a cancellation that arrives while the POST runs.
+        """
+        body = dump_request(request)
+        path = f"/v3/async/{request.endpoint}"
+        attempt = 0
+        while True:
+            attempt += 1
+            await limiter.acquire()
+            cause = abort()
+            if cause is not None:
+                raise BatchAbortedError(f"not submitted: {cause}", cause)
+            if before_post is not None:
+                before_post()
+            with anyio.CancelScope(shield=True):
+                try:
+                    response = await self._http.request("POST", path, json=body)
+                    task_id = self._submitted(response)
+                except NovitaError as error:
+                    failure: NovitaError = error
+                else:
+                    limiter.accepted()
+                    self._counters.submitted += 1
+                    if on_accepted is not None:
+                        on_accepted(task_id)
+                    return task_id
+            decision = decide(
+                "POST",
+                failure,
+                attempt,
+                self._retry,
+                retry_unsafe_submits=self._retry_unsafe_submits,
+            )
+            if decision is Decision.UNKNOWN_SUBMISSION:
+                self._counters.unknown_submissions += 1
+                raise SubmissionUnknownError(
+                    f"the submit may have created a task, but no task id came back ({failure}); "
+                    "it was not sent again, to avoid paying twice",
+                    request,
+                ) from failure
+            if decision is Decision.RAISE:
+                raise failure
+            await self._back_off(failure, attempt, limiter)
+
+    def _submitted(self, response: Response) -> str:
+        if 200 <= response.status < 300:
+            return parse_submitted(response.body)
+        raise response.error("submit", now_wall=self._clock.wall())
+
+    async def _back_off(self, error: NovitaError, attempt: int, limiter: RateLimiter) -> None:
+        self._counters.retries += 1
+        delay = retry_delay(
+            attempt, self._retry, retry_after=error_retry_after(error), rand=self._random.random()
+        )
+        if isinstance(error, RateLimitError):
+            self._counters.rate_limited += 1
+            limiter.throttled(delay)  # everyone waits, and the rate drops
+        else:
+            await self._clock.sleep(delay)
+
+    async def get_result(self, task_id: str) -> TaskResult:
+        """Check a task once (``GET /v3/async/task-result``), retrying transient failures."""
+        _check_task_id(task_id)
+        self._require_open()
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._poll_limiter.acquire()
+            try:
+                result = await self._get_once(task_id)
+            except NovitaError as error:
+                if decide("GET", error, attempt, self._retry) is not Decision.RETRY:
+                    raise
+                await self._back_off(error, attempt, self._poll_limiter)
+            else:
+                self._poll_limiter.accepted()
+                return result
+
+    async def _get_once(self, task_id: str) -> TaskResult:
+        self._counters.polls += 1
+        response = await self._http.request("GET", TASK_RESULT_PATH, params={"task_id": task_id})
+        if not 200 <= response.status < 300:
+            raise response.error(f"task-result of {task_id}", now_wall=self._clock.wall())
+        return parse_task_result(response.body, wall=self._clock.wall())
+
+    async def download(self, source: TaskResult | str, destination: str | os.PathLike[str]) -> Path:
+        """Download a finished clip to ``destination`` and return its path.
+
+        ``source`` is a successful :class:`TaskResult` (or ``outcome.result``) or a task
+        id. The file appears whole or not at all (a temporary file renamed into place,
+        its length checked). An expired URL is renewed by a fresh task-result call. The
+        API key is never sent to storage.
+        """
+        self._require_open()
+        result = await self.get_result(source) if isinstance(source, str) else source
+        return await download(
+            result,
+            Path(destination),
+            http=self._http,
+            refresh=self.get_result,
+            clock=self._clock,
+            retry=self._retry,
+            rand=self._random.random,
+        )
+
+    # Waiting for tasks.
+
+    # The name `timeout` is promised to users (``client.wait(task_id, timeout=900)``); it is a
+    # deadline on the client's injectable clock, which anyio.fail_after could not honour.
+    async def wait(self, task_id: str, timeout: float | None = 900.0) -> TaskResult:  # noqa: ASYNC109
+        """Wait until the task is final and return its last :class:`TaskResult`.
+
+        A failed task is returned, not raised (``result.raise_for_status()`` raises it).
+        Raises :class:`TaskTimeoutError` after ``timeout`` seconds (``None``: no limit) and
+        API errors that retrying cannot mend (an unknown task id, a bad key). Any number
+        of concurrent waits share the client's one poller.
+        """
+        _check_task_id(task_id)
+        _positive("timeout", timeout, allow_none=True)
+        self._require_open()
+        done = anyio.Event()
+        answer: list[tuple[TaskResult | None, NovitaError | None]] = []
+
+        def on_done(result: TaskResult | None, error: NovitaError | None) -> None:
+            answer.append((result, error))
+            done.set()
+
+        deadline = math.inf if timeout is None else self._clock.now() + timeout
+        listener = self._poller.listen(task_id, deadline=deadline, on_done=on_done)
+        try:
+            await done.wait()
+        finally:
+            if not answer:
+                self._poller.forget(listener)
+        result, error = answer[0]
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    def generate(
+        self,
+        prompts: Iterable[PromptInput] | AsyncIterable[PromptInput],
+        *,
+        concurrency: int | None = None,
+        submit_rpm: float | None = None,
+        max_outstanding: int | None = None,
+        task_timeout: float | None = None,
+        before_submit: Callable[[int, VideoRequest], None] | None = None,
+        after_submit: Callable[[int, str], None] | None = None,
+    ) -> Batch:
+        """Turn many prompts into clips; iterate for one :class:`Outcome` per prompt.
+
+        ``prompts`` is any iterable or async iterable of str, :class:`VideoRequest` or
+        dicts with ``prompt``, ``image_url``, ``enable_prompt_expansion``; it is read
+        lazily, never more than ``max_outstanding`` ahead of what you consumed. Outcomes
+        come in the order the tasks end. Limits default to the client's (``None``); a batch
+        given its own ``submit_rpm`` (``math.inf`` for none) gets its own limiter, otherwise
+        it shares the client's with every other submit.
+
+        >>> async with client.generate(prompts) as outcomes:      # doctest: +SKIP
+        ...     async for outcome in outcomes:
+        ...         print(outcome.index, outcome.video_url or outcome.error)
+
+        ``before_submit(index, request)`` is called right before each POST of a prompt and
+        ``after_submit(index, task_id)`` right after the task id comes back, even if the batch
+        is being cancelled just then: a crash-safe ledger writes its records there. Both run
+        on the event loop and must be quick.
+
+        Leaving the loop early stops submitting at once; ``async with`` (or ``aclose()``)
+        makes that deterministic, and a plain ``async for`` that breaks does it as soon as
+        the batch is garbage (at once, on CPython).
+        """
+        task_group = self._require_open()
+        concurrency = self._concurrency if concurrency is None else concurrency
+        outstanding = self._max_outstanding if max_outstanding is None else max_outstanding
+        timeout = self._task_timeout if task_timeout is None else task_timeout
+        for name, value in (("concurrency", concurrency), ("max_outstanding", outstanding)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(
+                    f"{name}: must be a whole number >= 1, not {value!r}", name
+                )
+        _positive("task_timeout", timeout)
+        if submit_rpm is None:
+            limiter = self._submit_limiter
+        else:
+            _positive("submit_rpm", submit_rpm, allow_infinite=True)
+            limiter = self.rate_limiter(submit_rpm)
+        batch = Batch(
+            self,
+            prompts,
+            concurrency=concurrency,
+            limiter=limiter,
+            max_outstanding=outstanding,
+            task_timeout=float(timeout),
+            before_submit=before_submit,
+            after_submit=after_submit,
+        )
+        self._batches.add(batch._run)
+        task_group.start_soon(batch._run.drive, name="novita_video batch")
+        return batch
+
+    # For Batch, the other half of this room.
+
+    @property
+    def _batch_poller(self) -> Poller:
+        return self._poller
+
+    def _batch_done(self, run: _BatchRun) -> None:
+        self._batches.discard(run)
+
+
+def _check_task_id(task_id: object) -> None:
+    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 256:
+        raise InvalidRequestError(f"task_id: must be a non-empty str, not {task_id!r}", "task_id")

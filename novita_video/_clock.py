@@ -1,0 +1,87 @@
+"""Time, injectable.
+
+Everything that schedules (the poller, the rate limiter, task deadlines) and the
+simulator read time through a :class:`Clock`, never through :mod:`time` directly,
+so that their logic can be tested and benchmarked without real waiting (the idea
+of trio's ``MockClock`` and aiolimiter's ``MockLoopTime``).
+
+Two clocks ship:
+
+* :class:`SystemClock`, real time, the default.
+* :class:`ScaledClock`, time that runs ``speed`` times faster than real time.
+  Give the same ``speed`` and ``origin`` to the client and the simulator (even
+  in two processes) and minutes-long tasks play out in seconds, with every
+  delay, eta and deadline scaled alike.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol, runtime_checkable
+
+import anyio
+
+__all__ = ["Clock", "ScaledClock", "SystemClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the client and the simulator need to know about time."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic scale, for deadlines and schedules."""
+        ...
+
+    def wall(self) -> float:
+        """Seconds since the Unix epoch, for times shown to people (URL expiry)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of this clock's time (a checkpoint even for 0)."""
+        ...
+
+
+class SystemClock:
+    """Real time: :func:`time.monotonic`, :func:`time.time` and :func:`anyio.sleep`."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(0.0, seconds))
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+class ScaledClock:
+    """Time that runs ``speed`` times faster than real time.
+
+    ``origin`` is the Unix time at which the scaled clock and real time agree.
+    Two processes that share ``speed`` and ``origin`` read the same scaled wall
+    time, which is how a benchmark compares when the simulator finished a task
+    with when the client handed it over.
+
+    >>> clock = ScaledClock(speed=60)   # a 5-minute task takes 5 real seconds
+    """
+
+    def __init__(self, speed: float, *, origin: float | None = None) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be a positive number, not {speed!r}")
+        self.speed = float(speed)
+        self.origin = time.time() if origin is None else float(origin)
+
+    def now(self) -> float:
+        return self.wall()
+
+    def wall(self) -> float:
+        return self.origin + (time.time() - self.origin) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(0.0, seconds) / self.speed)
+
+    def __repr__(self) -> str:
+        return f"ScaledClock(speed={self.speed!r}, origin={self.origin!r})"

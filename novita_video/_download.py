@@ -1,0 +1,91 @@
+"""Fetching a finished clip to disk, before or after its URL expires.
+
+A clip's URL is a presigned storage link that expires an hour after the task-result
+answer that carried it. :func:`download` streams it to a temporary file beside the
+destination, checks the length, and renames it into place, so a file at the
+destination is always whole. An expired URL (storage answers 403), or one about to
+expire, is renewed by asking the API for the task's result again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ._clock import Clock
+from ._errors import APIConnectionError, DownloadError, InvalidRequestError, NovitaError
+from ._http import HTTPTransport
+from ._models import TaskResult
+from ._retry import Decision, RetryPolicy, decide, retry_delay
+
+#: A URL closer than this to its expiry is renewed before use.
+RENEW_MARGIN = 30.0
+
+
+def _usable(result: TaskResult, clock: Clock) -> bool:
+    if not result.videos:
+        return False
+    expires = result.videos[0].expires_at
+    return expires > datetime.fromtimestamp(clock.wall() + RENEW_MARGIN, UTC)
+
+
+async def download(
+    result: TaskResult,
+    destination: Path,
+    *,
+    http: HTTPTransport,
+    refresh: Callable[[str], Awaitable[TaskResult]],
+    clock: Clock,
+    retry: RetryPolicy,
+    rand: Callable[[], float],
+) -> Path:
+    """Write ``result``'s first video to ``destination`` (whole, or not at all)."""
+    if not result.ok:
+        raise InvalidRequestError(
+            f"task {result.task_id} has no video to download (status {result.status.name})",
+            "result",
+        )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    renewed = False
+    attempt = 0
+    while True:
+        attempt += 1
+        if not _usable(result, clock):
+            result, renewed = await refresh(result.task_id), True
+        try:
+            await _fetch(result.videos[0].url, destination, http)
+        except DownloadError as error:
+            if error.status_code != 403 or renewed:
+                raise
+            result, renewed = await refresh(result.task_id), True  # expired: a fresh URL
+        except APIConnectionError as error:
+            failure: NovitaError = error
+            if decide("GET", failure, attempt, retry) is not Decision.RETRY:
+                raise
+            await clock.sleep(retry_delay(attempt, retry, rand=rand()))
+        else:
+            return destination
+
+
+async def _fetch(url: str, destination: Path, http: HTTPTransport) -> None:
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
+    )
+    try:
+        with os.fdopen(handle, "wb") as file:
+            response = await http.download(url, file)
+        if not 200 <= response.status < 300:
+            what = "the link expired or was refused" if response.status == 403 else "it failed"
+            raise DownloadError(
+                f"download of {destination.name}: storage answered HTTP {response.status} ({what})",
+                response.status,
+            )
+        os.replace(temporary, destination)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

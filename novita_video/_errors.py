@@ -1,0 +1,319 @@
+"""Every exception the SDK raises, and which of them doom a batch.
+
+The tree::
+
+    NovitaError
+    ├── UsageError (RuntimeError)             the library was misused
+    │   └── ClientClosedError                 the client is not open (never entered, or closed)
+    ├── InvalidRequestError (ValueError)      bad input or settings, found before anything is sent
+    │   └── MissingAPIKeyError                no key given and NOVITA_API_KEY unset or blank
+    ├── APIConnectionError                    no answer: the connection failed or dropped
+    │   └── APITimeoutError                   no answer in time
+    ├── SubmissionUnknownError                a POST may have created a task, but we cannot know
+    ├── ProtocolError                         an answer that is not the documented shape
+    ├── APIStatusError                        the server answered no (status, reason, message)
+    │   ├── BadRequestError                   400: INVALID_REQUEST_BODY, ILLEGAL_PROMPT, ...
+    │   │   └── InsufficientBalanceError      400 BILLING_BALANCE_NOT_ENOUGH (dooms a batch)
+    │   ├── AuthenticationError               401, 403 INVALID_API_KEY, ... (dooms a batch)
+    │   ├── PermissionDeniedError             403 API_NOT_ALLOWED, FEATURE_NOT_ALLOWED, ...
+    │   ├── NotFoundError                     404 TASK_NOT_FOUND, API_NOT_FOUND
+    │   ├── RateLimitError                    429 RATE_LIMIT_EXCEEDED (carries retry_after)
+    │   └── ServerError                       5xx
+    ├── TaskFailedError                       a task ended TASK_STATUS_FAILED (raise_for_status)
+    ├── TaskTimeoutError (TimeoutError)       a task was not final by its deadline
+    ├── DownloadError                         storage refused a clip (403 once a URL expired)
+    └── BatchAbortedError                     a prompt never sent: the batch was stopped first
+
+Every error answers :attr:`NovitaError.dooms_batch`: ``True`` when the same request with
+any other prompt would fail the same way (bad key, no balance, API not allowed), so a batch
+must stop submitting; ``False`` when it concerns one prompt or one moment.
+
+Exceptions keep every constructor argument in ``args``, so they pickle and cross process
+boundaries intact. None of them ever holds the API key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._models import TaskResult
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchAbortedError",
+    "ClientClosedError",
+    "DownloadError",
+    "InsufficientBalanceError",
+    "InvalidRequestError",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "NovitaError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "ServerError",
+    "SubmissionUnknownError",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "UsageError",
+]
+
+#: Reasons after which every further request of a batch would fail the same way.
+FATAL_REASONS = frozenset(
+    {
+        "MISSING_API_KEY",
+        "INVALID_API_KEY",
+        "BILLING_AUTH_FAILED",
+        "BILLING_BALANCE_NOT_ENOUGH",
+        "API_NOT_ALLOWED",
+        "FEATURE_NOT_ALLOWED",
+        "NEED_REAL_NAME_VERIFY",
+    }
+)
+
+
+class NovitaError(Exception):
+    """Root of every exception raised by :mod:`novita_video`."""
+
+    #: Whether this error dooms every later request of a batch (see the module docstring).
+    dooms_batch: bool = False
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class UsageError(NovitaError, RuntimeError):
+    """The library was used in a way it does not support."""
+
+
+class ClientClosedError(UsageError):
+    """The client is not open: use it inside ``async with Client() as client:``."""
+
+
+class InvalidRequestError(NovitaError, ValueError):
+    """Bad input or settings, caught before anything was sent.
+
+    ``field`` names what is wrong (``"prompt"``, ``"image_url"``, ``"base_url"``, ...).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message, field)
+
+    @property
+    def field(self) -> str | None:
+        return self.args[1]  # type: ignore[no-any-return]
+
+
+class MissingAPIKeyError(InvalidRequestError):
+    """No API key: pass ``api_key=`` or set ``NOVITA_API_KEY``."""
+
+    dooms_batch = True
+
+
+class APIConnectionError(NovitaError):
+    """No answer from the server: the connection could not be made, or dropped.
+
+    ``maybe_sent`` is ``False`` only when the request certainly never reached the
+    server (the connection never opened), which is what makes a POST safe to repeat.
+    """
+
+    def __init__(self, message: str, maybe_sent: bool = True) -> None:
+        super().__init__(message, maybe_sent)
+
+    @property
+    def maybe_sent(self) -> bool:
+        return bool(self.args[1])
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer in time."""
+
+
+class SubmissionUnknownError(NovitaError):
+    """A submit may have created (and billed) a task, but no task id came back.
+
+    The POST reached the server or may have (a timeout or a dropped connection after
+    sending, a 500), and Novita has no idempotency key, so sending it again could pay
+    for the same clip twice. The client never repeats it on its own. ``request`` is
+    what was being submitted; the underlying error is chained as ``__cause__``.
+    Check your Novita dashboard before you submit it again.
+    """
+
+    def __init__(self, message: str, request: Any = None) -> None:
+        super().__init__(message, request)
+
+    @property
+    def request(self) -> Any:
+        return self.args[1]
+
+
+class ProtocolError(NovitaError):
+    """An answer that is not the documented shape. ``snippet`` quotes a short part of it."""
+
+    def __init__(self, message: str, snippet: str = "") -> None:
+        super().__init__(message, snippet)
+
+    @property
+    def snippet(self) -> str:
+        return str(self.args[1])
+
+
+class APIStatusError(NovitaError):
+    """The server answered with an error status.
+
+    ``status_code`` is the HTTP status, ``reason`` Novita's reason enum (such as
+    ``"ILLEGAL_PROMPT"``; empty when the body had none), ``message`` its explanation,
+    ``request_id`` the server's request id when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int,
+        reason: str = "",
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code, reason, request_id, retry_after)
+
+    @property
+    def status_code(self) -> int:
+        return int(self.args[1])
+
+    @property
+    def reason(self) -> str:
+        return str(self.args[2])
+
+    @property
+    def request_id(self) -> str | None:
+        return self.args[3]  # type: ignore[no-any-return]
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the server asked us to wait (``Retry-After``), if it said."""
+        return self.args[4]  # type: ignore[no-any-return]
+
+    @property
+    def dooms_batch(self) -> bool:  # type: ignore[override]
+        return self.reason in FATAL_REASONS
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was refused (``ILLEGAL_PROMPT``, ``INVALID_IMAGE_FORMAT``, ...)."""
+
+
+class InsufficientBalanceError(BadRequestError):
+    """400 ``BILLING_BALANCE_NOT_ENOUGH``: top up the account; dooms the batch."""
+
+
+class AuthenticationError(APIStatusError):
+    """401, or 403 ``INVALID_API_KEY``, or 400 ``MISSING_API_KEY``: the key is wrong."""
+
+    @property
+    def dooms_batch(self) -> bool:  # type: ignore[override]
+        return True
+
+
+class PermissionDeniedError(APIStatusError):
+    """403 other than a bad key: ``API_NOT_ALLOWED``, ``FEATURE_NOT_ALLOWED``, ..."""
+
+
+class NotFoundError(APIStatusError):
+    """404: ``TASK_NOT_FOUND`` or ``API_NOT_FOUND``."""
+
+
+class RateLimitError(APIStatusError):
+    """429 ``RATE_LIMIT_EXCEEDED``, after the client's own retries ran out."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the server failed or is overloaded."""
+
+
+class TaskFailedError(NovitaError):
+    """A task ended ``TASK_STATUS_FAILED``; ``result`` is its final :class:`TaskResult`."""
+
+    def __init__(self, message: str, result: TaskResult) -> None:
+        super().__init__(message, result)
+
+    @property
+    def result(self) -> TaskResult:
+        return self.args[1]  # type: ignore[no-any-return]
+
+    @property
+    def reason(self) -> str:
+        return self.result.reason
+
+
+class TaskTimeoutError(NovitaError, TimeoutError):
+    """A task was not final by its deadline. It may still finish on Novita's side:
+    ``task_id`` lets you check later; ``last_result`` is the last answer seen, if any."""
+
+    def __init__(self, message: str, task_id: str, last_result: TaskResult | None = None) -> None:
+        super().__init__(message, task_id, last_result)
+
+    @property
+    def task_id(self) -> str:
+        return str(self.args[1])
+
+    @property
+    def last_result(self) -> TaskResult | None:
+        return self.args[2]  # type: ignore[no-any-return]
+
+
+class DownloadError(NovitaError):
+    """Storage refused a clip's URL: ``status_code`` 403 means it expired (or was
+    tampered with); :meth:`Client.download` then asks the API for a fresh one."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message, status_code)
+
+    @property
+    def status_code(self) -> int:
+        return int(self.args[1])
+
+
+class BatchAbortedError(NovitaError):
+    """This prompt was never sent: an earlier answer (``cause``) doomed the batch,
+    or the batch was stopped before its turn came."""
+
+    def __init__(self, message: str, cause: NovitaError | None = None) -> None:
+        super().__init__(message, cause)
+
+    @property
+    def cause(self) -> NovitaError | None:
+        return self.args[1]  # type: ignore[no-any-return]
+
+    @property
+    def dooms_batch(self) -> bool:  # type: ignore[override]
+        return self.cause is not None and self.cause.dooms_batch
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+_AUTH_REASONS = frozenset({"INVALID_API_KEY", "MISSING_API_KEY"})
+
+
+def status_error_class(status_code: int, reason: str) -> type[APIStatusError]:
+    """The narrowest class for an error answer (a pure function, table-tested)."""
+    if reason in _AUTH_REASONS or status_code == 401:
+        return AuthenticationError
+    if reason == "BILLING_BALANCE_NOT_ENOUGH":
+        return InsufficientBalanceError
+    if status_code >= 500:
+        return ServerError
+    return _BY_STATUS.get(status_code, APIStatusError)

@@ -1,0 +1,215 @@
+"""The only module that talks to aiohttp.
+
+It turns one request into one aiohttp call, maps every aiohttp and socket exception
+to the SDK's own (:class:`APIConnectionError`, :class:`APITimeoutError`), and keeps
+the API key in the ``Authorization`` header of requests to the API base URL, nowhere
+else: not in the session's default headers (so a video download cannot carry it), not
+in a log line, not in an exception.
+
+Two connection pools: polls (GET) reuse keep-alive connections, while each submit
+(POST) opens a fresh one. A pooled connection that the server closed just as we reused
+it fails in a way indistinguishable from a request that reached the server; on a fresh
+connection, a failure to connect proves the POST was never sent, so it can be retried
+without any risk of paying twice. Submits are rate-limited to a few per second at
+most, so the extra handshake costs nothing that matters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, BinaryIO, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+import attrs
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
+    status_error_class,
+)
+from ._retry import parse_retry_after
+from ._wire import parse_error
+
+logger = logging.getLogger("novita_video")
+
+_REQUEST_ID_HEADERS = ("x-request-id", "x-trace-id", "request-id")
+
+
+@attrs.frozen
+class Response:
+    """An answer of any status: what the caller needs of it, detached from aiohttp."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+    @property
+    def request_id(self) -> str | None:
+        for name in _REQUEST_ID_HEADERS:
+            if name in self.headers:
+                return self.headers[name]
+        return None
+
+    def error(self, what: str, *, now_wall: float) -> APIStatusError:
+        """The :class:`APIStatusError` subclass for this (non-2xx) answer."""
+        reason, message = parse_error(self.body)
+        cls = status_error_class(self.status, reason)
+        shown = f"{reason}: {message}" if reason else message or "no details"
+        return cls(
+            f"{what} failed with HTTP {self.status} ({shown})",
+            self.status,
+            reason,
+            self.request_id,
+            parse_retry_after(self.headers.get("retry-after"), now_wall=now_wall),
+        )
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _map_error(err: BaseException, what: str) -> APIConnectionError:
+    # Order matters: aiohttp's connect timeout is also a ServerTimeoutError, and its
+    # connector errors are also OSErrors.
+    if isinstance(err, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(f"{what}: timed out connecting to the server", False)
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return APIConnectionError(
+            f"{what}: could not connect to the server ({err.os_error})", False
+        )
+    if isinstance(err, TimeoutError | aiohttp.ServerTimeoutError):
+        return APITimeoutError(f"{what}: no answer in time", True)
+    detail = type(err).__name__
+    return APIConnectionError(f"{what}: the connection failed ({detail})", True)
+
+
+class HTTPTransport:
+    """Sends requests to the Novita API (the key in each one's Authorization header) and
+    downloads clips from storage (with no key at all)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout: float,
+        connect_timeout: float,
+        max_connections: int,
+        user_agent: str,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._auth = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=timeout
+        )
+        self._max_connections = max_connections
+        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self._pooled: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"HTTPTransport(base_url={self._base_url!r})"
+
+    async def open(self) -> None:
+        self._pooled = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            timeout=self._timeout,
+            headers=self._headers,
+        )
+        self._fresh = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections, force_close=True),
+            timeout=self._timeout,
+            headers=self._headers,
+        )
+
+    async def close(self) -> None:
+        sessions, self._pooled, self._fresh = (self._pooled, self._fresh), None, None
+        for session in sessions:
+            if session is not None:
+                await session.close()
+
+    def _session(self, fresh: bool) -> aiohttp.ClientSession:
+        session = self._fresh if fresh else self._pooled
+        if session is None:
+            raise ClientClosedError("the client is not open: use 'async with Client() as client:'")
+        return session
+
+    async def request(
+        self,
+        method: Literal["GET", "POST"],
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> Response:
+        """Send one API request; any status comes back as a :class:`Response`.
+
+        Raises :class:`APIConnectionError` (``maybe_sent`` says whether it may have
+        reached the server) or :class:`APITimeoutError` when there is no answer.
+        """
+        session = self._session(fresh=method == "POST")
+        what = f"{method} {path}"
+        started = time.perf_counter()
+        try:
+            async with session.request(
+                method,
+                self._base_url + path,
+                params=params,
+                json=json,
+                headers={"Authorization": self._auth},
+                # The API never redirects; following one could carry the key elsewhere.
+                allow_redirects=False,
+            ) as answer:
+                body = await answer.read()
+                # Lower-cased keys make header lookups case-blind.
+                headers = {key.lower(): value for key, value in answer.headers.items()}
+                response = Response(answer.status, body, headers)
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+            mapped = _map_error(err, what)
+            logger.debug("%s -> no answer: %s", what, mapped)
+            raise mapped from err
+        logger.debug(
+            "%s -> %d in %.0f ms", what, response.status, (time.perf_counter() - started) * 1e3
+        )
+        return response
+
+    async def download(self, url: str, file: BinaryIO) -> Response:
+        """Stream ``url`` into ``file``; the answer's status and headers, with an empty body.
+
+        No Authorization header is sent: the URL is presigned storage, not the API, and a
+        redirect cannot carry a key that this request never had. A non-2xx answer writes
+        nothing. A body shorter than its Content-Length raises :class:`APIConnectionError`.
+        """
+        session = self._session(fresh=False)
+        what = f"GET {urlsplit(url).path}"  # never the query string: it is a signature
+        written = 0
+        try:
+            async with session.get(url, headers={"Accept": "*/*"}) as answer:
+                headers = {key.lower(): value for key, value in answer.headers.items()}
+                if 200 <= answer.status < 300:
+                    async for chunk in answer.content.iter_chunked(1 << 16):
+                        file.write(chunk)
+                        written += len(chunk)
+                else:
+                    await answer.read()
+                response = Response(answer.status, b"", headers)
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            raise _map_error(err, what) from err
+        expected = response.headers.get("content-length")
+        if 200 <= response.status < 300 and expected is not None and expected != str(written):
+            raise APIConnectionError(f"{what}: got {written} of {expected} bytes", True)
+        logger.debug("%s -> %d, %d bytes", what, response.status, written)
+        return response

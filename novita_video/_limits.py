@@ -1,0 +1,112 @@
+"""Request rates: how fast submits and polls may go, and how they slow down on 429.
+
+:class:`RateLimiter` spaces requests evenly (a leaky bucket with no burst), which keeps
+under any of the ways a server may count "N per minute" (fixed window, sliding window,
+token bucket), and adapts when the server says 429 anyway: it pauses for the
+``Retry-After`` (or a backoff), lowers its rate, and earns the rate back slowly after a
+run of accepted requests. All timing goes through an injected :class:`Clock`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import attrs
+
+from ._clock import Clock
+
+__all__ = ["AdaptiveRate", "RateLimiter"]
+
+
+@attrs.frozen
+class AdaptiveRate:
+    """How a limiter reacts to 429s (the same for submits and polls unless set apart).
+
+    After a 429 the rate is multiplied by ``decrease`` (never below ``floor`` of the
+    configured rate); after every ``recover_after`` accepted requests in a row it is
+    multiplied by ``increase``, up to the configured rate. ``margin`` spaces requests
+    that much wider than the configured rate, so that network jitter does not push two
+    requests into one of the server's windows.
+    """
+
+    decrease: float = attrs.field(
+        default=0.7, validator=[attrs.validators.gt(0), attrs.validators.lt(1)]
+    )
+    increase: float = attrs.field(default=1.05, validator=attrs.validators.ge(1))
+    recover_after: int = attrs.field(default=50, validator=attrs.validators.ge(1))
+    floor: float = attrs.field(
+        default=0.05, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
+    margin: float = attrs.field(default=0.02, validator=attrs.validators.ge(0))
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests a minute, evenly spaced; ``None`` (or inf): no limit.
+
+    ``await limiter.acquire()`` before each request; then report the answer with
+    :meth:`accepted` or :meth:`throttled`. Waiters are served first come, first served.
+    """
+
+    def __init__(
+        self,
+        per_minute: float | None,
+        *,
+        clock: Clock,
+        adaptive: AdaptiveRate | None = None,
+    ) -> None:
+        if per_minute == math.inf:
+            per_minute = None
+        if per_minute is not None and not (per_minute > 0 and math.isfinite(per_minute)):
+            raise ValueError(f"a rate must be a positive number per minute, not {per_minute!r}")
+        self._clock = clock
+        self._adaptive = adaptive or AdaptiveRate()
+        self._configured = None if per_minute is None else per_minute / 60.0
+        self._rate = self._configured
+        self._next_at = -math.inf
+        self._paused_until = -math.inf
+        self._streak = 0
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(per_minute={self.per_minute!r})"
+
+    @property
+    def per_minute(self) -> float | None:
+        """The rate in force now (lower than configured after 429s)."""
+        return None if self._rate is None else self._rate * 60.0
+
+    async def acquire(self) -> None:
+        """Wait for this request's turn."""
+        if self._rate is None and self._paused_until == -math.inf:
+            await anyio.lowlevel.checkpoint()
+            return
+        async with self._lock:
+            while True:
+                now = self._clock.now()
+                start = max(self._next_at, self._paused_until)
+                if start <= now:
+                    break
+                await self._clock.sleep(start - now)
+            if self._rate is not None:
+                interval = (1.0 + self._adaptive.margin) / self._rate
+                # No saving up: after an idle spell the next request goes at once, but
+                # the one after it still waits a full interval.
+                self._next_at = now + interval
+
+    def accepted(self) -> None:
+        """The server accepted a request: after a run of them, earn some rate back."""
+        self._streak += 1
+        if self._streak >= self._adaptive.recover_after and self._rate is not None:
+            self._streak = 0
+            assert self._configured is not None
+            self._rate = min(self._configured, self._rate * self._adaptive.increase)
+
+    def throttled(self, pause: float) -> None:
+        """The server answered 429: nobody goes for ``pause`` seconds, then slower."""
+        self._streak = 0
+        self._paused_until = max(self._paused_until, self._clock.now() + pause)
+        if self._rate is not None:
+            assert self._configured is not None
+            lowest = self._configured * self._adaptive.floor
+            self._rate = max(lowest, self._rate * self._adaptive.decrease)

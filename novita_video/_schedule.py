@@ -1,0 +1,90 @@
+"""When to check a task next: a pure function of what the last check saw.
+
+Polls cost requests (and may count against the account's rate limit), while a late
+check delays the clip. The schedule spends few polls and still notices a finished task
+soon:
+
+1. The first check comes ``first_check`` seconds after submission: it learns the
+   server's ``eta`` (real Minimax tasks take minutes, so guessing blind is worse).
+2. With an ``eta``, the next check is due just before it runs out (``eta - eta_lead``):
+   the server's eta is whole seconds, so the task is most likely done by then, and if
+   not, the next answer's eta is at most a second.
+3. Without an eta but with progress, the time left is extrapolated from how fast
+   progress moved between two checks (or, after one check, from the task's age, and
+   then only half of it is trusted).
+4. With neither, the typical duration of tasks this client has seen finish says when
+   to look first; after that, checks back off geometrically: each one waits ``backoff``
+   times the task's age so far.
+
+Every delay lies within ``[min_interval, max_interval]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from ._models import TaskStatus
+
+__all__ = ["Observation", "PollSchedule", "next_check_delay"]
+
+
+@attrs.frozen
+class PollSchedule:
+    """The constants of the poll schedule, in seconds of the client's clock."""
+
+    first_check: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
+    min_interval: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
+    max_interval: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
+    eta_lead: float = attrs.field(default=0.3, validator=attrs.validators.ge(0))
+    backoff: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_interval > self.max_interval:
+            raise ValueError("min_interval must not exceed max_interval")
+
+
+@attrs.frozen
+class Observation:
+    """What the poller knows of one unfinished task right after checking it.
+
+    ``age`` is the time since submission; ``previous`` the ``(age, progress)`` of the
+    previous check, if there was one; ``typical`` the typical duration of tasks this
+    client saw finish (``None`` until it has seen some).
+    """
+
+    age: float
+    status: TaskStatus
+    eta: float | None = None
+    progress: int = 0
+    previous: tuple[float, int] | None = None
+    typical: float | None = None
+
+
+def _remaining_from_progress(obs: Observation) -> float | None:
+    if not 0 < obs.progress < 100:
+        return None
+    if obs.previous is not None:
+        then, progress_then = obs.previous
+        if obs.progress > progress_then and obs.age > then:
+            speed = (obs.progress - progress_then) / (obs.age - then)
+            return (100 - obs.progress) / speed
+    # One point: assume progress started at submission. Queueing makes that too slow a
+    # speed, so the estimate is long; only half of it is trusted.
+    return 0.5 * obs.age * (100 - obs.progress) / obs.progress
+
+
+def next_check_delay(obs: Observation, schedule: PollSchedule) -> float:
+    """Seconds from now until the next check of the task ``obs`` describes."""
+    if obs.eta is not None and obs.eta > 0:
+        delay = obs.eta - schedule.eta_lead
+    elif (remaining := _remaining_from_progress(obs)) is not None:
+        delay = remaining
+    elif obs.typical is not None and obs.age < obs.typical and obs.status is not TaskStatus.UNKNOWN:
+        delay = obs.typical - obs.age
+    else:
+        delay = obs.age * schedule.backoff
+    if not math.isfinite(delay):
+        delay = schedule.max_interval
+    return min(schedule.max_interval, max(schedule.min_interval, delay))

@@ -1,0 +1,194 @@
+"""JSON in and out, through the SDK's one private cattrs converter.
+
+Reading the server is lenient where the API may grow (unknown keys and statuses are
+accepted) and strict where it matters (a body that is not the documented shape is a
+:class:`~novita_video.ProtocolError` quoting a short, key-free snippet of it).
+The converter is configured here and nowhere else (cattrs advises against its global one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import cattrs
+
+from ._errors import ProtocolError
+from ._models import TaskResult, TaskStatus, Video, VideoRequest
+
+SNIPPET_LENGTH = 200
+
+
+@attrs.frozen
+class _WireTask:
+    task_id: str
+    status: str
+    reason: str = ""
+    eta: float | None = None
+    progress_percent: float | None = None
+    task_type: str = ""
+
+
+@attrs.frozen
+class _WireVideo:
+    video_url: str
+    video_url_ttl: int = 3600
+    video_type: str = "mp4"
+
+
+@attrs.frozen
+class _WireTaskResult:
+    task: _WireTask
+    videos: list[_WireVideo] | None = None
+
+
+@attrs.frozen
+class _WireSubmitted:
+    task_id: str
+
+
+@attrs.frozen
+class _WireError:
+    reason: str = ""
+    message: str = ""
+
+
+def _structure_str(value: Any, _: type) -> str:
+    # cattrs' default str() would accept {"a": 1} as "{'a': 1}": a task id must be text.
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _structure_number(value: Any, _: type) -> float:
+    # Novita sends numbers; some proxies and SDKs send them as strings ("3600").
+    if isinstance(value, bool):
+        raise TypeError("expected a number, got a boolean")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        number = float(value.strip())
+    else:
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+def _make_converter() -> cattrs.Converter:
+    # Unknown keys are ignored: Novita adds fields (``extra``, ``audios``) and must not break users.
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(float, _structure_number)
+    converter.register_structure_hook(int, lambda v, t: int(_structure_number(v, t)))
+    converter.register_unstructure_hook(
+        VideoRequest,
+        lambda request: {
+            key: value
+            for key, value in attrs.asdict(request, recurse=False).items()
+            if value is not None
+        },
+    )
+    return converter
+
+
+_converter = _make_converter()
+
+
+def snippet(body: bytes | str) -> str:
+    """A short, printable quote of a body, for error messages."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET_LENGTH else text[:SNIPPET_LENGTH] + "..."
+
+
+def load_json(body: bytes, what: str) -> Any:
+    """Decode a JSON body or raise :class:`ProtocolError`."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"{what}: the answer is not JSON", snippet(body)) from err
+
+
+def _structure(data: Any, cls: type[Any], what: str, body: bytes) -> Any:
+    try:
+        return _converter.structure(data, cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as err:
+        raise ProtocolError(
+            f"{what}: the answer is not the documented shape ({_explain(err)})", snippet(body)
+        ) from err
+
+
+def _explain(err: BaseException) -> str:
+    if isinstance(err, cattrs.BaseValidationError):
+        notes = cattrs.transform_error(err)
+        return "; ".join(notes[:3]) if notes else err.message
+    return str(err)
+
+
+def dump_request(request: VideoRequest) -> dict[str, Any]:
+    """The JSON body of ``POST /v3/async/<endpoint>`` for ``request``."""
+    body: dict[str, Any] = _converter.unstructure(request)
+    return body
+
+
+def parse_submitted(body: bytes) -> str:
+    """The task id of a submit answer ``{"task_id": "..."}``."""
+    data = load_json(body, "submit")
+    submitted: _WireSubmitted = _structure(data, _WireSubmitted, "submit", body)
+    if not submitted.task_id:
+        raise ProtocolError("submit: the answer has an empty task_id", snippet(body))
+    return submitted.task_id
+
+
+def parse_task_result(body: bytes, *, wall: float) -> TaskResult:
+    """A :class:`TaskResult` from a task-result body; ``wall`` (Unix time) dates the video URLs."""
+    data = load_json(body, "task-result")
+    wire: _WireTaskResult = _structure(data, _WireTaskResult, "task-result", body)
+    return from_wire(wire, wall=wall, body=body)
+
+
+def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
+    task = wire.task
+    if not task.task_id:
+        raise ProtocolError("task-result: the answer has an empty task_id", snippet(body))
+    videos = tuple(
+        Video(
+            url=video.video_url,
+            type=video.video_type,
+            ttl=video.video_url_ttl,
+            expires_at=datetime.fromtimestamp(wall + video.video_url_ttl, UTC),
+        )
+        for video in wire.videos or ()
+        if video.video_url
+    )
+    progress = task.progress_percent
+    return TaskResult(
+        task_id=task.task_id,
+        status=TaskStatus.parse(task.status),
+        raw_status=task.status,
+        reason=task.reason,
+        eta=task.eta if task.eta is not None and task.eta > 0 else None,
+        progress=0 if progress is None else min(100, max(0, round(progress))),
+        videos=videos,
+    )
+
+
+def parse_error(body: bytes) -> tuple[str, str]:
+    """``(reason, message)`` of an error body; empty strings for HTML or other shapes."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "", snippet(body)
+    if not isinstance(data, dict):
+        return "", snippet(body)
+    try:
+        error: _WireError = _converter.structure(data, _WireError)
+    except (cattrs.BaseValidationError, TypeError, ValueError):
+        return "", snippet(body)
+    return error.reason, error.message
