@@ -1,0 +1,46 @@
+"""A local Novita: a real HTTP server that plays the video API, for tests and benchmarks.
+
+:class:`FakeNovita` listens on 127.0.0.1 and answers like Novita's Minimax Video-01
+API: bearer auth, body validation, tasks that move QUEUED -> PROCESSING -> SUCCEED
+(or FAILED) as simulator time passes, presigned video links that expire, 429s
+under a :class:`RateLimit`. It counts what clients do in :class:`SimulatorStats`
+(polls per task, duplicate submissions, keys leaked to storage)::
+
+    import aiohttp
+    from novita_video.testing import FakeNovita, RateLimit
+
+    async def main() -> None:
+        async with FakeNovita(task_duration=(1, 2), submit_limit=RateLimit(20, per=60)) as fake:
+            headers = {"Authorization": f"Bearer {fake.api_key}"}
+            async with aiohttp.ClientSession(fake.url, headers=headers) as http:
+                async with http.post("/v3/async/minimax-video-01", json={"prompt": "a cat"}) as r:
+                    task_id = (await r.json())["task_id"]
+            print(fake.stats.task_count, fake.task(task_id).finishes_at)
+
+The same server runs on its own with ``python -m novita_video.testing --port 0``
+(see ``--help``), and pytest gets a ``fake_novita`` fixture from
+``novita_video.testing.pytest_plugin``.
+
+Layout, one concept per module: ``_config`` (the knobs), ``_tasks`` (a task's life
+as a function of time), ``_ratelimit`` (sliding-window log), ``_wire`` (JSON in and
+out), ``_storage`` (presigned links to ``assets/clip.mp4``), ``_stats`` (what was
+seen), ``_server`` (aiohttp and the request pipeline).
+"""
+
+from ._config import SimulatorConfig as SimulatorConfig
+from ._ratelimit import RateLimit as RateLimit
+from ._server import FakeNovita as FakeNovita
+from ._stats import SimulatorStats as SimulatorStats
+from ._tasks import SubmitRequest as SubmitRequest
+from ._tasks import TaskRecord as TaskRecord
+from ._tasks import TaskState as TaskState
+
+__all__ = [
+    "FakeNovita",
+    "RateLimit",
+    "SimulatorConfig",
+    "SimulatorStats",
+    "SubmitRequest",
+    "TaskRecord",
+    "TaskState",
+]

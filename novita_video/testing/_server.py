@@ -1,0 +1,372 @@
+"""`FakeNovita`: a real HTTP server that behaves like Novita's video API.
+
+Every request goes through one pipeline, :meth:`FakeNovita._dispatch`:
+
+1. route it to an endpoint (``submit``, ``task_result``, ``video``, ``other``) and count it;
+2. for API endpoints, *admit* it: revoked key, then bearer auth, then the rate limit;
+3. run the endpoint (validate, draw or look up the task, answer).
+
+Any step may raise :class:`ApiError`, which becomes Novita's JSON error body.
+Fault knobs to come (500/502/503/504, a dropped connection, malformed JSON, a
+slow answer) are one more step between 1 and 3: they see the endpoint and
+either answer in its place or let it through, without touching the handlers.
+
+Task state is computed from the clock on each poll (see ``_tasks``), so the
+server runs no background work at all: closing it only closes sockets.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import math
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Final, Self
+
+from aiohttp import web
+
+from .._clock import Clock, SystemClock
+from ._config import SimulatorConfig
+from ._ratelimit import RateLimit, SlidingWindowLog
+from ._stats import Counters, SimulatorStats
+from ._storage import STORAGE_PREFIX, LinkCheck, Presigner, clip_bytes, s3_error_body
+from ._tasks import SUCCEED, TaskRecord, draw_task
+from ._wire import ApiError, error_body, parse_submit, task_result_body
+
+__all__ = ["FakeNovita"]
+
+SUBMIT_PATH: Final = "/v3/async/minimax-video-01"
+RESULT_PATH: Final = "/v3/async/task-result"
+STATS_PATH: Final = "/_simulator/stats"
+
+# Bigger than aiohttp's 128 so a benchmark opening hundreds of connections at
+# once is not refused by the kernel before the simulator sees it.
+_BACKLOG: Final = 1024
+# A request still in flight at close gets this long; idle keep-alive sockets close at once.
+_SHUTDOWN_TIMEOUT: Final = 2.0
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class FakeNovita:
+    """A local simulator of Novita's Minimax Video-01 API, on a real socket.
+
+    >>> async with FakeNovita(task_duration=(0.5, 1.0)) as fake:   # doctest: +SKIP
+    ...     print(fake.url, fake.api_key)
+    http://127.0.0.1:54321 sk-simulated
+
+    It serves ``POST /v3/async/minimax-video-01``, ``GET /v3/async/task-result``,
+    presigned video links under ``/storage/``, and its own statistics at
+    ``GET /_simulator/stats`` (no auth, not rate limited, not counted;
+    ``?tasks=0`` leaves out the per-task records).
+
+    Knobs (all keyword-only):
+
+    * ``api_key``: the only accepted bearer key.
+    * ``host``, ``port``: where to listen; port 0 picks a free one.
+    * ``task_duration=(lo, hi)``: each task takes U(lo, hi) seconds of simulator time.
+    * ``queue_fraction``: share of that time spent QUEUED (progress 0) before PROCESSING.
+    * ``eta_error``: 0.0 gives exact etas (ceil of the seconds left); ``e`` multiplies the
+      time left by a per-task factor from U(1-e, 1+e); ``None`` answers eta 0 throughout.
+    * ``report_progress``: False keeps ``progress_percent`` at 0 until the task ends.
+    * ``failure_rate``: probability that a task ends FAILED (reason "content moderation failed").
+    * ``submit_limit``, ``result_limit``: a :class:`RateLimit` per endpoint, or None; over it
+      the answer is 429 ``RATE_LIMIT_EXCEEDED``, with ``Retry-After`` if ``retry_after``.
+    * ``video_ttl``: seconds a video link stays valid after the answer that carried it.
+    * ``clock``: simulator time (default :class:`SystemClock`); share a ``ScaledClock``
+      with the client to play minutes-long tasks in seconds.
+    * ``seed``: replay the same task ids, durations and failures.
+    * ``illegal_marker``: a prompt containing it is refused with 400 ``ILLEGAL_PROMPT``.
+    * ``balance``: after this many accepted tasks, submits get 400 ``BILLING_BALANCE_NOT_ENOUGH``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "sk-simulated",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        task_duration: tuple[float, float] = (2.0, 6.0),
+        queue_fraction: float = 0.1,
+        eta_error: float | None = 0.0,
+        report_progress: bool = True,
+        failure_rate: float = 0.0,
+        submit_limit: RateLimit | None = None,
+        result_limit: RateLimit | None = None,
+        retry_after: bool = True,
+        video_ttl: int = 3600,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        illegal_marker: str = "[illegal]",
+        balance: int | None = None,
+    ) -> None:
+        self.config: Final = SimulatorConfig(
+            api_key=api_key,
+            host=host,
+            port=port,
+            task_duration=task_duration,
+            queue_fraction=queue_fraction,
+            eta_error=eta_error,
+            report_progress=report_progress,
+            failure_rate=failure_rate,
+            submit_limit=submit_limit,
+            result_limit=result_limit,
+            retry_after=retry_after,
+            video_ttl=video_ttl,
+            seed=seed,
+            illegal_marker=illegal_marker,
+            balance=balance,
+        )
+        if clock is not None and not isinstance(clock, Clock):
+            raise ValueError(f"clock must implement now(), wall() and sleep(), not {clock!r}")
+        #: Simulator time: task lives, rate-limit windows and link expiry all read it.
+        self.clock: Final[Clock] = SystemClock() if clock is None else clock
+        self._rng = random.Random(seed)
+        self._presigner = Presigner()
+        self._counters = Counters()
+        self._limiters: dict[str, SlidingWindowLog] = {}
+        if submit_limit is not None:
+            self._limiters["submit"] = SlidingWindowLog(submit_limit)
+        if result_limit is not None:
+            self._limiters["task_result"] = SlidingWindowLog(result_limit)
+        self._revoked = False
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._closed = False
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the socket and start answering; :attr:`url` is known from then on."""
+        if self._runner is not None or self._closed:
+            raise RuntimeError("a FakeNovita starts once; make a new one to serve again")
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._dispatch)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        self._runner = runner
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port, backlog=_BACKLOG)
+            await site.start()
+            self._url = _base_url(runner.addresses[0])
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (safe to call twice)."""
+        self._closed = True
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- what tests read --------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL to give a client, like ``http://127.0.0.1:54321`` (no trailing slash)."""
+        if self._url is None:
+            raise RuntimeError("FakeNovita is not started: use `async with` or await start()")
+        return self._url
+
+    @property
+    def api_key(self) -> str:
+        """The key the simulator accepts."""
+        return self.config.api_key
+
+    @property
+    def stats(self) -> SimulatorStats:
+        """A snapshot of the counters so far (take another to see later requests)."""
+        return self._counters.snapshot()
+
+    def task(self, task_id: str) -> TaskRecord:
+        """The record of one accepted task; :class:`KeyError` if there is none."""
+        try:
+            return self._counters.tasks[task_id]
+        except KeyError:
+            raise KeyError(f"no task {task_id!r} was submitted to this simulator") from None
+
+    def revoke_key(self) -> None:
+        """From now on, answer every API request with 403 ``INVALID_API_KEY``."""
+        self._revoked = True
+
+    def __repr__(self) -> str:
+        where = self._url or "not started"
+        return f"<FakeNovita {where} tasks={len(self._counters.tasks)}>"
+
+    # -- the pipeline -----------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path, method = request.path, request.method
+        if path == STATS_PATH and method == "GET":
+            # The simulator's own window: not part of the API, so not counted.
+            return self._serve_stats(request)
+        endpoint: str
+        handler: _Handler
+        if path == SUBMIT_PATH and method == "POST":
+            endpoint, handler = "submit", self._submit
+        elif path == RESULT_PATH and method == "GET":
+            endpoint, handler = "task_result", self._task_result
+        elif path.startswith(STORAGE_PREFIX) and method in ("GET", "HEAD"):
+            endpoint, handler = "video", self._video
+        else:
+            endpoint, handler = "other", self._not_found
+        self._counters.requests[endpoint] += 1
+        try:
+            return await handler(request)
+        except ApiError as err:
+            self._counters.errors[err.reason] += 1
+            return web.Response(
+                status=err.status,
+                body=error_body(err.status, err.reason, err.message),
+                content_type="application/json",
+                headers=err.headers,
+            )
+
+    def _admit(self, request: web.Request, endpoint: str) -> None:
+        """Auth first, then the rate limit: a rejected key does not use up the quota."""
+        if self._revoked:
+            raise ApiError(403, "INVALID_API_KEY", "the API key has been revoked")
+        header = request.headers.get("Authorization", "").strip()
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        if not header or (scheme.lower() == "bearer" and not key):
+            raise ApiError(
+                400, "MISSING_API_KEY", "missing API key: send Authorization: Bearer <key>"
+            )
+        # The key sent is never echoed back: it may be a real one sent here by mistake.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            key.encode(), self.config.api_key.encode()
+        ):
+            raise ApiError(403, "INVALID_API_KEY", "invalid API key")
+        limiter = self._limiters.get(endpoint)
+        if limiter is None:
+            return
+        wait = limiter.acquire(self.clock.now())
+        if wait is None:
+            return
+        self._counters.rate_limited[endpoint] += 1
+        headers = {"Retry-After": str(max(1, math.ceil(wait)))} if self.config.retry_after else None
+        limit = limiter.limit
+        raise ApiError(
+            429,
+            "RATE_LIMIT_EXCEEDED",
+            f"rate limit exceeded: at most {limit.requests} requests per {limit.per:g} s",
+            headers,
+        )
+
+    # -- endpoints --------------------------------------------------------------------
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        self._admit(request, "submit")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, "INVALID_REQUEST_BODY", "request body is too large") from None
+        job = parse_submit(raw)
+        config = self.config
+        if config.illegal_marker in job.prompt:
+            raise ApiError(400, "ILLEGAL_PROMPT", "the prompt breaks the content policy")
+        if config.balance is not None and len(self._counters.tasks) >= config.balance:
+            raise ApiError(400, "BILLING_BALANCE_NOT_ENOUGH", "insufficient balance")
+        task = draw_task(
+            self._rng,
+            job,
+            now=self.clock.now(),
+            wall=self.clock.wall(),
+            task_duration=config.task_duration,
+            queue_fraction=config.queue_fraction,
+            failure_rate=config.failure_rate,
+            eta_error=config.eta_error,
+        )
+        self._counters.add_task(task)
+        return web.json_response({"task_id": task.task_id})
+
+    async def _task_result(self, request: web.Request) -> web.StreamResponse:
+        self._admit(request, "task_result")
+        task_id = request.query.get("task_id", "")
+        if not task_id:
+            raise ApiError.invalid_body("the task_id query parameter is required")
+        task = self._counters.tasks.get(task_id)
+        if task is None:
+            raise ApiError(404, "TASK_NOT_FOUND", f"task {task_id!r} not found")
+        state = task.state_at(
+            self.clock.now(),
+            report_progress=self.config.report_progress,
+            give_eta=self.config.eta_error is not None,
+        )
+        self._counters.polls[task_id] += 1
+        video_url = None
+        if state.status == SUCCEED:
+            # A fresh link on every answer, valid video_ttl from now, as Novita does.
+            link = self._presigner.path_and_query(
+                task_id, wall=self.clock.wall(), ttl=self.config.video_ttl
+            )
+            video_url = self.url + link
+        body = task_result_body(task, state, video_url=video_url, video_ttl=self.config.video_ttl)
+        return web.Response(body=body, content_type="application/json")
+
+    async def _video(self, request: web.Request) -> web.StreamResponse:
+        # Storage needs no auth; a key arriving here is a leak the client must not make.
+        if "Authorization" in request.headers:
+            self._counters.video_requests_with_authorization += 1
+        name = request.path[len(STORAGE_PREFIX) :]
+        task_id = name.removesuffix(".mp4")
+        expires = request.query.get("expires")
+        signature = request.query.get("signature")
+        if expires is None or signature is None:
+            return self._storage_error(403, "AccessDenied", "Query-string authentication required")
+        verdict = self._presigner.check(task_id, expires, signature, wall=self.clock.wall())
+        if verdict is LinkCheck.BAD_SIGNATURE or not name.endswith(".mp4"):
+            return self._storage_error(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided",
+            )
+        if verdict is LinkCheck.EXPIRED:
+            return self._storage_error(403, "AccessDenied", "Request has expired")
+        task = self._counters.tasks.get(task_id)
+        if task is None or task.final_status != SUCCEED:
+            # Only reachable with a link signed for a task that is not a success.
+            return self._storage_error(404, "NoSuchKey", "The specified key does not exist.")
+        return web.Response(body=clip_bytes(), content_type="video/mp4")
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        raise ApiError(404, "API_NOT_FOUND", f"no API at {request.method} {request.path}")
+
+    def _storage_error(self, status: int, code: str, message: str) -> web.StreamResponse:
+        self._counters.errors[code] += 1
+        return web.Response(
+            status=status, text=s3_error_body(code, message), content_type="application/xml"
+        )
+
+    def _serve_stats(self, request: web.Request) -> web.StreamResponse:
+        include_tasks = request.query.get("tasks", "1").lower() not in ("0", "false", "no")
+        return web.json_response(self.stats.to_dict(include_tasks=include_tasks))
+
+
+def _base_url(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """The URL clients should use for a bound socket address."""
+    host, port = address[0], address[1]
+    ip = ipaddress.ip_address(host)
+    # A wildcard bind answers on loopback too, and loopback is what links must point at.
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
+    shown = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"http://{shown}:{port}"
