@@ -214,6 +214,10 @@ class BadRequestError(APIStatusError):
 class InsufficientBalanceError(BadRequestError):
     """400 ``BILLING_BALANCE_NOT_ENOUGH``: top up the account; dooms the batch."""
 
+    @property
+    def dooms_batch(self) -> bool:  # type: ignore[override]
+        return True
+
 
 class AuthenticationError(APIStatusError):
     """401, or 403 ``INVALID_API_KEY``, or 400 ``MISSING_API_KEY``: the key is wrong."""

@@ -20,6 +20,8 @@ from ._errors import ProtocolError
 from ._models import TaskResult, TaskStatus, Video, VideoRequest
 
 SNIPPET_LENGTH = 200
+#: Ten years: anything longer is not a presigned link's lifetime but a broken answer.
+MAX_TTL = 10 * 365 * 24 * 3600
 
 
 @attrs.frozen
@@ -157,6 +159,13 @@ def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
     task = wire.task
     if not task.task_id:
         raise ProtocolError("task-result: the answer has an empty task_id", snippet(body))
+    for video in wire.videos or ():
+        if not 0 <= video.video_url_ttl <= MAX_TTL:
+            raise ProtocolError(
+                f"task-result: video_url_ttl {video.video_url_ttl} is not a number of seconds "
+                f"from 0 to {MAX_TTL}",
+                snippet(body),
+            )
     videos = tuple(
         Video(
             url=video.video_url,

@@ -1,0 +1,101 @@
+"""The rate limiter on a manual clock: even spacing, pauses and slow-downs after 429s."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import pytest
+from support import ManualClock
+
+from novita_video import AdaptiveRate
+from novita_video._limits import RateLimiter
+
+pytestmark = pytest.mark.anyio
+
+
+async def times_of(limiter: RateLimiter, clock: ManualClock, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        await limiter.acquire()
+        times.append(clock.now())
+    return times
+
+
+async def test_requests_are_spaced_evenly_with_a_margin() -> None:
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(60, clock=clock, adaptive=AdaptiveRate(margin=0.02))
+    times = await times_of(limiter, clock, 5)
+    assert times == pytest.approx([0.0, 1.02, 2.04, 3.06, 4.08])
+
+
+async def test_no_limit_never_waits() -> None:
+    clock = ManualClock(start=0.0)
+    for unlimited in (None, math.inf):
+        limiter = RateLimiter(unlimited, clock=clock)
+        assert await times_of(limiter, clock, 100) == [0.0] * 100
+        assert limiter.per_minute is None
+
+
+async def test_an_idle_spell_saves_nothing_up() -> None:
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(60, clock=clock, adaptive=AdaptiveRate(margin=0.0))
+    await limiter.acquire()
+    clock.time = 100.0
+    assert await times_of(limiter, clock, 3) == pytest.approx([100.0, 101.0, 102.0])
+
+
+async def test_a_429_pauses_everyone_and_slows_down_then_recovers() -> None:
+    clock = ManualClock(start=0.0)
+    adaptive = AdaptiveRate(decrease=0.5, increase=2.0, recover_after=3, margin=0.0)
+    limiter = RateLimiter(60, clock=clock, adaptive=adaptive)
+    await limiter.acquire()
+    limiter.throttled(10.0)
+    assert limiter.per_minute == pytest.approx(30)
+    await limiter.acquire()
+    assert clock.now() == pytest.approx(10.0)  # the pause held
+    await limiter.acquire()
+    assert clock.now() == pytest.approx(12.0)  # half the rate: twice the interval
+    for _ in range(3):
+        limiter.accepted()
+    assert limiter.per_minute == pytest.approx(60)  # earned back, never past the configured
+    for _ in range(3):
+        limiter.accepted()
+    assert limiter.per_minute == pytest.approx(60)
+
+
+async def test_the_rate_never_drops_below_its_floor() -> None:
+    limiter = RateLimiter(100, clock=ManualClock(), adaptive=AdaptiveRate(decrease=0.1, floor=0.2))
+    for _ in range(10):
+        limiter.throttled(0.0)
+    assert limiter.per_minute == pytest.approx(20)
+
+
+async def test_a_pause_applies_even_without_a_limit() -> None:
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(None, clock=clock)
+    limiter.throttled(5.0)
+    await limiter.acquire()
+    assert clock.now() == pytest.approx(5.0)
+
+
+async def test_waiters_go_first_come_first_served() -> None:
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(60, clock=clock, adaptive=AdaptiveRate(margin=0.0))
+    order: list[int] = []
+
+    async def take(n: int) -> None:
+        await limiter.acquire()
+        order.append(n)
+
+    async with anyio.create_task_group() as group:
+        for n in range(5):
+            group.start_soon(take, n)
+            await anyio.lowlevel.checkpoint()
+    assert order == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.nan])
+async def test_nonsense_rates_are_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        RateLimiter(bad, clock=ManualClock())

@@ -1,0 +1,52 @@
+"""The poll schedule as a table: eta first, then progress, then what this client learned."""
+
+from __future__ import annotations
+
+import pytest
+
+from novita_video import PollSchedule, TaskStatus
+from novita_video._schedule import Observation, next_check_delay
+
+Q, P, U = TaskStatus.QUEUED, TaskStatus.PROCESSING, TaskStatus.UNKNOWN
+S = PollSchedule(first_check=2.0, min_interval=0.25, max_interval=120.0, eta_lead=0.3, backoff=0.25)
+
+
+@pytest.mark.parametrize(
+    ("observation", "expected"),
+    [
+        # The server's eta decides, checked just before it runs out.
+        (Observation(age=2.0, status=P, eta=4.0, progress=30), 3.7),
+        (Observation(age=2.0, status=Q, eta=100.0), 99.7),
+        (Observation(age=9.0, status=P, eta=1.0, progress=99), 0.7),
+        (Observation(age=2.0, status=P, eta=0.1), 0.25),  # never below the floor
+        (Observation(age=2.0, status=P, eta=1000.0), 120.0),  # never past the cap
+        # Without an eta: two progress readings give the speed.
+        (Observation(age=60.0, status=P, progress=40, previous=(30.0, 20)), 90.0),
+        (Observation(age=60.0, status=P, progress=90, previous=(30.0, 60)), 10.0),
+        # One reading: progress since submission, only half trusted.
+        (Observation(age=10.0, status=P, progress=50), 5.0),
+        (Observation(age=10.0, status=P, progress=50, previous=(10.0, 50)), 5.0),
+        # Progress went nowhere since the anchor: fall back to the one-point estimate.
+        (Observation(age=20.0, status=P, progress=50, previous=(10.0, 50)), 10.0),
+        # Nothing from the server: what this client learned of typical durations ...
+        (Observation(age=2.0, status=Q, typical=50.0), 48.0),
+        (Observation(age=2.0, status=Q, typical=500.0), 120.0),
+        # ... and once past it, or with nothing learned, a geometric backoff.
+        (Observation(age=160.0, status=Q, typical=150.0), 40.0),
+        (Observation(age=2.0, status=Q), 0.5),
+        (Observation(age=8.0, status=P), 2.0),
+        (Observation(age=1000.0, status=Q), 120.0),
+        (Observation(age=0.1, status=Q), 0.25),
+        # An unknown status is not trusted to follow the typical duration.
+        (Observation(age=2.0, status=U, typical=150.0), 0.5),
+    ],
+)
+def test_next_check_delay(observation: Observation, expected: float) -> None:
+    assert next_check_delay(observation, S) == pytest.approx(expected)
+
+
+def test_a_schedule_must_make_sense() -> None:
+    with pytest.raises(ValueError, match="min_interval"):
+        PollSchedule(min_interval=10.0, max_interval=1.0)
+    with pytest.raises(ValueError, match="first_check"):
+        PollSchedule(first_check=0)
