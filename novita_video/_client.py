@@ -251,7 +251,9 @@ class Client:
         try:
             if task_group is not None:
                 task_group.cancel_scope.cancel()
-                await task_group.__aexit__(exc_type, exc, tb)
+                # Not passing the body's exception on: anyio would wrap it in an
+                # ExceptionGroup, and the user's own error must reach them as it was.
+                await task_group.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._http.close()

@@ -33,6 +33,15 @@ def _usable(result: TaskResult, clock: Clock) -> bool:
     return expires > datetime.fromtimestamp(clock.wall() + RENEW_MARGIN, UTC)
 
 
+def _require_video(result: TaskResult) -> TaskResult:
+    if not result.ok:
+        raise InvalidRequestError(
+            f"task {result.task_id} has no video to download (status {result.status.name})",
+            "result",
+        )
+    return result
+
+
 async def download(
     result: TaskResult,
     destination: Path,
@@ -44,24 +53,20 @@ async def download(
     rand: Callable[[], float],
 ) -> Path:
     """Write ``result``'s first video to ``destination`` (whole, or not at all)."""
-    if not result.ok:
-        raise InvalidRequestError(
-            f"task {result.task_id} has no video to download (status {result.status.name})",
-            "result",
-        )
+    _require_video(result)
     destination.parent.mkdir(parents=True, exist_ok=True)
     renewed = False
     attempt = 0
     while True:
         attempt += 1
         if not _usable(result, clock):
-            result, renewed = await refresh(result.task_id), True
+            result, renewed = _require_video(await refresh(result.task_id)), True
         try:
             await _fetch(result.videos[0].url, destination, http)
         except DownloadError as error:
             if error.status_code != 403 or renewed:
                 raise
-            result, renewed = await refresh(result.task_id), True  # expired: a fresh URL
+            result, renewed = _require_video(await refresh(result.task_id)), True  # a fresh URL
         except APIConnectionError as error:
             failure: NovitaError = error
             if decide("GET", failure, attempt, retry) is not Decision.RETRY:

@@ -23,3 +23,75 @@ class ManualClock:
         self.sleeps.append(seconds)
         self.time += max(0.0, seconds)
         await anyio.lowlevel.checkpoint()
+
+
+# A scripted server: for the answers no faithful simulator gives on demand (yet).
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+
+class Scripted:
+    """An HTTP server on 127.0.0.1 that answers each request with the next scripted step.
+
+    A step is ``("json", status, body, headers)``, ``("raw", status, text, headers)``,
+    ``("drop",)`` (read the request, then cut the connection without answering) or
+    ``("sleep", seconds)`` (answer nothing for that long, then 200 ``{}``). When a
+    path's script runs out, submits get a fresh task id and task-results a queued task.
+    """
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, deque[tuple[Any, ...]]] = {}
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.url = ""
+
+    def script(self, path: str, *steps: tuple[Any, ...]) -> None:
+        self.scripts.setdefault(path, deque()).extend(steps)
+
+    def count(self, method: str, path: str) -> int:
+        return sum(1 for m, p, _ in self.seen if (m, p) == (method, path))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.seen.append((request.method, request.path, dict(request.headers)))
+        steps = self.scripts.get(request.path)
+        step = steps.popleft() if steps else ("default",)
+        kind = step[0]
+        if kind == "json":
+            _, status, body, headers = (*step, {})[:4]
+            return web.json_response(body, status=status, headers=headers)
+        if kind == "raw":
+            _, status, text, headers = (*step, {})[:4]
+            return web.Response(status=status, text=text, headers=headers, content_type="text/html")
+        if kind == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        if kind == "sleep":
+            await anyio.sleep(step[1])
+            return web.json_response({})
+        if request.method == "POST":
+            return web.json_response({"task_id": f"task-{len(self.seen)}"})
+        task_id = request.query.get("task_id", "")
+        return web.json_response({"task": {"task_id": task_id, "status": "TASK_STATUS_QUEUED"}})
+
+
+@asynccontextmanager
+async def scripted_server() -> AsyncIterator[Scripted]:
+    scripted = Scripted()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", scripted.handle)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    scripted.url = f"http://{host}:{port}"
+    try:
+        yield scripted
+    finally:
+        await runner.cleanup()
