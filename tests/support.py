@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import anyio
+from aiohttp import web
 
 
 class ManualClock:
@@ -26,13 +32,6 @@ class ManualClock:
 
 
 # A scripted server: for the answers no faithful simulator gives on demand (yet).
-
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
-from aiohttp import web
 
 
 class Scripted:

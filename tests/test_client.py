@@ -1,4 +1,4 @@
-"""Client over real loopback HTTP: submit, get_result, download, errors, retries, misuse, key hygiene."""
+"""Client over real loopback HTTP: submit, get_result, download, errors, retries, key hygiene."""
 
 from __future__ import annotations
 
@@ -58,12 +58,15 @@ async def test_submit_then_get_result_then_wait(fake: FakeNovita) -> None:
     async with client_for(fake) as client:
         task_id = await client.submit("A panda walks through bamboo")
         first = await client.get_result(task_id)
-        assert first.task_id == task_id and first.status in (
+        assert first.task_id == task_id
+        assert first.status in (
             TaskStatus.QUEUED,
             TaskStatus.PROCESSING,
         )
         final = await client.wait(task_id, timeout=30)
-        assert final.status is TaskStatus.SUCCEED and final.ok and final.video_url
+        assert final.status is TaskStatus.SUCCEED
+        assert final.ok
+        assert final.video_url
         assert final.raise_for_status() is final
     record = fake.task(task_id)
     assert record.request.prompt == "A panda walks through bamboo"
@@ -106,7 +109,8 @@ async def test_the_server_says_no(fake: FakeNovita) -> None:
     async with client_for(fake) as client:
         with pytest.raises(BadRequestError) as illegal:
             await client.submit("a [illegal] prompt")
-        assert illegal.value.reason == "ILLEGAL_PROMPT" and illegal.value.status_code == 400
+        assert illegal.value.reason == "ILLEGAL_PROMPT"
+        assert illegal.value.status_code == 400
         assert not illegal.value.dooms_batch
         with pytest.raises(NotFoundError) as missing:
             await client.get_result("no-such-task")
@@ -114,9 +118,11 @@ async def test_the_server_says_no(fake: FakeNovita) -> None:
     async with Client("sk-wrong", base_url=fake.url) as client:
         with pytest.raises(AuthenticationError) as denied:
             await client.submit("a cat")
-        assert denied.value.status_code == 403 and denied.value.reason == "INVALID_API_KEY"
+        assert denied.value.status_code == 403
+        assert denied.value.reason == "INVALID_API_KEY"
         assert denied.value.dooms_batch
-        assert "sk-wrong" not in str(denied.value) and "sk-wrong" not in repr(denied.value)
+        assert "sk-wrong" not in str(denied.value)
+        assert "sk-wrong" not in repr(denied.value)
 
 
 async def test_no_balance_is_fatal() -> None:
@@ -124,7 +130,8 @@ async def test_no_balance_is_fatal() -> None:
         await client.submit("one")
         with pytest.raises(InsufficientBalanceError) as caught:
             await client.submit("two")
-    assert caught.value.dooms_batch and caught.value.reason == "BILLING_BALANCE_NOT_ENOUGH"
+    assert caught.value.dooms_batch
+    assert caught.value.reason == "BILLING_BALANCE_NOT_ENOUGH"
 
 
 def test_a_missing_key_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,12 +216,14 @@ async def test_429s_are_retried_honouring_retry_after() -> None:
             results = [await client.get_result(task_id) for task_id in ids]
         stats = client.statistics()
     assert [result.task_id for result in results] == ids
-    assert fake.stats.rate_limited["submit"] > 0 and fake.stats.rate_limited["task_result"] > 0
+    assert fake.stats.rate_limited["submit"] > 0
+    assert fake.stats.rate_limited["task_result"] > 0
     assert (
         stats.rate_limited
         == fake.stats.rate_limited["submit"] + fake.stats.rate_limited["task_result"]
     )
-    assert fake.stats.task_count == 5 and fake.stats.duplicate_submissions == 0
+    assert fake.stats.task_count == 5
+    assert fake.stats.duplicate_submissions == 0
 
 
 @pytest.mark.parametrize(
@@ -322,7 +331,8 @@ async def test_get_result_retries_transient_failures() -> None:
             ),
         )
         result = await client.get_result("t")
-        assert result.status is TaskStatus.UNKNOWN and result.raw_status == "TASK_STATUS_NEW_ONE"
+        assert result.status is TaskStatus.UNKNOWN
+        assert result.raw_status == "TASK_STATUS_NEW_ONE"
     assert server.count("GET", RESULT) == 5
 
 

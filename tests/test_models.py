@@ -113,7 +113,9 @@ FAILED = TaskResult(task_id="t", status=TaskStatus.FAILED, reason="moderation")
 
 
 def test_results_and_outcomes_derive_their_fields() -> None:
-    assert DONE.ok and DONE.video_url == VIDEO.url and DONE.raise_for_status() is DONE
+    assert DONE.ok
+    assert DONE.video_url == VIDEO.url
+    assert DONE.raise_for_status() is DONE
     with pytest.raises(TaskFailedError, match="moderation") as caught:
         FAILED.raise_for_status()
     assert caught.value.result is FAILED
@@ -123,7 +125,8 @@ def test_results_and_outcomes_derive_their_fields() -> None:
     bad = Outcome(1, request, "t", FAILED)
     assert (bad.ok, bad.status, bad.video_url) == (False, TaskStatus.FAILED, None)
     late = Outcome(2, request, "t", DONE, TaskTimeoutError("late", "t"))
-    assert not late.ok and late.video_url is None
+    assert not late.ok
+    assert late.video_url is None
     unsent = Outcome(3, None)
     assert (unsent.ok, unsent.status, unsent.task_id) == (False, None, None)
 
