@@ -14,6 +14,7 @@ import os
 import random
 import warnings
 from collections.abc import AsyncIterable, Callable, Iterable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -36,7 +37,7 @@ from ._errors import (
     SubmissionUnknownError,
     UsageError,
 )
-from ._http import HTTPTransport, Response, is_loopback
+from ._http import HTTPTransport, Response, Sending, is_loopback
 from ._limits import AdaptiveRate, RateLimiter
 from ._models import TaskResult, VideoRequest
 from ._poller import Poller
@@ -334,7 +335,8 @@ class Client:
         ``abort`` is asked right before each POST (a batch's fatal error stops it there),
         then ``before_post`` is told (a ledger records the intent there);
         ``on_accepted`` is told the task id inside the shielded section, so a task that
-        was created is never lost to a cancellation that arrives while the POST runs.
+        was created is never lost to a cancellation that arrives while the POST runs; a
+        cancellation that arrives before the request left stops it, and nothing is sent.
         """
         body = dump_request(request)
         path = f"/v3/async/{request.endpoint}"
@@ -347,9 +349,12 @@ class Client:
                 raise BatchAbortedError(f"not submitted: {cause}", cause)
             if before_post is not None:
                 before_post()
-            with anyio.CancelScope(shield=True):
+            # Cancellable until the request leaves; from then on shielded, so that a task
+            # that may be created (and billed) is never lost to a cancellation.
+            with anyio.CancelScope() as guard:
+                sending = Sending(on_sent=partial(setattr, guard, "shield", True))
                 try:
-                    response = await self._http.request("POST", path, json=body)
+                    response = await self._http.request("POST", path, json=body, sending=sending)
                     task_id = self._submitted(response)
                 except NovitaError as error:
                     failure: NovitaError = error

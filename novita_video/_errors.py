@@ -262,16 +262,15 @@ class TaskTimeoutError(NovitaError, TimeoutError):
     """A task was not final by its deadline. It may still finish on Novita's side:
     ``task_id`` lets you check later; ``last_result`` is the last answer seen, if any."""
 
+    # TimeoutError is an OSError, whose constructor keeps at most two args, so the
+    # fields live on the instance and __reduce__ carries them through pickling.
     def __init__(self, message: str, task_id: str, last_result: TaskResult | None = None) -> None:
-        super().__init__(message, task_id, last_result)
+        super().__init__(message)
+        self.task_id = task_id
+        self.last_result = last_result
 
-    @property
-    def task_id(self) -> str:
-        return str(self.args[1])
-
-    @property
-    def last_result(self) -> TaskResult | None:
-        return self.args[2]  # type: ignore[no-any-return]
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.task_id, self.last_result))
 
 
 class DownloadError(NovitaError):

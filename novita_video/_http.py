@@ -19,7 +19,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
@@ -81,7 +82,47 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def _map_error(err: BaseException, what: str) -> APIConnectionError:
+@attrs.define
+class Sending:
+    """Tracks one request's point of no return: its headers leaving for the server.
+
+    Before that, a failure or a cancellation proves the server saw nothing; after it,
+    the server may act on the request. ``on_sent`` is called at that moment, inside
+    the request (the client shields a submit there, so that a cancellation cannot cut
+    short a POST that may already be creating, and billing, a task).
+    """
+
+    on_sent: Callable[[], None] | None = None
+    sent: bool = False
+
+    def mark_sent(self) -> None:
+        self.sent = True
+        if self.on_sent is not None:
+            self.on_sent()
+
+
+async def _headers_sent(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    sending = context.trace_request_ctx
+    if isinstance(sending, Sending):
+        sending.mark_sent()
+
+
+def _trace_sending() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_request_headers_sent.append(_headers_sent)
+    return config
+
+
+def _map_error(err: BaseException, what: str, sending: Sending | None = None) -> APIConnectionError:
+    if sending is not None and not sending.sent:
+        # Whatever went wrong, it went wrong before the request left: nothing to fear.
+        if isinstance(err, aiohttp.ConnectionTimeoutError):
+            return APITimeoutError(f"{what}: timed out connecting to the server", False)
+        return APIConnectionError(f"{what}: could not send the request ({_detail(err)})", False)
     # Order matters: aiohttp's connect timeout is also a ServerTimeoutError, and its
     # connector errors are also OSErrors.
     if isinstance(err, aiohttp.ConnectionTimeoutError):
@@ -92,8 +133,13 @@ def _map_error(err: BaseException, what: str) -> APIConnectionError:
         )
     if isinstance(err, TimeoutError | aiohttp.ServerTimeoutError):
         return APITimeoutError(f"{what}: no answer in time", True)
-    detail = type(err).__name__
-    return APIConnectionError(f"{what}: the connection failed ({detail})", True)
+    return APIConnectionError(f"{what}: the connection failed ({_detail(err)})", True)
+
+
+def _detail(err: BaseException) -> str:
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return str(err.os_error)
+    return type(err).__name__
 
 
 class HTTPTransport:
@@ -133,6 +179,7 @@ class HTTPTransport:
             connector=aiohttp.TCPConnector(limit=self._max_connections, force_close=True),
             timeout=self._timeout,
             headers=self._headers,
+            trace_configs=[_trace_sending()],
         )
 
     async def close(self) -> None:
@@ -154,11 +201,13 @@ class HTTPTransport:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        sending: Sending | None = None,
     ) -> Response:
         """Send one API request; any status comes back as a :class:`Response`.
 
         Raises :class:`APIConnectionError` (``maybe_sent`` says whether it may have
-        reached the server) or :class:`APITimeoutError` when there is no answer.
+        reached the server) or :class:`APITimeoutError` when there is no answer. A POST
+        may pass a :class:`Sending` to learn when it left, and to be told.
         """
         session = self._session(fresh=method == "POST")
         what = f"{method} {path}"
@@ -172,13 +221,14 @@ class HTTPTransport:
                 headers={"Authorization": self._auth},
                 # The API never redirects; following one could carry the key elsewhere.
                 allow_redirects=False,
+                trace_request_ctx=sending,
             ) as answer:
                 body = await answer.read()
                 # Lower-cased keys make header lookups case-blind.
                 headers = {key.lower(): value for key, value in answer.headers.items()}
                 response = Response(answer.status, body, headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as err:
-            mapped = _map_error(err, what)
+            mapped = _map_error(err, what, sending)
             logger.debug("%s -> no answer: %s", what, mapped)
             raise mapped from err
         logger.debug(

@@ -10,6 +10,9 @@ from typing import Any
 import anyio
 from aiohttp import web
 
+from novita_video import Client, Clock, PollSchedule
+from novita_video.testing import FakeNovita
+
 
 class ManualClock:
     """A clock whose sleeps return at once, having moved time forward (like trio's
@@ -94,3 +97,23 @@ async def scripted_server() -> AsyncIterator[Scripted]:
         yield scripted
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def simulated(
+    *, clock: Clock | None = None, client: dict[str, Any] | None = None, **knobs: Any
+) -> AsyncIterator[tuple[FakeNovita, Client]]:
+    """A simulator with these knobs, and an open client pointed at it, both on ``clock``.
+
+    Unless ``client`` says otherwise, the client has no submit limit and looks at a task
+    first after a quarter of a second, not two: test tasks are short.
+    """
+    async with FakeNovita(clock=clock, **knobs) as fake:
+        options = {
+            "submit_rpm": None,
+            "clock": clock,
+            "poll_schedule": PollSchedule(first_check=0.25),
+            **(client or {}),
+        }
+        async with Client(fake.api_key, base_url=fake.url, **options) as opened:
+            yield fake, opened

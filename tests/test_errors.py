@@ -105,6 +105,8 @@ def test_every_error_pickles_intact(error: NovitaError) -> None:
     assert repr(copy.args) == repr(error.args)  # nested exceptions compare by identity
     assert str(copy) == str(error)
     assert copy.dooms_batch == error.dooms_batch
+    for name in ("task_id", "last_result", "result", "request", "status_code", "reason", "field"):
+        assert repr(getattr(copy, name, None)) == repr(getattr(error, name, None))
 
 
 def test_every_exported_error_is_covered_and_drawn() -> None:
