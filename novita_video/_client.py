@@ -39,7 +39,7 @@ from ._errors import (
 )
 from ._http import HTTPTransport, Response, Sending, is_loopback
 from ._limits import AdaptiveRate, RateLimiter
-from ._models import TaskResult, VideoRequest
+from ._models import Outcome, TaskResult, VideoRequest
 from ._poller import Poller
 from ._retry import Decision, RetryPolicy, decide, error_retry_after, retry_delay
 from ._schedule import PollSchedule
@@ -423,15 +423,24 @@ class Client:
             raise response.error(f"task-result of {task_id}", now_wall=self._clock.wall())
         return parse_task_result(response.body, wall=self._clock.wall())
 
-    async def download(self, source: TaskResult | str, destination: str | os.PathLike[str]) -> Path:
+    async def download(
+        self, source: Outcome | TaskResult | str, destination: str | os.PathLike[str]
+    ) -> Path:
         """Download a finished clip to ``destination`` and return its path.
 
-        ``source`` is a successful :class:`TaskResult` (or ``outcome.result``) or a task
-        id. The file appears whole or not at all (a temporary file renamed into place,
-        its length checked). An expired URL is renewed by a fresh task-result call. The
-        API key is never sent to storage.
+        ``source`` is a successful :class:`Outcome` or :class:`TaskResult`, or a task id.
+        The file appears whole or not at all (a temporary file renamed into place, its
+        length checked). An expired URL is renewed by a fresh task-result call. The API
+        key is never sent to storage.
         """
         self._require_open()
+        if isinstance(source, Outcome):
+            if source.result is None:
+                raise InvalidRequestError(
+                    f"prompt {source.index} has no task result to download: {source.error}",
+                    "source",
+                )
+            source = source.result
         result = await self.get_result(source) if isinstance(source, str) else source
         return await download(
             result,

@@ -423,3 +423,15 @@ async def test_the_key_stays_in_the_authorization_header(
     assert fake.stats.video_requests_with_authorization == 0
     for path in tmp_path.rglob("*"):
         assert fake.api_key.encode() not in path.read_bytes()
+
+
+async def test_download_takes_an_outcome(fake: FakeNovita, tmp_path: Path) -> None:
+    async with client_for(fake, poll_schedule=novita_video.PollSchedule(first_check=0.3)) as client:
+        outcomes = [o async for o in client.generate(["a cat", ""])]
+        good = next(o for o in outcomes if o.ok)
+        bad = next(o for o in outcomes if not o.ok)
+        path = await client.download(good, tmp_path / "cat.mp4")
+        with pytest.raises(InvalidRequestError, match="no task result"):
+            await client.download(bad, tmp_path / "nothing.mp4")
+    assert path.read_bytes() == ASSET.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["cat.mp4"]
