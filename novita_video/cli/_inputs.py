@@ -1,0 +1,327 @@
+"""Prompt files: ``.txt``, ``.jsonl`` or ``.csv`` (or stdin), read lazily with line numbers.
+
+A batch reads its input twice (three times, counting the manifest): a first pass checks
+every line and reports every mistake with its line number before anything is sent, and
+later passes stream the same rows again to submit them. Nothing holds the whole file:
+rows are parsed one at a time, and stdin, which cannot be read twice, is copied to an
+anonymous temporary file during the first pass.
+
+Each row becomes a :class:`Row`: its 1-based position among the prompts (``index``), the
+line where it starts, the validated :class:`~novita_video.VideoRequest` and the user's
+optional ``id``. ``Row.key`` is the prompt's identity in the ledger: a hash of its
+position and its content, so that editing the file adds or drops rows instead of
+confusing one prompt with another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import sys
+import tempfile
+from collections.abc import Generator, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+import attrs
+
+from .._errors import InvalidRequestError
+from .._models import VideoRequest
+
+__all__ = ["FORMATS", "InputError", "PromptSource", "Row", "Validation"]
+
+#: The formats and the file name endings that select them.
+FORMATS: Final = {".txt": "txt", ".jsonl": "jsonl", ".csv": "csv"}
+
+_FIELDS: Final = ("prompt", "image_url", "enable_prompt_expansion", "id")
+_TRUE: Final = frozenset({"true", "1", "yes", "y"})
+_FALSE: Final = frozenset({"false", "0", "no", "n"})
+
+
+@attrs.frozen
+class Row:
+    """One prompt of the input, validated."""
+
+    index: int
+    line: int
+    request: VideoRequest
+    id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The prompt's identity in the ledger: its position and its normalized content."""
+        request = self.request
+        content = [
+            self.index,
+            self.id,
+            request.prompt,
+            request.image_url,
+            request.enable_prompt_expansion,
+        ]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+class InputError(Exception):
+    """A line of the input that cannot become a prompt; ``str()`` reads ``name:line: why``."""
+
+    def __init__(self, name: str, line: int, message: str) -> None:
+        super().__init__(name, line, message)
+
+    @property
+    def line(self) -> int:
+        """The line number, or 0 when the error concerns the whole file."""
+        return int(self.args[1])
+
+    def __str__(self) -> str:
+        name, line, message = self.args
+        return f"{name}:{line}: {message}" if line else f"{name}: {message}"
+
+
+@attrs.frozen
+class Validation:
+    """What the first pass found: how many prompts, and the first errors (of ``error_count``)."""
+
+    count: int
+    errors: tuple[InputError, ...]
+    error_count: int
+
+
+def _request(prompt: Any, image_url: Any, expansion: Any, where: tuple[str, int]) -> VideoRequest:
+    # Values come straight from JSON or CSV: VideoRequest checks their types and says
+    # what is wrong. The prompt is stripped: surrounding blanks are never meant, and a
+    # trailing space left by an editor must not change a prompt's identity.
+    if isinstance(prompt, str):
+        prompt = prompt.strip()
+    try:
+        return VideoRequest(prompt, image_url=image_url, enable_prompt_expansion=expansion)
+    except InvalidRequestError as error:
+        raise InputError(*where, str(error)) from None
+
+
+def _text_lines(binary: Iterable[bytes], name: str) -> Iterator[tuple[int, str | InputError]]:
+    """``(line number, text with its newline)``, or an error for a line that is not UTF-8."""
+    for number, raw in enumerate(binary, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield number, InputError(name, number, f"not UTF-8 text ({error.reason})")
+            continue
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # a byte order mark from a Windows editor
+        yield number, text
+
+
+def _parse_txt(
+    lines: Iterable[tuple[int, str | InputError]], name: str
+) -> Iterator[Row | InputError]:
+    index = 0
+    for number, text in lines:
+        if isinstance(text, InputError):
+            yield text
+            continue
+        prompt = text.strip()
+        if not prompt or prompt.startswith("#"):
+            continue
+        index += 1
+        try:
+            yield Row(index, number, _request(prompt, None, True, (name, number)))
+        except InputError as error:
+            yield error
+
+
+def _user_id(value: object, where: tuple[str, int]) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InputError(*where, f"id: must be a string or a whole number, not {value!r}")
+    return str(value)
+
+
+def _jsonl_row(text: str, index: int, where: tuple[str, int]) -> Row:
+    try:
+        item = json.loads(text)
+    except ValueError as error:
+        raise InputError(*where, f"not valid JSON ({error})") from None
+    if not isinstance(item, dict):
+        raise InputError(*where, f"must be a JSON object, not {type(item).__name__}")
+    unknown = sorted(set(item) - set(_FIELDS))
+    if unknown:
+        # Strict, because a misspelt "image_url" would silently make a different clip.
+        raise InputError(
+            *where, f"unknown field(s) {', '.join(unknown)}; expected {', '.join(_FIELDS)}"
+        )
+    if "prompt" not in item:
+        raise InputError(*where, "no 'prompt'")
+    request = _request(
+        item["prompt"], item.get("image_url"), item.get("enable_prompt_expansion", True), where
+    )
+    return Row(index, where[1], request, _user_id(item.get("id"), where))
+
+
+def _parse_jsonl(
+    lines: Iterable[tuple[int, str | InputError]], name: str
+) -> Iterator[Row | InputError]:
+    index = 0
+    for number, text in lines:
+        if isinstance(text, InputError):
+            yield text
+            continue
+        if not text.strip():
+            continue
+        index += 1
+        try:
+            yield _jsonl_row(text, index, (name, number))
+        except InputError as error:
+            yield error
+
+
+def _csv_bool(value: str, where: tuple[str, int]) -> bool:
+    word = value.strip().lower()
+    if not word or word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise InputError(*where, f"enable_prompt_expansion: must be true or false, not {value!r}")
+
+
+def _cell(record: list[str], position: dict[str, int], column: str) -> str | None:
+    at = position.get(column)
+    return record[at] if at is not None and at < len(record) else None
+
+
+def _parse_csv(
+    lines: Iterable[tuple[int, str | InputError]], name: str
+) -> Iterator[Row | InputError]:
+    numbers: list[int] = [0]  # the last line the reader took, for error messages
+
+    def texts() -> Iterator[str]:
+        for number, text in lines:
+            numbers[0] = number
+            if isinstance(text, InputError):
+                raise text  # a CSV record may span lines: bad bytes end the file
+            yield text
+
+    reader = csv.reader(texts())
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise InputError(name, numbers[0], f"not valid CSV ({error})") from None
+    if header is None:
+        return
+    columns = [column.strip().lower() for column in header]
+    if "prompt" not in columns:
+        raise InputError(name, numbers[0], "the header has no 'prompt' column")
+    duplicates = sorted({c for c in columns if c in _FIELDS and columns.count(c) > 1})
+    if duplicates:
+        raise InputError(name, numbers[0], f"duplicate column(s) {', '.join(duplicates)}")
+    # Other columns (notes, ratings, ...) are ignored: CSV files come from spreadsheets.
+    position: dict[str, int] = {c: columns.index(c) for c in _FIELDS if c in columns}
+    index = 0
+    while True:
+        start = numbers[0] + 1
+        try:
+            record = next(reader, None)
+        except csv.Error as error:
+            raise InputError(name, start, f"not valid CSV ({error})") from None
+        if record is None:
+            return
+        if not any(cell.strip() for cell in record):
+            continue
+        index += 1
+        where = (name, start)
+        try:
+            expansion = _csv_bool(_cell(record, position, "enable_prompt_expansion") or "", where)
+            prompt = _cell(record, position, "prompt") or ""
+            image_url = _cell(record, position, "image_url") or None
+            request = _request(prompt, image_url, expansion, where)
+            yield Row(index, start, request, _cell(record, position, "id") or None)
+        except InputError as error:
+            yield error
+
+
+_PARSERS: Final = {"txt": _parse_txt, "jsonl": _parse_jsonl, "csv": _parse_csv}
+
+
+class PromptSource:
+    """An input of prompts: a path, or ``-`` for stdin, in one of :data:`FORMATS`.
+
+    Call :meth:`validate` once (the first pass), then :meth:`rows` as often as needed.
+    """
+
+    def __init__(self, path: str, fmt: str | None = None) -> None:
+        self.path = path
+        self.name = "<stdin>" if path == "-" else path
+        if fmt is None:
+            fmt = "txt" if path == "-" else FORMATS.get(Path(path).suffix.lower())
+        if fmt is None:
+            raise InputError(
+                self.name,
+                0,
+                "cannot tell its format: name it .txt, .jsonl or .csv, or use --format",
+            )
+        self.format = fmt
+        self._spool: IO[bytes] | None = None
+
+    def close(self) -> None:
+        """Drop the copy of stdin, if one was made."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    @contextlib.contextmanager
+    def _binary(self, *, first: bool) -> Iterator[Iterable[bytes]]:
+        if self.path != "-":
+            try:
+                file = open(self.path, "rb")  # noqa: SIM115 (closed by the with below)
+            except OSError as error:
+                raise InputError(self.name, 0, error.strerror or str(error)) from None
+            with file:
+                yield file
+            return
+        if first:
+            # Kept for the later passes; close() drops it.
+            self._spool = tempfile.TemporaryFile()  # noqa: SIM115
+            yield _copied(sys.stdin.buffer, self._spool)
+        else:
+            assert self._spool is not None, "validate() reads stdin first"
+            self._spool.seek(0)
+            yield self._spool
+
+    def _parse(self, binary: Iterable[bytes]) -> Iterator[Row | InputError]:
+        return _PARSERS[self.format](_text_lines(binary, self.name), self.name)
+
+    def validate(self, keep: int = 20) -> Validation:
+        """The first pass: count the prompts and collect the errors (the first ``keep``)."""
+        count = 0
+        errors: list[InputError] = []
+        error_count = 0
+        with self._binary(first=True) as binary:
+            try:
+                for item in self._parse(binary):
+                    if isinstance(item, Row):
+                        count += 1
+                        continue
+                    error_count += 1
+                    if len(errors) < keep:
+                        errors.append(item)
+            except InputError as fatal:  # the rest cannot be read (a bad CSV header, ...)
+                error_count += 1
+                errors.append(fatal)
+        return Validation(count, tuple(errors), error_count)
+
+    def rows(self) -> Generator[Row, None, None]:
+        """Stream the rows again; an error here means the input changed since validation."""
+        with self._binary(first=False) as binary:
+            for item in self._parse(binary):
+                if isinstance(item, InputError):
+                    raise item
+                yield item
+
+
+def _copied(source: IO[bytes], copy: IO[bytes]) -> Iterator[bytes]:
+    """The lines of ``source``, each written to ``copy`` as it passes."""
+    for line in source:
+        copy.write(line)
+        yield line

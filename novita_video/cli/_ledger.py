@@ -1,0 +1,185 @@
+"""The ledger: what became of each prompt, in ``DIR/.novita/ledger.sqlite``, crash-safe.
+
+A prompt's life in the ledger (one row per prompt, keyed by :attr:`Row.key`)::
+
+    (no row) --before its POST--> sending --task id came back--> submitted --> succeeded
+                                     |                               |     \\-> failed
+                                     \\--no task created-----------> rejected   (sent again)
+                                     \\--maybe created, no id------> unknown    (not sent again)
+
+The intent (``sending``) is committed *before* the POST leaves, and the task id right
+after it comes back, so a run killed at any moment (SIGKILL, a power cut) leaves each
+prompt either never sent, or with its task id, or visibly ``sending``: its POST was in
+flight, Novita may have created and billed a task, and only ``--resubmit-unknown`` sends
+it again. A prompt with a task id is never sent again: a later run waits for its task.
+
+Why ``synchronous=FULL`` (with WAL): NORMAL survives a killed process but may lose the
+last commits on a power cut; a lost intent would then send that prompt again and pay for
+it twice. FULL costs one fsync per commit, a few per prompt, while submits are limited to
+tens per minute anyway.
+
+One run at a time: a second run on the same directory would submit every prompt again,
+so the ledger holds an exclusive lock (``DIR/.novita/lock``) that the OS drops when the
+process dies. The API key is never written here; the API's base URL is, because task ids
+mean nothing to another server.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from ._inputs import Row
+
+__all__ = ["Ledger", "LedgerError", "Record", "State"]
+
+_SCHEMA_VERSION: Final = "1"
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (
+    key TEXT PRIMARY KEY,
+    idx INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    user_id TEXT,
+    prompt TEXT NOT NULL,
+    image_url TEXT,
+    enable_prompt_expansion INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    task_id TEXT,
+    file TEXT,
+    error TEXT,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+class State(enum.StrEnum):
+    """Where a prompt stands (see the module docstring)."""
+
+    SENDING = "sending"
+    UNKNOWN = "unknown"
+    REJECTED = "rejected"
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class Record:
+    """A prompt's row in the ledger."""
+
+    state: State
+    task_id: str | None
+    file: str | None
+    error: str | None
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used: another run holds it, or it belongs to another API."""
+
+
+class Ledger:
+    """The sqlite ledger of one output directory; open with :meth:`open`."""
+
+    def __init__(self, connection: sqlite3.Connection, lock: int) -> None:
+        self._db = connection
+        self._lock = lock
+
+    @classmethod
+    def open(cls, out: Path, api: str) -> Ledger:
+        """Open (or create) ``out/.novita/ledger.sqlite`` for runs against ``api``."""
+        home = out / ".novita"
+        home.mkdir(parents=True, exist_ok=True)
+        lock = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise LedgerError(
+                f"another novita-video run is using {out}; wait for it or choose another --out"
+            ) from None
+        try:
+            db = sqlite3.connect(home / "ledger.sqlite", isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            cls._check_meta(db, out, api)
+        except BaseException:
+            os.close(lock)
+            raise
+        return cls(db, lock)
+
+    @staticmethod
+    def _check_meta(db: sqlite3.Connection, out: Path, api: str) -> None:
+        meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        if not meta:
+            db.executemany(
+                "INSERT INTO meta (name, value) VALUES (?, ?)",
+                [("schema", _SCHEMA_VERSION), ("api", api)],
+            )
+            return
+        if meta.get("schema") != _SCHEMA_VERSION:
+            raise LedgerError(f"{out}/.novita was written by another version of novita-video")
+        if meta.get("api") != api:
+            raise LedgerError(
+                f"{out} holds a run against {meta.get('api')}, not {api}: its task ids mean "
+                "nothing there; choose another --out"
+            )
+
+    def close(self) -> None:
+        """Close the database and release the lock."""
+        self._db.close()
+        os.close(self._lock)
+
+    def get(self, key: str) -> Record | None:
+        """The record of the prompt with this key, if it has one."""
+        found = self._db.execute(
+            "SELECT state, task_id, file, error FROM prompts WHERE key = ?", (key,)
+        ).fetchone()
+        if found is None:
+            return None
+        state, task_id, file, error = found
+        return Record(State(state), task_id, file, error)
+
+    def write(
+        self,
+        row: Row,
+        state: State,
+        *,
+        task_id: str | None = None,
+        file: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the prompt ``row`` as ``state`` (one committed transaction)."""
+        request = row.request
+        self._db.execute(
+            """
+            INSERT INTO prompts (key, idx, line, user_id, prompt, image_url,
+                                 enable_prompt_expansion, state, task_id, file, error, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (key) DO UPDATE SET
+                line = excluded.line, state = excluded.state, task_id = excluded.task_id,
+                file = excluded.file, error = excluded.error, updated_at = excluded.updated_at
+            """,
+            (
+                row.key,
+                row.index,
+                row.line,
+                row.id,
+                request.prompt,
+                request.image_url,
+                request.enable_prompt_expansion,
+                state.value,
+                task_id,
+                file,
+                error,
+                time.time(),
+            ),
+        )

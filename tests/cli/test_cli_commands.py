@@ -1,0 +1,115 @@
+"""``status``, ``wait``, ``simulate`` and ``--help``."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+from cli_support import (
+    CLIP,
+    FAST,
+    Ran,
+    cli_env,
+    command,
+    manifest,
+    prompts_file,
+    read_all,
+    run_cli,
+    simulator,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_help_says_what_the_simulator_does() -> None:
+    ran = await run_cli("batch", "--help", env=cli_env(None, None))
+    assert ran.code == 0
+    assert "tasks take 3 to 8 s, at most 120 submits a minute" in " ".join(ran.stdout.split())
+    for option in ("--concurrency", "--rpm", "--task-timeout", "--no-download", "--json"):
+        assert option in ran.stdout
+
+
+async def test_status_and_wait(tmp_path: Path) -> None:
+    path = prompts_file(tmp_path / "p.txt", ["a cat", "a dog"])
+    async with simulator(task_duration=(1.0, 1.0)) as fake, simulator(failure_rate=1.0) as bad:
+        env = cli_env(fake.url)
+        runs: dict[str, Ran] = {}
+
+        async def batch(name: str, url: str) -> None:
+            out = str(tmp_path / name)
+            runs[name] = await run_cli(
+                "batch", str(path), "--out", out, "--no-download", *FAST, env=cli_env(url)
+            )
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(batch, "made", fake.url)
+            group.start_soon(batch, "failed", bad.url)
+        assert runs["made"].code == 0, runs["made"].stderr
+        assert runs["failed"].code == 1
+        task_id = manifest(tmp_path / "made")[0]["task_id"]
+
+        status = await run_cli("status", task_id, "--json", env=env)
+        assert status.code == 0, status.stderr
+        answer = json.loads(status.stdout)
+        assert (answer["task_id"], answer["status"]) == (task_id, "succeed")
+        assert answer["video_url"].startswith(fake.url)
+
+        waited = await run_cli("wait", task_id, "--out", str(tmp_path / "w"), env=env)
+        assert waited.code == 0, waited.stderr
+        file = tmp_path / "w" / f"{task_id}.mp4"
+        assert waited.stdout.splitlines() == [f"{task_id}: succeed", str(file)]
+        assert file.read_bytes() == CLIP
+
+        missing = await run_cli("status", "no-such-task", env=env)
+        assert missing.code == 1
+        assert "no such task" in missing.stderr
+
+        failed = await run_cli(
+            "batch",
+            str(path),
+            "--out",
+            str(tmp_path / "f"),
+            "--no-download",
+            *FAST,
+            env=cli_env(bad.url),
+        )
+        assert failed.code == 1
+        doomed = manifest(tmp_path / "f")[0]["task_id"]
+        waited = await run_cli("wait", doomed, "--json", env=cli_env(bad.url))
+        assert waited.code == 1
+        assert json.loads(waited.stdout)["reason"] == "content moderation failed"
+
+        wrong = await run_cli("status", task_id, env=cli_env(fake.url, "sk-wrong"))
+        assert wrong.code == 3
+        assert "refused the API key" in wrong.stderr
+    nokey = await run_cli("wait", task_id, env=cli_env(None, None))
+    assert nokey.code == 2
+    assert "NOVITA_API_KEY" in nokey.stderr
+    for ran in (status, missing, wrong, nokey):
+        assert "Traceback" not in ran.stderr
+
+
+async def test_simulate_serves_until_ctrl_c() -> None:
+    async with await anyio.open_process(
+        command("simulate", "--port", "0"), env=cli_env(None, None)
+    ) as process:
+        assert process.stdout is not None
+        with anyio.fail_after(20):
+            first = b""
+            while b"\n" not in first:
+                first += await process.stdout.receive()
+        line = first.decode().splitlines()[0]
+        assert line.startswith("Simulated Novita API on http://127.0.0.1:")
+        url = line.split()[4]
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/_simulator/stats") as r:
+            assert r.status == 200
+            assert (await r.json())["task_count"] == 0
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(20):
+            rest = await read_all(process.stdout)
+            assert await process.wait() == 0
+    assert "export NOVITA_BASE_URL=" in first.decode() + rest

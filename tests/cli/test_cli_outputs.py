@@ -1,0 +1,96 @@
+"""Clip names, the manifest and the gallery's HTML (the browser test loads it for real)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from novita_video import VideoRequest
+from novita_video.cli._inputs import Row
+from novita_video.cli._ledger import Record, State
+from novita_video.cli._outputs import (
+    Entry,
+    clip_name,
+    make_readable,
+    remove_leftovers,
+    slugify,
+    write_gallery,
+    write_manifest,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "slug"),
+    [
+        ("A panda walks through bamboo", "a-panda-walks-through-bamboo"),
+        ("Ein Bär läuft über den Schnee!", "ein-bar-lauft-uber-den-schnee"),
+        ("  --Hello,   World--  ", "hello-world"),
+        ("熊猫在竹林里", "clip"),
+        ("../../etc/passwd", "etc-passwd"),
+        ("one two three four five six seven eight nine", "one-two-three-four-five-six-seven-eight"),
+        ("x" * 60, "x" * 40),
+    ],
+)
+def test_slugs_are_short_lowercase_ascii(text: str, slug: str) -> None:
+    assert slugify(text) == slug
+    assert re.fullmatch(r"[a-z0-9-]{1,40}", slugify(text))
+
+
+def test_clip_names_come_from_the_input_only() -> None:
+    row = Row(7, 12, VideoRequest("A red panda naps"))
+    assert clip_name(row) == "0007-a-red-panda-naps.mp4"
+
+
+def entries() -> list[Entry]:
+    made = Record(State.SUCCEEDED, "t1", "0001-a-cat.mp4", None)
+    failed = Record(State.FAILED, "t2", None, "the task failed: content moderation failed")
+    return [
+        Entry.of(Row(1, 1, VideoRequest("a cat")), made),
+        Entry.of(Row(2, 2, VideoRequest('<script>alert("x")</script> & co')), failed),
+        Entry.of(Row(3, 3, VideoRequest("a dog")), Record(State.SENDING, None, None, None)),
+        Entry.of(Row(4, 4, VideoRequest("a cow")), None, unsent_reason="not submitted: stop"),
+    ]
+
+
+def test_manifest_has_a_line_per_prompt(tmp_path: Path) -> None:
+    write_manifest(entries(), tmp_path / "manifest.jsonl")
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    back = [Entry.from_json(line) for line in lines]
+    assert back == entries()
+    assert [e.status for e in back] == ["succeeded", "failed", "unknown", "not_submitted"]
+    assert "--resubmit-unknown" in (back[2].error or "")
+    assert back[3].error == "not submitted: stop"
+
+
+def test_gallery_escapes_prompts_and_shows_reasons(tmp_path: Path) -> None:
+    write_manifest(entries(), tmp_path / "manifest.jsonl")
+    write_gallery(tmp_path / "manifest.jsonl", tmp_path / "index.html")
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("<video ") == 1
+    assert '<video src="0001-a-cat.mp4"' in page
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in page
+    assert "content moderation failed" in page
+    assert "<title>novita-video: 1 of 4 clips</title>" in page
+
+
+def test_outputs_are_readable_like_any_file(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    try:
+        write_manifest(entries(), tmp_path / "manifest.jsonl")
+        (tmp_path / "clip.mp4").touch(mode=0o600)
+        make_readable(tmp_path / "clip.mp4")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "manifest.jsonl").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "clip.mp4").stat().st_mode & 0o777 == 0o644
+
+
+def test_leftovers_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".0001-a-cat.mp4.k2j3.part").write_bytes(b"half")
+    (tmp_path / "0001-a-cat.mp4").write_bytes(b"whole")
+    remove_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0001-a-cat.mp4"]
