@@ -39,7 +39,7 @@ from ._errors import (
 )
 from ._http import HTTPTransport, Response, Sending, is_loopback
 from ._limits import AdaptiveRate, RateLimiter
-from ._models import Outcome, TaskResult, VideoRequest
+from ._models import Outcome, TaskResult, TaskStatus, VideoRequest
 from ._poller import Poller
 from ._retry import Decision, RetryPolicy, decide, error_retry_after, retry_delay
 from ._schedule import PollSchedule
@@ -62,13 +62,16 @@ class InsecureTransportWarning(UserWarning):
 class ClientStatistics:
     """A snapshot of a client's work so far (:meth:`Client.statistics`).
 
-    ``outstanding`` tasks are submitted and awaited but not final; ``pollers`` is the
+    ``outstanding`` tasks are submitted and awaited but not final, of which ``queued``
+    and ``processing`` were last seen so (the rest not checked yet); ``pollers`` is the
     number of polling coroutines (one while the client is open, however many waits and
     batches run); ``rate_limited`` counts 429 answers, ``retries`` repeated requests,
     ``unknown_submissions`` submits that may or may not have created a task.
     """
 
     outstanding: int
+    queued: int
+    processing: int
     submitted: int
     polls: int
     retries: int
@@ -279,8 +282,11 @@ class Client:
     def statistics(self) -> ClientStatistics:
         """A frozen snapshot of what this client has done so far."""
         counters = self._counters
+        statuses = self._poller.statuses()
         return ClientStatistics(
             outstanding=self._poller.outstanding,
+            queued=statuses[TaskStatus.QUEUED],
+            processing=statuses[TaskStatus.PROCESSING],
             submitted=counters.submitted,
             polls=counters.polls,
             retries=counters.retries,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from ._clock import Clock
 from ._errors import APIConnectionError, DownloadError, InvalidRequestError, NovitaError
@@ -76,21 +77,31 @@ async def download(
             return destination
 
 
-async def _fetch(url: str, destination: Path, http: HTTPTransport) -> None:
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-    )
+@contextlib.contextmanager
+def replacing(destination: Path) -> Iterator[BinaryIO]:
+    """A new file that takes ``destination``'s place whole when the block ends without
+    error, and is removed when it does not: nobody ever sees half a file there.
+
+    It is written as ``.<name>.<random>.part`` beside ``destination`` (what a killed
+    process may leave behind), opened like any new file, so its mode follows the umask.
+    """
+    temporary = destination.with_name(f".{destination.name}.{secrets.token_hex(6)}.part")
     try:
-        with os.fdopen(handle, "wb") as file:
-            response = await http.download(url, file)
+        with temporary.open("xb") as file:
+            yield file
+        os.replace(temporary, destination)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+
+
+async def _fetch(url: str, destination: Path, http: HTTPTransport) -> None:
+    with replacing(destination) as file:
+        response = await http.download(url, file)
         if not 200 <= response.status < 300:
             what = "the link expired or was refused" if response.status == 403 else "it failed"
             raise DownloadError(
                 f"download of {destination.name}: storage answered HTTP {response.status} ({what})",
                 response.status,
             )
-        os.replace(temporary, destination)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise

@@ -20,7 +20,7 @@ import itertools
 import logging
 import random
 import statistics
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ import attrs
 from ._clock import Clock
 from ._errors import NovitaError, ProtocolError, RateLimitError, TaskTimeoutError
 from ._limits import RateLimiter
-from ._models import TaskResult
+from ._models import TaskResult, TaskStatus
 from ._retry import Decision, RetryPolicy, decide, retry_delay
 from ._schedule import Observation, PollSchedule, next_check_delay
 
@@ -104,6 +104,12 @@ class Poller:
     def outstanding(self) -> int:
         """Task ids some listener is waiting for."""
         return len(self._watches)
+
+    def statuses(self) -> Counter[TaskStatus | None]:
+        """Outstanding tasks by the status their last check saw (``None``: not checked yet)."""
+        return Counter(
+            None if watch.last is None else watch.last.status for watch in self._watches.values()
+        )
 
     # Registration (synchronous: safe to call from callbacks and shielded sections).
 

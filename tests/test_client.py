@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -360,8 +361,13 @@ async def test_download_writes_the_clip_without_the_key(fake: FakeNovita, tmp_pa
     async with client_for(fake) as client:
         task_id = await client.submit("a cat")
         result = await client.wait(task_id)
-        path = await client.download(result, tmp_path / "clips" / "cat.mp4")
+        mask = os.umask(0o027)
+        try:
+            path = await client.download(result, tmp_path / "clips" / "cat.mp4")
+        finally:
+            os.umask(mask)
         again = await client.download(task_id, tmp_path / "again.mp4")
+    assert path.stat().st_mode & 0o777 == 0o640  # like any file the user makes
     assert path.read_bytes() == ASSET.read_bytes() == again.read_bytes()
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["again.mp4", "cat.mp4", "clips"]
     assert fake.stats.requests["video"] == 2

@@ -10,12 +10,10 @@ file and renamed into place, so a reader never sees half of one.
 from __future__ import annotations
 
 import contextlib
-import functools
 import html
+import io
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,13 +22,13 @@ from urllib.parse import quote
 
 import attrs
 
+from .._download import replacing
 from ._inputs import Row
 from ._ledger import Record, State
 
 __all__ = [
     "Entry",
     "clip_name",
-    "make_readable",
     "remove_leftovers",
     "slugify",
     "write_gallery",
@@ -110,22 +108,6 @@ class Entry:
         return cls(**json.loads(line))
 
 
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; put it back at once
-    os.umask(mask)
-    return mask
-
-
-def make_readable(path: Path) -> None:
-    """Give a file made by ``mkstemp`` (mode 0600) the mode a plain ``open`` would give it.
-
-    The gallery is meant to be served or shared, so its clips must be as readable as
-    any file the user makes.
-    """
-    os.chmod(path, 0o666 & ~_umask())
-
-
 def remove_leftovers(out: Path) -> None:
     """Delete the temporary files (``.<name>.<random>.part``) of a run that was killed.
 
@@ -139,16 +121,8 @@ def remove_leftovers(out: Path) -> None:
 @contextlib.contextmanager
 def _replacing(path: Path) -> Iterator[IO[str]]:
     """A text file that replaces ``path`` whole when the block ends without error."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            yield file
-        make_readable(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with replacing(path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as file:
+        yield file
 
 
 def write_manifest(entries: Iterable[Entry], path: Path) -> None:

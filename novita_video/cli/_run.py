@@ -36,7 +36,7 @@ from .._errors import NotFoundError, NovitaError, SubmissionUnknownError
 from .._models import TaskResult, TaskStatus, VideoRequest
 from ._inputs import InputError, PromptSource, Row
 from ._ledger import Ledger, Record, State
-from ._outputs import Entry, clip_name, make_readable
+from ._outputs import Entry, clip_name
 from ._progress import Reporter, Tally
 
 __all__ = ["DOWNLOADS", "Run", "Settings"]
@@ -282,7 +282,7 @@ class Run:
         name = clip_name(row)
         try:
             async with self._downloads:
-                make_readable(await self._client.download(source, self._settings.out / name))
+                await self._client.download(source, self._settings.out / name)
         except (NovitaError, OSError) as error:
             if isinstance(error, NovitaError) and error.dooms_batch and self.fatal is None:
                 self.fatal = error

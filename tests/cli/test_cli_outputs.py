@@ -14,7 +14,6 @@ from novita_video.cli._ledger import Record, State
 from novita_video.cli._outputs import (
     Entry,
     clip_name,
-    make_readable,
     remove_leftovers,
     slugify,
     write_gallery,
@@ -81,12 +80,9 @@ def test_outputs_are_readable_like_any_file(tmp_path: Path) -> None:
     mask = os.umask(0o022)
     try:
         write_manifest(entries(), tmp_path / "manifest.jsonl")
-        (tmp_path / "clip.mp4").touch(mode=0o600)
-        make_readable(tmp_path / "clip.mp4")
     finally:
         os.umask(mask)
     assert (tmp_path / "manifest.jsonl").stat().st_mode & 0o777 == 0o644
-    assert (tmp_path / "clip.mp4").stat().st_mode & 0o777 == 0o644
 
 
 def test_leftovers_of_a_killed_run_are_removed(tmp_path: Path) -> None:
