@@ -17,16 +17,24 @@ under a :class:`RateLimit`. It counts what clients do in :class:`SimulatorStats`
                     task_id = (await r.json())["task_id"]
             print(fake.stats.task_count, fake.task(task_id).finishes_at)
 
+A :class:`Chaos` makes it misbehave on purpose, seeded and changeable mid-run:
+5xx (HTML or JSON), dropped connections, broken JSON, slow answers, 429 storms,
+unknown statuses, stuck tasks, stale links, cut downloads, a key revoked after K
+tasks. The stats keep the ground truth, above all which created tasks a client
+never got an answer for (``FakeNovita(chaos=Chaos(submit_drops_after=0.1))``).
+
 The same server runs on its own with ``python -m novita_video.testing --port 0``
 (see ``--help``), and pytest gets a ``fake_novita`` fixture from
 ``novita_video.testing.pytest_plugin``.
 
 Layout, one concept per module: ``_config`` (the knobs), ``_tasks`` (a task's life
-as a function of time), ``_ratelimit`` (sliding-window log), ``_wire`` (JSON in and
-out), ``_storage`` (presigned links to ``assets/clip.mp4``), ``_stats`` (what was
-seen), ``_server`` (aiohttp and the request pipeline).
+as a function of time), ``_ratelimit`` (sliding-window log), ``_chaos`` (faults: how
+often, and the seeded decisions), ``_wire`` (JSON in and out), ``_storage``
+(presigned links to ``assets/clip.mp4``), ``_stats`` (what was seen), ``_server``
+(aiohttp and the request pipeline).
 """
 
+from ._chaos import Chaos as Chaos
 from ._config import SimulatorConfig as SimulatorConfig
 from ._ratelimit import RateLimit as RateLimit
 from ._server import FakeNovita as FakeNovita
@@ -36,6 +44,7 @@ from ._tasks import TaskRecord as TaskRecord
 from ._tasks import TaskState as TaskState
 
 __all__ = [
+    "Chaos",
     "FakeNovita",
     "RateLimit",
     "SimulatorConfig",

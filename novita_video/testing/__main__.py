@@ -6,6 +6,11 @@ benchmarks that start it as a subprocess and parse the URL out of it::
     Simulated Novita API on http://127.0.0.1:54321 (key: sk-simulated)
 
 It serves until SIGINT or SIGTERM, then closes its sockets and exits 0.
+
+Chaos is off unless asked for: every :class:`Chaos` knob has a ``--chaos-<knob>``
+flag (``--chaos-submit-drops-after 0.1``), and ``--chaos-server-errors``,
+``--chaos-malformed``, ``--chaos-slow`` and ``--chaos-rate-limits`` set a rate for
+submit and task-result at once (a flag for one endpoint wins over them).
 """
 
 from __future__ import annotations
@@ -14,15 +19,27 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import attrs
 
 from .._clock import Clock, ScaledClock
+from ._chaos import Chaos
 from ._ratelimit import RateLimit
 from ._server import FakeNovita
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "chaos_from_args", "main"]
 
 DEFAULT_PORT = 8000
+
+#: Shorthand flags: one rate for the same fault on both API endpoints.
+CHAOS_BOTH: Final = {
+    "server_errors": ("submit_server_errors", "result_server_errors"),
+    "malformed": ("submit_malformed", "result_malformed"),
+    "slow": ("submit_slow", "result_slow"),
+    "rate_limits": ("submit_rate_limits", "result_rate_limits"),
+}
 
 
 def _rate_limit(text: str) -> RateLimit:
@@ -30,6 +47,70 @@ def _rate_limit(text: str) -> RateLimit:
         return RateLimit.parse(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _statuses(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"statuses look like 502,503, not {text!r}") from None
+
+
+def _optional_int(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or 'none', not {text!r}") from None
+
+
+def _chaos_parse(field: attrs.Attribute[Any]) -> tuple[Callable[[str], Any], str]:
+    """How a Chaos field reads from the command line, from its default's type."""
+    if field.name == "server_error_statuses":
+        return _statuses, "S,S"
+    if field.name in ("rate_limit_retry_after", "revoke_key_after"):
+        return _optional_int, "N"
+    if isinstance(field.default, int) and not isinstance(field.default, bool):
+        return int, "N"
+    return float, "SECONDS" if field.name == "slow_seconds" else "RATE"
+
+
+def _add_chaos_flags(parser: argparse.ArgumentParser) -> None:
+    # Built from Chaos's fields, so a new knob gets its flag (and its help) for free.
+    group = parser.add_argument_group("chaos (every fault off by default)")
+    for short, (submit, result) in CHAOS_BOTH.items():
+        group.add_argument(
+            f"--chaos-{short.replace('_', '-')}",
+            type=float,
+            metavar="RATE",
+            dest=f"chaos_both_{short}",
+            help=f"sets --chaos-{submit.replace('_', '-')} and --chaos-{result.replace('_', '-')}",
+        )
+    for field in attrs.fields(Chaos):
+        parse, metavar = _chaos_parse(field)
+        group.add_argument(
+            f"--chaos-{field.name.replace('_', '-')}",
+            type=parse,
+            metavar=metavar,
+            dest=f"chaos_{field.name}",
+            default=argparse.SUPPRESS,
+            help=field.metadata["help"],
+        )
+
+
+def chaos_from_args(args: argparse.Namespace) -> Chaos:
+    """The :class:`Chaos` the ``--chaos-...`` flags ask for (ValueError if a value is bad)."""
+    knobs: dict[str, Any] = {}
+    for short, names in CHAOS_BOTH.items():
+        rate = getattr(args, f"chaos_both_{short}", None)
+        if rate is not None:
+            knobs.update(dict.fromkeys(names, rate))
+    for field in attrs.fields(Chaos):
+        dest = f"chaos_{field.name}"
+        if hasattr(args, dest):
+            knobs[field.name] = getattr(args, dest)
+    return Chaos(**knobs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, help="replay the same task ids, durations and failures")
     add("--illegal-marker", default="[illegal]", help="prompts containing it get ILLEGAL_PROMPT")
     add("--balance", type=int, help="accept this many tasks, then BILLING_BALANCE_NOT_ENOUGH")
+    _add_chaos_flags(parser)
     return parser
 
 
@@ -93,6 +175,7 @@ def _fake_from_args(args: argparse.Namespace) -> FakeNovita:
         seed=args.seed,
         illegal_marker=args.illegal_marker,
         balance=args.balance,
+        chaos=chaos_from_args(args),
     )
 
 

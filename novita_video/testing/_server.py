@@ -3,13 +3,16 @@
 Every request goes through one pipeline, :meth:`FakeNovita._dispatch`:
 
 1. route it to an endpoint (``submit``, ``task_result``, ``video``, ``other``) and count it;
-2. for API endpoints, *admit* it: revoked key, then bearer auth, then the rate limit;
-3. run the endpoint (validate, draw or look up the task, answer).
+2. draw its chaos :class:`Fault` (none unless a :class:`Chaos` knob is on); a fault that
+   comes *before* the API (a dropped connection, a 503, a 429 storm) answers here;
+3. for API endpoints, *admit* it: revoked key, then bearer auth, then the rate limit;
+4. run the endpoint (validate, draw or look up the task, answer);
+5. a fault that comes *after* spoils the endpoint's 200 (drop, 502, broken JSON, delay,
+   cut download); for a submit the task exists by then, and is recorded as unanswered.
 
 Any step may raise :class:`ApiError`, which becomes Novita's JSON error body.
-Fault knobs to come (500/502/503/504, a dropped connection, malformed JSON, a
-slow answer) are one more step between 1 and 3: they see the endpoint and
-either answer in its place or let it through, without touching the handlers.
+Faults that live in a task's answers (stuck tasks, unknown statuses, expired
+links) are drawn by the endpoints themselves, from the same :class:`Saboteur`.
 
 Task state is computed from the clock on each poll (see ``_tasks``), so the
 server runs no background work at all: closing it only closes sockets.
@@ -19,27 +22,39 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import math
 import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
+import attrs
 from aiohttp import web
 
 from .._clock import Clock, SystemClock
+from ._chaos import Chaos, Fault, Saboteur
 from ._config import SimulatorConfig
 from ._ratelimit import RateLimit, SlidingWindowLog
 from ._stats import Counters, SimulatorStats
 from ._storage import STORAGE_PREFIX, LinkCheck, Presigner, clip_bytes, s3_error_body
-from ._tasks import SUCCEED, TaskRecord, draw_task
-from ._wire import ApiError, error_body, parse_submit, task_result_body
+from ._tasks import FINAL_STATUSES, QUEUED, SUCCEED, TaskRecord, draw_task
+from ._wire import (
+    ApiError,
+    error_body,
+    parse_submit,
+    proxy_page,
+    server_error,
+    task_result_body,
+)
 
 __all__ = ["FakeNovita"]
 
 SUBMIT_PATH: Final = "/v3/async/minimax-video-01"
 RESULT_PATH: Final = "/v3/async/task-result"
 STATS_PATH: Final = "/_simulator/stats"
+CHAOS_PATH: Final = "/_simulator/chaos"
+_API_ENDPOINTS: Final = frozenset({"submit", "task_result"})
 
 # Bigger than aiohttp's 128 so a benchmark opening hundreds of connections at
 # once is not refused by the kernel before the simulator sees it.
@@ -60,7 +75,9 @@ class FakeNovita:
     It serves ``POST /v3/async/minimax-video-01``, ``GET /v3/async/task-result``,
     presigned video links under ``/storage/``, and its own statistics at
     ``GET /_simulator/stats`` (no auth, not rate limited, not counted;
-    ``?tasks=0`` leaves out the per-task records).
+    ``?tasks=0`` leaves out the per-task records). ``GET /_simulator/chaos`` shows
+    the chaos in force and ``PUT`` changes some of its knobs (a JSON object of them),
+    for a simulator running in another process.
 
     Knobs (all keyword-only):
 
@@ -80,6 +97,9 @@ class FakeNovita:
     * ``seed``: replay the same task ids, durations and failures.
     * ``illegal_marker``: a prompt containing it is refused with 400 ``ILLEGAL_PROMPT``.
     * ``balance``: after this many accepted tasks, submits get 400 ``BILLING_BALANCE_NOT_ENOUGH``.
+    * ``chaos``: how the simulator misbehaves (:class:`Chaos`; off by default). Unlike the
+      knobs above (fixed, in :attr:`config`) it may change at run time: :attr:`chaos`,
+      :meth:`set_chaos`.
     """
 
     def __init__(
@@ -101,6 +121,7 @@ class FakeNovita:
         seed: int | None = None,
         illegal_marker: str = "[illegal]",
         balance: int | None = None,
+        chaos: Chaos | None = None,
     ) -> None:
         self.config: Final = SimulatorConfig(
             api_key=api_key,
@@ -123,7 +144,10 @@ class FakeNovita:
             raise ValueError(f"clock must implement now(), wall() and sleep(), not {clock!r}")
         #: Simulator time: task lives, rate-limit windows and link expiry all read it.
         self.clock: Final[Clock] = SystemClock() if clock is None else clock
+        if chaos is not None and not isinstance(chaos, Chaos):
+            raise ValueError(f"chaos must be a Chaos or None, not {chaos!r}")
         self._rng = random.Random(seed)
+        self._saboteur = Saboteur(Chaos() if chaos is None else chaos, seed)
         self._presigner = Presigner()
         self._counters = Counters()
         self._limiters: dict[str, SlidingWindowLog] = {}
@@ -131,7 +155,9 @@ class FakeNovita:
             self._limiters["submit"] = SlidingWindowLog(submit_limit)
         if result_limit is not None:
             self._limiters["task_result"] = SlidingWindowLog(result_limit)
-        self._revoked = False
+        # Tasks that have handed out a video link: the first link is the one chaos may spoil.
+        self._linked: set[str] = set()
+        self._check_revoke_after()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._closed = False
@@ -144,8 +170,14 @@ class FakeNovita:
             raise RuntimeError("a FakeNovita starts once; make a new one to serve again")
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._dispatch)
+        # handler_cancellation: a client that hangs up on a slow answer cancels it, so the
+        # simulator knows that answer was never delivered (and holds no sleeping handler).
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT,
+            handler_cancellation=True,
         )
         await runner.setup()
         self._runner = runner
@@ -204,7 +236,37 @@ class FakeNovita:
 
     def revoke_key(self) -> None:
         """From now on, answer every API request with 403 ``INVALID_API_KEY``."""
-        self._revoked = True
+        self._counters.key_revoked = True
+
+    @property
+    def chaos(self) -> Chaos:
+        """The :class:`Chaos` in force; assign a new one to change it at run time.
+
+        ``fake.chaos = Chaos()`` turns every fault off from the next request on (a
+        storm in progress stops too). Tasks already drawn stuck stay stuck, and a
+        revoked key stays revoked.
+        """
+        return self._saboteur.chaos
+
+    @chaos.setter
+    def chaos(self, chaos: Chaos) -> None:
+        if not isinstance(chaos, Chaos):
+            raise ValueError(f"chaos must be a Chaos, not {chaos!r}")
+        self._saboteur.chaos = chaos
+        self._check_revoke_after()
+
+    def set_chaos(self, chaos: Chaos | None = None, /, **changes: Any) -> Chaos:
+        """Replace the chaos, or change some of its knobs; returns the chaos now in force.
+
+        >>> fake.set_chaos(submit_server_errors=0.0)   # doctest: +SKIP
+        """
+        base = self.chaos if chaos is None else chaos
+        known = attrs.fields_dict(Chaos)
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise ValueError(f"unknown chaos knobs {unknown}; known: {sorted(known)}")
+        self.chaos = attrs.evolve(base, **changes)
+        return self.chaos
 
     def __repr__(self) -> str:
         where = self._url or "not started"
@@ -217,6 +279,8 @@ class FakeNovita:
         if path == STATS_PATH and method == "GET":
             # The simulator's own window: not part of the API, so not counted.
             return self._serve_stats(request)
+        if path == CHAOS_PATH and method in ("GET", "PUT"):
+            return await self._serve_chaos(request)
         endpoint: str
         handler: _Handler
         if path == SUBMIT_PATH and method == "POST":
@@ -228,20 +292,104 @@ class FakeNovita:
         else:
             endpoint, handler = "other", self._not_found
         self._counters.requests[endpoint] += 1
+        fault: Fault | None = None
+        # After revocation every API answer is a clean 403: no fault hides it.
+        if not (self._counters.key_revoked and endpoint in _API_ENDPOINTS):
+            fault = self._saboteur.request_fault(endpoint)
+        if fault is not None and fault.before:
+            return self._fault_before(request, endpoint, fault)
         try:
-            return await handler(request)
+            response = await handler(request)
         except ApiError as err:
-            self._counters.errors[err.reason] += 1
-            return web.Response(
-                status=err.status,
-                body=error_body(err.status, err.reason, err.message),
-                content_type="application/json",
-                headers=err.headers,
+            return self._error(err)
+        if fault is not None and response.status == 200:
+            # A handler's own error (auth, 429, bad body) goes out unspoilt.
+            return await self._fault_after(request, endpoint, fault, response)
+        return response
+
+    def _error(self, err: ApiError) -> web.Response:
+        self._counters.errors[err.reason] += 1
+        return web.Response(
+            status=err.status,
+            body=error_body(err.status, err.reason, err.message),
+            content_type="application/json",
+            headers=err.headers,
+        )
+
+    # -- chaos ------------------------------------------------------------------------
+
+    def _fault_before(self, request: web.Request, endpoint: str, fault: Fault) -> web.Response:
+        """Answer in the API's place: nothing reached it, so no task was created."""
+        self._counters.fired(fault.kind, endpoint)
+        if fault.kind == "drop_before":
+            return _drop(request)
+        if fault.status == 429:
+            self._counters.rate_limited[endpoint] += 1
+            headers = None
+            if fault.retry_after is not None:
+                headers = {"Retry-After": str(fault.retry_after)}
+            return self._error(
+                ApiError(429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded, retry later", headers)
             )
+        return self._server_error(endpoint, fault)
+
+    async def _fault_after(
+        self, request: web.Request, endpoint: str, fault: Fault, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """Spoil a 200 the endpoint produced; a submit's task exists already."""
+        if fault.kind == "truncated_download":
+            if request.method != "GET":  # a HEAD has no body to cut
+                return response
+            self._counters.fired(fault.kind, endpoint)
+            return await self._cut_download(request, _body_of(response))
+        self._counters.fired(fault.kind, endpoint)
+        task_id = None
+        if endpoint == "submit":
+            task_id = json.loads(_body_of(response))["task_id"]
+            self._counters.unanswered[task_id] = fault.kind
+        if fault.kind == "drop_after":
+            return _drop(request)
+        if fault.kind == "malformed":
+            # Still a 200 that says it is JSON: only the parser finds out.
+            spoilt = self._saboteur.spoil_json(_body_of(response))
+            return web.Response(body=spoilt, content_type="application/json")
+        if fault.kind == "slow":
+            # Cancelled here if the client hangs up first: the task stays unanswered.
+            await self.clock.sleep(self._saboteur.chaos.slow_seconds)
+            if task_id is not None:
+                del self._counters.unanswered[task_id]
+            return response
+        return self._server_error(endpoint, fault)
+
+    def _server_error(self, endpoint: str, fault: Fault) -> web.Response:
+        err = server_error(fault.status, endpoint)
+        if not fault.html:
+            return self._error(err)
+        self._counters.errors[err.reason] += 1
+        self._counters.fired("html_page", endpoint)
+        return web.Response(
+            status=fault.status, text=proxy_page(fault.status), content_type="text/html"
+        )
+
+    async def _cut_download(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """Promise the whole clip in Content-Length, send part of it, hang up."""
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: self._saboteur.cut(len(body))])
+        _drop(request)
+        return response
+
+    def _check_revoke_after(self) -> None:
+        limit = self._saboteur.chaos.revoke_key_after
+        counters = self._counters
+        if limit is not None and not counters.key_revoked and len(counters.tasks) >= limit:
+            counters.key_revoked = True
+            counters.fired("key_revoked", "submit")
 
     def _admit(self, request: web.Request, endpoint: str) -> None:
         """Auth first, then the rate limit: a rejected key does not use up the quota."""
-        if self._revoked:
+        if self._counters.key_revoked:
             raise ApiError(403, "INVALID_API_KEY", "the API key has been revoked")
         header = request.headers.get("Authorization", "").strip()
         scheme, _, key = header.partition(" ")
@@ -296,6 +444,11 @@ class FakeNovita:
             eta_error=config.eta_error,
         )
         self._counters.add_task(task)
+        plan = self._saboteur.stuck_plan()
+        if plan is not None:
+            self._counters.stuck[task.task_id] = plan
+            self._counters.fired("stuck_task", "submit")
+        self._check_revoke_after()
         return web.json_response({"task_id": task.task_id})
 
     async def _task_result(self, request: web.Request) -> web.StreamResponse:
@@ -306,20 +459,42 @@ class FakeNovita:
         task = self._counters.tasks.get(task_id)
         if task is None:
             raise ApiError(404, "TASK_NOT_FOUND", f"task {task_id!r} not found")
+        config = self.config
         state = task.state_at(
             self.clock.now(),
-            report_progress=self.config.report_progress,
-            give_eta=self.config.eta_error is not None,
+            report_progress=config.report_progress,
+            give_eta=config.eta_error is not None,
         )
+        plan = self._counters.stuck.get(task_id)
+        omit_eta = False
+        if plan is not None:
+            state = plan.hold(state, report_progress=config.report_progress)
+            omit_eta = plan.omit_eta and state.status != QUEUED
+        odd = None if state.status in FINAL_STATUSES else self._saboteur.odd_status()
+        if odd is not None:
+            state = attrs.evolve(state, status=odd)
+            self._counters.fired("unknown_status", "task_result")
         self._counters.polls[task_id] += 1
         video_url = None
         if state.status == SUCCEED:
-            # A fresh link on every answer, valid video_ttl from now, as Novita does.
-            link = self._presigner.path_and_query(
-                task_id, wall=self.clock.wall(), ttl=self.config.video_ttl
-            )
+            wall = self.clock.wall()
+            first = task_id not in self._linked
+            self._linked.add(task_id)
+            if first and self._saboteur.expire_link():
+                link = self._presigner.expired_path_and_query(task_id, wall=wall)
+                self._counters.fired("expired_link", "task_result")
+            else:
+                # A fresh link on every answer, valid video_ttl from now, as Novita does.
+                link = self._presigner.path_and_query(task_id, wall=wall, ttl=config.video_ttl)
             video_url = self.url + link
-        body = task_result_body(task, state, video_url=video_url, video_ttl=self.config.video_ttl)
+        body = task_result_body(
+            task,
+            state,
+            video_url=video_url,
+            video_ttl=config.video_ttl,
+            omit_eta=omit_eta,
+            unknown_fields=odd is not None,
+        )
         return web.Response(body=body, content_type="application/json")
 
     async def _video(self, request: web.Request) -> web.StreamResponse:
@@ -359,6 +534,39 @@ class FakeNovita:
     def _serve_stats(self, request: web.Request) -> web.StreamResponse:
         include_tasks = request.query.get("tasks", "1").lower() not in ("0", "false", "no")
         return web.json_response(self.stats.to_dict(include_tasks=include_tasks))
+
+    async def _serve_chaos(self, request: web.Request) -> web.StreamResponse:
+        # Like the stats: the simulator's own control, without auth, not counted.
+        if request.method == "PUT":
+            try:
+                changes = json.loads(await request.read())
+                if not isinstance(changes, dict):
+                    raise ValueError("send a JSON object of chaos knobs")
+                self.set_chaos(**changes)
+            except ValueError as err:  # bad JSON, unknown knobs, bad values
+                body = error_body(400, "INVALID_REQUEST_BODY", str(err))
+                return web.Response(status=400, body=body, content_type="application/json")
+        return web.json_response(self.chaos.to_dict())
+
+
+def _body_of(response: web.StreamResponse) -> bytes:
+    """The bytes of an answer the simulator built in memory (every 200 it spoils is one)."""
+    body = response.body if isinstance(response, web.Response) else None
+    if not isinstance(body, bytes):
+        raise TypeError(f"cannot spoil a streamed answer: {response!r}")
+    return body
+
+
+def _drop(request: web.Request) -> web.Response:
+    """Close the connection at once: the client gets no answer at all.
+
+    aiohttp writes the returned response into the closed transport, which is a no-op.
+    """
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    # Never sent; 499 is nginx's "client closed request", the closest status to "none".
+    return web.Response(status=499)
 
 
 def _base_url(address: tuple[str, int] | tuple[str, int, int, int]) -> str:

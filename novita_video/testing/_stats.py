@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import attrs
 
+from ._chaos import StuckPlan
 from ._tasks import SubmitRequest, TaskRecord
 
 __all__ = ["ENDPOINTS", "Counters", "SimulatorStats"]
@@ -57,6 +58,24 @@ class SimulatorStats:
     * ``video_requests_with_authorization``: video downloads that carried an
       ``Authorization`` header (a client that leaks its API key to storage).
     * ``tasks``: every accepted task by id, with its submit time and its (future) end.
+
+    Ground truth about chaos (see :class:`Chaos`), for reliability tests:
+
+    * ``chaos``: faults that fired, per kind then per endpoint, only those that fired
+      (``{"drop_after": {"submit": 2}}``). Kinds: ``drop_before``, ``drop_after``,
+      ``rate_limit_storm``, ``server_error_500`` .. ``server_error_504``, ``html_page``
+      (those 5xx answered as HTML), ``malformed``, ``slow``, ``unknown_status``,
+      ``stuck_task`` and ``key_revoked`` (under ``"submit"``), ``expired_link``
+      (under ``"task_result"``), ``truncated_download`` (under ``"video"``).
+      A fault that spoils a 200 fires only when the handler answered 200.
+    * ``unanswered_tasks``: task id -> fault kind, for every created task whose submit got
+      no usable answer (``drop_after``, ``malformed``, ``slow`` while the client was gone or
+      still waiting, ``server_error_500``, ``server_error_502``): the client cannot know it
+      was billed. Its other tasks were answered, so resubmitting their prompts is a bug.
+    * ``duplicates_of_answered``: accepted submits whose request equals an earlier task's
+      whose submit *was* answered: a resubmission no fault excuses.
+    * ``stuck_tasks``: ids of tasks that will never finish.
+    * ``key_revoked``: the key was revoked (``revoke_key()`` or ``revoke_key_after``).
     """
 
     requests: Mapping[str, int]
@@ -66,6 +85,11 @@ class SimulatorStats:
     duplicate_submissions: int
     video_requests_with_authorization: int
     tasks: Mapping[str, TaskRecord]
+    chaos: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
+    unanswered_tasks: Mapping[str, str] = attrs.field(factory=dict)
+    duplicates_of_answered: int = 0
+    stuck_tasks: frozenset[str] = frozenset()
+    key_revoked: bool = False
 
     @property
     def task_count(self) -> int:
@@ -82,6 +106,11 @@ class SimulatorStats:
             "duplicate_submissions": self.duplicate_submissions,
             "video_requests_with_authorization": self.video_requests_with_authorization,
             "task_count": self.task_count,
+            "chaos": {kind: dict(per) for kind, per in self.chaos.items()},
+            "unanswered_tasks": dict(self.unanswered_tasks),
+            "duplicates_of_answered": self.duplicates_of_answered,
+            "stuck_tasks": sorted(self.stuck_tasks),
+            "key_revoked": self.key_revoked,
         }
         if include_tasks:
             body["tasks"] = {task_id: _task_to_dict(t) for task_id, t in self.tasks.items()}
@@ -99,6 +128,10 @@ class Counters:
         self.duplicate_submissions = 0
         self.video_requests_with_authorization = 0
         self.tasks: dict[str, TaskRecord] = {}
+        self.chaos: Counter[tuple[str, str]] = Counter()
+        self.unanswered: dict[str, str] = {}
+        self.stuck: dict[str, StuckPlan] = {}
+        self.key_revoked = False
         self._seen: set[SubmitRequest] = set()
 
     def add_task(self, task: TaskRecord) -> None:
@@ -109,8 +142,27 @@ class Counters:
             self._seen.add(task.request)
         self.tasks[task.task_id] = task
 
+    def fired(self, kind: str, endpoint: str) -> None:
+        """Count one chaos fault of ``kind`` on ``endpoint``."""
+        self.chaos[kind, endpoint] += 1
+
+    def _duplicates_of_answered(self) -> int:
+        # Computed on demand, not per submit: a slow submit is answered (or not) only
+        # after its task was added. Tasks are in submit order (dicts keep it).
+        answered: set[SubmitRequest] = set()
+        count = 0
+        for task_id, task in self.tasks.items():
+            if task.request in answered:
+                count += 1
+            if task_id not in self.unanswered:
+                answered.add(task.request)
+        return count
+
     def snapshot(self) -> SimulatorStats:
         """Copy the tallies (records are frozen, so a shallow copy suffices)."""
+        chaos: dict[str, dict[str, int]] = {}
+        for (kind, endpoint), count in sorted(self.chaos.items()):
+            chaos.setdefault(kind, {})[endpoint] = count
         return SimulatorStats(
             requests=dict(self.requests),
             rate_limited=dict(self.rate_limited),
@@ -119,4 +171,9 @@ class Counters:
             duplicate_submissions=self.duplicate_submissions,
             video_requests_with_authorization=self.video_requests_with_authorization,
             tasks=dict(self.tasks),
+            chaos=chaos,
+            unanswered_tasks=dict(self.unanswered),
+            duplicates_of_answered=self._duplicates_of_answered(),
+            stuck_tasks=frozenset(self.stuck),
+            key_revoked=self.key_revoked,
         )

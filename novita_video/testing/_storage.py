@@ -64,6 +64,12 @@ class Presigner:
         signature = self._signature(task_id, expires)
         return f"{STORAGE_PREFIX}{task_id}.mp4?expires={expires}&signature={signature}"
 
+    def expired_path_and_query(self, task_id: str, *, wall: float) -> str:
+        """A correctly signed link that expired before ``wall`` (chaos: a stale link)."""
+        expires = math.floor(wall) - 1
+        signature = self._signature(task_id, expires)
+        return f"{STORAGE_PREFIX}{task_id}.mp4?expires={expires}&signature={signature}"
+
     def check(self, task_id: str, expires: str, signature: str, *, wall: float) -> LinkCheck:
         """Judge a link: a forged or mangled one fails before an expired one."""
         try:

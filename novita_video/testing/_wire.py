@@ -13,7 +13,15 @@ from urllib.parse import urlsplit
 
 from ._tasks import FINAL_STATUSES, QUEUED, SUCCEED, SubmitRequest, TaskRecord, TaskState
 
-__all__ = ["TASK_TYPE", "ApiError", "error_body", "parse_submit", "task_result_body"]
+__all__ = [
+    "TASK_TYPE",
+    "ApiError",
+    "error_body",
+    "parse_submit",
+    "proxy_page",
+    "server_error",
+    "task_result_body",
+]
 
 TASK_TYPE = "MINIMAX_VIDEO_01"
 PROMPT_MAX_CHARS = 2000
@@ -41,6 +49,39 @@ def error_body(status: int, reason: str, message: str) -> bytes:
     """``{"code", "reason", "message", "metadata"}``, as Novita documents its errors."""
     body = {"code": status, "reason": reason, "message": message, "metadata": {}}
     return json.dumps(body).encode()
+
+
+# Novita documents reasons for its own 500s only; the rest stand for what a proxy or
+# the surge protection in front of it would say.
+_SERVER_ERRORS = {
+    502: ("BAD_GATEWAY", "bad gateway: the upstream answer was lost"),
+    503: ("SERVICE_UNAVAILABLE", "surge protection: the service is overloaded, retry later"),
+    504: ("GATEWAY_TIMEOUT", "gateway timeout: the upstream did not answer in time"),
+}
+_PROXY_TITLES = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
+
+
+def server_error(status: int, endpoint: str) -> ApiError:
+    """A 5xx in Novita's JSON shape; a 500 names what failed (creating or reading a task)."""
+    if status == 500:
+        if endpoint == "submit":
+            return ApiError(500, "CREATE_TASK_FAILED", "failed to create the task")
+        return ApiError(500, "GET_RESULT_FAILED", "failed to get the task result")
+    reason, message = _SERVER_ERRORS[status]
+    return ApiError(status, reason, message)
+
+
+def proxy_page(status: int) -> str:
+    """The HTML a reverse proxy answers with when the API behind it fails (502/503/504)."""
+    title = f"{status} {_PROXY_TITLES[status]}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n"
+        f"<body>\r\n<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
+    )
 
 
 def _is_absolute_http_url(value: str) -> bool:
@@ -85,10 +126,25 @@ def parse_submit(raw: bytes) -> SubmitRequest:
     return SubmitRequest(prompt, image_url, expansion)
 
 
+# What a poll answered with an odd status also carries: fields no client was told about.
+_UNKNOWN_TASK_FIELDS = {"sub_status": "WAITING_FOR_WORKER", "queue_position": 7}
+_UNKNOWN_TOP_FIELDS = {"notices": [{"level": "info", "text": "scheduled maintenance"}]}
+
+
 def task_result_body(
-    task: TaskRecord, state: TaskState, *, video_url: str | None, video_ttl: int
+    task: TaskRecord,
+    state: TaskState,
+    *,
+    video_url: str | None,
+    video_ttl: int,
+    omit_eta: bool = False,
+    unknown_fields: bool = False,
 ) -> bytes:
-    """The documented task-result answer; ``videos`` is filled only once SUCCEED."""
+    """The documented task-result answer; ``videos`` is filled only once SUCCEED.
+
+    Chaos bends it: ``omit_eta`` leaves ``eta`` out (a stuck task), ``unknown_fields``
+    adds fields to ``task`` and to the body that no client knows.
+    """
     started = state.status != QUEUED
     finished = state.status in FINAL_STATUSES
     body: dict[str, Any] = {
@@ -113,6 +169,11 @@ def task_result_body(
             },
         },
     }
+    if omit_eta:
+        del body["task"]["eta"]
+    if unknown_fields:
+        body["task"].update(_UNKNOWN_TASK_FIELDS)
+        body.update(_UNKNOWN_TOP_FIELDS)
     if state.status == SUCCEED and video_url is not None:
         body["videos"].append(
             {"video_url": video_url, "video_url_ttl": str(video_ttl), "video_type": "mp4"}
