@@ -2,7 +2,8 @@
 
 The layers, in the order a prompt travels (each private module holds one idea):
 
-    _models    VideoRequest (validated on creation), TaskStatus, TaskResult, Video, Outcome
+    _requests  what can be submitted: VideoRequest, HailuoRequest, ..., validated on creation
+    _models    what comes back: TaskStatus, TaskResult, Video, Outcome
     _batch     generate(): reads prompts lazily, submits under the limits, yields Outcomes
     _limits    RateLimiter: evenly spaced requests, slower after a 429
     _client    Client: the lifetime (pools, task group, poller), submit / get_result / wait
@@ -52,16 +53,23 @@ from ._models import Outcome as Outcome
 from ._models import TaskResult as TaskResult
 from ._models import TaskStatus as TaskStatus
 from ._models import Video as Video
-from ._models import VideoRequest as VideoRequest
+from ._requests import MODELS as MODELS
+from ._requests import AsyncRequest as AsyncRequest
+from ._requests import HailuoRequest as HailuoRequest
+from ._requests import KlingI2VRequest as KlingI2VRequest
+from ._requests import Request as Request
+from ._requests import VideoRequest as VideoRequest
 from ._retry import RetryPolicy as RetryPolicy
 from ._schedule import PollSchedule as PollSchedule
 from ._version import __version__ as __version__
 
 __all__ = [
+    "MODELS",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
     "AdaptiveRate",
+    "AsyncRequest",
     "AuthenticationError",
     "BadRequestError",
     "Batch",
@@ -71,9 +79,11 @@ __all__ = [
     "ClientStatistics",
     "Clock",
     "DownloadError",
+    "HailuoRequest",
     "InsecureTransportWarning",
     "InsufficientBalanceError",
     "InvalidRequestError",
+    "KlingI2VRequest",
     "MissingAPIKeyError",
     "NotFoundError",
     "NovitaError",
@@ -82,6 +92,7 @@ __all__ = [
     "PollSchedule",
     "ProtocolError",
     "RateLimitError",
+    "Request",
     "RetryPolicy",
     "ScaledClock",
     "ServerError",

@@ -31,7 +31,8 @@ import anyio
 import anyio.abc
 
 from ._errors import BatchAbortedError, InvalidRequestError, NovitaError
-from ._models import Outcome, TaskResult, VideoRequest
+from ._models import Outcome, TaskResult
+from ._requests import Request, to_request
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -40,42 +41,12 @@ if TYPE_CHECKING:
     from ._limits import RateLimiter
     from ._poller import Listener
 
-__all__ = ["Batch", "PromptInput", "to_request"]
+__all__ = ["Batch", "PromptInput"]
 
 logger = logging.getLogger("novita_video")
 
-#: What a batch accepts for each prompt.
-PromptInput = str | VideoRequest | Mapping[str, Any]
-
-_REQUEST_KEYS = frozenset({"prompt", "image_url", "enable_prompt_expansion"})
-
-
-def to_request(item: object) -> VideoRequest:
-    """A :class:`VideoRequest` from a str, a VideoRequest or a mapping; else InvalidRequestError."""
-    if isinstance(item, VideoRequest):
-        return item
-    if isinstance(item, str):
-        return VideoRequest(item)
-    if isinstance(item, Mapping):
-        unknown = sorted(str(key) for key in item if key not in _REQUEST_KEYS)
-        if unknown:
-            raise InvalidRequestError(
-                f"prompt: unknown field(s) {', '.join(unknown)}; "
-                f"expected {', '.join(sorted(_REQUEST_KEYS))}",
-                unknown[0],
-            )
-        if "prompt" not in item:
-            raise InvalidRequestError("prompt: the mapping has no 'prompt'", "prompt")
-        return VideoRequest(
-            item["prompt"],
-            image_url=item.get("image_url"),
-            enable_prompt_expansion=item.get("enable_prompt_expansion", True),
-        )
-    raise InvalidRequestError(
-        "prompt: each prompt must be a str, a VideoRequest or a mapping, "
-        f"not {type(item).__name__}",
-        "prompt",
-    )
+#: What a batch accepts for each prompt: a request, a prompt, or a mapping of fields.
+PromptInput = str | Request | Mapping[str, Any]
 
 
 async def _items(prompts: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
@@ -101,7 +72,8 @@ class _BatchRun:
         limiter: RateLimiter,
         max_outstanding: int,
         task_timeout: float,
-        before_submit: Callable[[int, VideoRequest], None] | None,
+        model: str,
+        before_submit: Callable[[int, Request], None] | None,
         after_submit: Callable[[int, str], None] | None,
         send: MemoryObjectSendStream[Outcome],
     ) -> None:
@@ -110,6 +82,7 @@ class _BatchRun:
         self._prompts = prompts
         self._limiter = limiter
         self._task_timeout = task_timeout
+        self._model = model
         self._send = send
         self._before_submit = before_submit
         self._after_submit = after_submit
@@ -154,7 +127,7 @@ class _BatchRun:
                 index += 1
                 self._pending += 1
                 try:
-                    request = to_request(item)
+                    request = to_request(item, self._model)
                 except InvalidRequestError as error:
                     self._emit(Outcome(index, None, error=error))
                     continue
@@ -173,7 +146,7 @@ class _BatchRun:
             f"not submitted: an earlier answer stopped the batch ({self._fatal})", self._fatal
         )
 
-    async def _submit_one(self, index: int, request: VideoRequest) -> None:
+    async def _submit_one(self, index: int, request: Request) -> None:
         submitted_at = self._client.clock.now()
         accepted: list[str] = []
 
@@ -218,7 +191,7 @@ class _BatchRun:
         for scope in self._waiting:
             scope.cancel()
 
-    def _watch(self, index: int, request: VideoRequest, task_id: str, submitted_at: float) -> None:
+    def _watch(self, index: int, request: Request, task_id: str, submitted_at: float) -> None:
         if self.stopped:
             logger.warning(
                 "task %s was created for prompt %d after its batch stopped", task_id, index

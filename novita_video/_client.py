@@ -39,8 +39,9 @@ from ._errors import (
 )
 from ._http import HTTPTransport, Response, Sending, is_loopback
 from ._limits import AdaptiveRate, RateLimiter
-from ._models import Outcome, TaskResult, TaskStatus, VideoRequest
+from ._models import Outcome, TaskResult, TaskStatus
 from ._poller import Poller
+from ._requests import MODELS, Request, VideoRequest, to_request
 from ._retry import Decision, RetryPolicy, decide, error_retry_after, retry_delay
 from ._schedule import PollSchedule
 from ._version import __version__
@@ -301,7 +302,7 @@ class Client:
 
     async def submit(
         self,
-        prompt: str | VideoRequest,
+        prompt: str | Request,
         *,
         image_url: str | None = None,
         enable_prompt_expansion: bool = True,
@@ -314,12 +315,12 @@ class Client:
         may have created a task without telling us its id raises
         :class:`SubmissionUnknownError` and is never resent on its own.
         """
-        if isinstance(prompt, VideoRequest):
+        if not isinstance(prompt, str):
             if image_url is not None or enable_prompt_expansion is not True:
                 raise InvalidRequestError(
-                    "image_url and enable_prompt_expansion go inside the VideoRequest", "prompt"
+                    "image_url and enable_prompt_expansion go inside the request", "prompt"
                 )
-            request = prompt
+            request = to_request(prompt)
         else:
             request = VideoRequest(
                 prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
@@ -329,7 +330,7 @@ class Client:
 
     async def _submit(
         self,
-        request: VideoRequest,
+        request: Request,
         limiter: RateLimiter,
         *,
         abort: Callable[[], NovitaError | None] = lambda: None,
@@ -501,13 +502,15 @@ class Client:
         submit_rpm: float | None = None,
         max_outstanding: int | None = None,
         task_timeout: float | None = None,
-        before_submit: Callable[[int, VideoRequest], None] | None = None,
+        model: str = VideoRequest.endpoint,
+        before_submit: Callable[[int, Request], None] | None = None,
         after_submit: Callable[[int, str], None] | None = None,
     ) -> Batch:
         """Turn many prompts into clips; iterate for one :class:`Outcome` per prompt.
 
-        ``prompts`` is any iterable or async iterable of str, :class:`VideoRequest` or
-        dicts with ``prompt``, ``image_url``, ``enable_prompt_expansion``; it is read
+        ``prompts`` is any iterable or async iterable of requests (:class:`VideoRequest`,
+        :class:`HailuoRequest`, ...), prompt strs or mappings of a request's fields, the
+        last two for ``model`` (default ``"minimax-video-01"``); it is read
         lazily, never more than ``max_outstanding`` ahead of what you consumed. Outcomes
         come in the order the tasks end. Limits default to the client's (``None``); a batch
         given its own ``submit_rpm`` (``math.inf`` for none) gets its own limiter, otherwise
@@ -536,6 +539,9 @@ class Client:
                     f"{name}: must be a whole number >= 1, not {value!r}", name
                 )
         _positive("task_timeout", timeout)
+        if model not in MODELS:
+            known = ", ".join(sorted(MODELS))
+            raise InvalidRequestError(f"model: unknown model {model!r}; known: {known}", "model")
         if submit_rpm is None:
             limiter = self._submit_limiter
         else:
@@ -548,6 +554,7 @@ class Client:
             limiter=limiter,
             max_outstanding=outstanding,
             task_timeout=float(timeout),
+            model=model,
             before_submit=before_submit,
             after_submit=after_submit,
         )

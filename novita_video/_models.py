@@ -1,96 +1,23 @@
-"""The data that crosses the SDK's layers: frozen attrs objects, never dicts.
+"""What comes back: frozen attrs objects, never dicts.
 
-A prompt becomes a :class:`VideoRequest` (validated when it is made, before anything
-is sent), the server's answers become :class:`TaskResult` objects (built by the private
-converter in ``_wire``), and a batch hands back one :class:`Outcome` per prompt.
+The server's answers become :class:`TaskResult` objects (built by the private converter
+in ``_wire``) with a :class:`TaskStatus` and their :class:`Video` links, and a batch hands
+back one :class:`Outcome` per prompt. What goes out is in ``_requests``.
 """
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 import attrs
 
 if TYPE_CHECKING:
     from ._errors import NovitaError
+    from ._requests import Request
 
-__all__ = ["Outcome", "TaskResult", "TaskStatus", "Video", "VideoRequest"]
-
-MAX_PROMPT_LENGTH = 2000
-MAX_URL_LENGTH = 8192
-
-
-def _reject(field: str, message: str) -> None:
-    from ._errors import InvalidRequestError  # late: _errors imports this module for types
-
-    raise InvalidRequestError(f"{field}: {message}", field)
-
-
-def _check_prompt(_: object, __: attrs.Attribute[str], value: object) -> None:
-    if not isinstance(value, str):
-        _reject("prompt", f"must be a str of 1 to 2000 characters, not {type(value).__name__}")
-    assert isinstance(value, str)
-    if not value.strip():
-        _reject("prompt", "must not be empty or only white space")
-    if len(value) > MAX_PROMPT_LENGTH:
-        _reject("prompt", f"must be at most 2000 characters, this one has {len(value)}")
-    if "\x00" in value:
-        _reject("prompt", "must not contain NUL characters")
-
-
-def check_http_url(field: str, value: object) -> None:
-    """Raise :class:`InvalidRequestError` unless ``value`` is an absolute http(s) URL."""
-    if not isinstance(value, str):
-        _reject(field, f"must be an absolute http(s) URL, not {type(value).__name__}")
-    assert isinstance(value, str)
-    if len(value) > MAX_URL_LENGTH:
-        _reject(field, f"must be at most {MAX_URL_LENGTH} characters, this one has {len(value)}")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
-        _reject(field, "must not contain white space or control characters")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (a bad port raises ValueError here, not later)
-    except ValueError as err:
-        _reject(field, f"is not a valid URL ({err})")
-        raise  # unreachable, for the type checker
-    if parts.scheme not in ("http", "https"):
-        shown = f"{parts.scheme!r}" if parts.scheme else "none"
-        _reject(field, f"must be an absolute http(s) URL; its scheme is {shown}")
-    if not parts.hostname:
-        _reject(field, "must be an absolute http(s) URL with a host")
-
-
-def _check_image_url(_: object, __: attrs.Attribute[str | None], value: object) -> None:
-    if value is not None:
-        check_http_url("image_url", value)
-
-
-def _check_bool(_: object, attribute: attrs.Attribute[bool], value: object) -> None:
-    if not isinstance(value, bool):
-        _reject(attribute.name, f"must be True or False, not {value!r}")
-
-
-@attrs.frozen
-class VideoRequest:
-    """One Minimax Video-01 clip to make: text-to-video, or image-to-video with ``image_url``.
-
-    Checked when made: ``prompt`` is a str of 1 to 2000 characters, ``image_url`` an
-    absolute http(s) URL of the first frame. A bad value raises
-    :class:`~novita_video.InvalidRequestError` naming the field and the rule.
-
-    >>> VideoRequest("A panda walks through bamboo").endpoint
-    'minimax-video-01'
-    """
-
-    #: The path segment of the submit endpoint, ``POST /v3/async/<endpoint>``.
-    endpoint: ClassVar[str] = "minimax-video-01"
-
-    prompt: str = attrs.field(validator=_check_prompt)
-    image_url: str | None = attrs.field(default=None, validator=_check_image_url, kw_only=True)
-    enable_prompt_expansion: bool = attrs.field(default=True, validator=_check_bool, kw_only=True)
+__all__ = ["Outcome", "TaskResult", "TaskStatus", "Video"]
 
 
 class TaskStatus(enum.Enum):
@@ -189,7 +116,7 @@ class Outcome:
     """
 
     index: int
-    request: VideoRequest | None
+    request: Request | None
     task_id: str | None = None
     result: TaskResult | None = None
     error: NovitaError | None = None

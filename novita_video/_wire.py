@@ -17,7 +17,8 @@ import attrs
 import cattrs
 
 from ._errors import ProtocolError
-from ._models import TaskResult, TaskStatus, Video, VideoRequest
+from ._models import TaskResult, TaskStatus, Video
+from ._requests import AsyncRequest, HailuoRequest, KlingI2VRequest, Request, VideoRequest
 
 SNIPPET_LENGTH = 200
 #: Ten years: anything longer is not a presigned link's lifetime but a broken answer.
@@ -88,14 +89,17 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(float, _structure_number)
     converter.register_structure_hook(int, lambda v, t: int(_structure_number(v, t)))
-    converter.register_unstructure_hook(
-        VideoRequest,
-        lambda request: {
-            key: value
-            for key, value in attrs.asdict(request, recurse=False).items()
-            if value is not None
-        },
-    )
+    for typed in (VideoRequest, HailuoRequest, KlingI2VRequest):
+        # Unset optional fields are left out, so the server applies its own defaults.
+        converter.register_unstructure_hook(
+            typed,
+            lambda request: {
+                key: value
+                for key, value in attrs.asdict(request, recurse=False).items()
+                if value is not None
+            },
+        )
+    converter.register_unstructure_hook(AsyncRequest, lambda request: dict(request.body))
     return converter
 
 
@@ -133,7 +137,7 @@ def _explain(err: BaseException) -> str:
     return str(err)
 
 
-def dump_request(request: VideoRequest) -> dict[str, Any]:
+def dump_request(request: Request) -> dict[str, Any]:
     """The JSON body of ``POST /v3/async/<endpoint>`` for ``request``."""
     body: dict[str, Any] = _converter.unstructure(request)
     return body

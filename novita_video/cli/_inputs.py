@@ -28,7 +28,7 @@ from typing import IO, Any, Final
 import attrs
 
 from .._errors import InvalidRequestError
-from .._models import VideoRequest
+from .._requests import VideoRequest
 
 __all__ = ["FORMATS", "InputError", "PromptSource", "Row", "Validation"]
 

@@ -33,7 +33,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._client import Client
 from .._errors import NotFoundError, NovitaError, SubmissionUnknownError
-from .._models import TaskResult, TaskStatus, VideoRequest
+from .._models import TaskResult, TaskStatus
+from .._requests import Request
 from ._inputs import InputError, PromptSource, Row
 from ._ledger import Ledger, Record, State
 from ._outputs import Entry, clip_name
@@ -102,7 +103,7 @@ class Run:
                     watchers.start_soon(self._show_progress)
                 async with anyio.create_task_group() as work:
                     self._work = work.cancel_scope
-                    send, receive = anyio.create_memory_object_stream[VideoRequest]()
+                    send, receive = anyio.create_memory_object_stream[Request]()
                     work.start_soon(self._read, send, work)
                     work.start_soon(self._consume, receive, work)
                 watchers.cancel_scope.cancel()
@@ -132,7 +133,7 @@ class Run:
     # The reader.
 
     async def _read(
-        self, send: MemoryObjectSendStream[VideoRequest], work: anyio.abc.TaskGroup
+        self, send: MemoryObjectSendStream[Request], work: anyio.abc.TaskGroup
     ) -> None:
         async with send:
             try:
@@ -145,7 +146,7 @@ class Run:
     async def _read_rows(
         self,
         rows: Iterable[Row],
-        send: MemoryObjectSendStream[VideoRequest],
+        send: MemoryObjectSendStream[Request],
         work: anyio.abc.TaskGroup,
     ) -> None:
         for count, row in enumerate(rows):
@@ -157,7 +158,7 @@ class Run:
             await self._dispatch(row, send, work)
 
     async def _dispatch(
-        self, row: Row, send: MemoryObjectSendStream[VideoRequest], work: anyio.abc.TaskGroup
+        self, row: Row, send: MemoryObjectSendStream[Request], work: anyio.abc.TaskGroup
     ) -> None:
         record = self._ledger.get(row.key)
         state = None if record is None else record.state
@@ -185,14 +186,14 @@ class Run:
             return True
         return record.file is not None and (self._settings.out / record.file).is_file()
 
-    async def _submit(self, row: Row, send: MemoryObjectSendStream[VideoRequest]) -> None:
+    async def _submit(self, row: Row, send: MemoryObjectSendStream[Request]) -> None:
         self._pending[self._sent] = row
         self._sent += 1
         await send.send(row.request)
 
     # The SDK batch's hooks: quick, synchronous, committed before the POST and right after.
 
-    def _before_submit(self, index: int, request: VideoRequest) -> None:
+    def _before_submit(self, index: int, request: Request) -> None:
         self._ledger.write(self._pending[index], State.SENDING)
 
     def _after_submit(self, index: int, task_id: str) -> None:
@@ -202,7 +203,7 @@ class Run:
     # Outcomes.
 
     async def _consume(
-        self, receive: MemoryObjectReceiveStream[VideoRequest], work: anyio.abc.TaskGroup
+        self, receive: MemoryObjectReceiveStream[Request], work: anyio.abc.TaskGroup
     ) -> None:
         batch = self._client.generate(
             receive, before_submit=self._before_submit, after_submit=self._after_submit
