@@ -87,7 +87,7 @@ class _BatchRun:
         self._before_submit = before_submit
         self._after_submit = after_submit
         self.slots = anyio.Semaphore(max_outstanding)
-        self._concurrency = anyio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._scope = anyio.CancelScope()
         self._waiting: set[anyio.CancelScope] = set()
         self._listeners: dict[int, Listener] = {}
@@ -103,13 +103,20 @@ class _BatchRun:
         """Read, validate and submit every prompt; run in the client's task group."""
         with self._scope:
             try:
+                # `concurrency` submitters take prompts from a stream with no buffer: a
+                # prompt is read only when a submitter is free to send it.
+                send, receive = anyio.create_memory_object_stream[tuple[int, Request]](0)
                 async with anyio.create_task_group() as submitters:
-                    await self._read(submitters)
+                    for _ in range(self._concurrency):
+                        submitters.start_soon(self._submitter, receive.clone())
+                    receive.close()
+                    async with send:
+                        await self._read(send)
             finally:
                 self._input_done = True
                 self._maybe_complete()
 
-    async def _read(self, submitters: anyio.abc.TaskGroup) -> None:
+    async def _read(self, send: MemoryObjectSendStream[tuple[int, Request]]) -> None:
         items = _items(self._prompts)
         index = -1
         try:
@@ -131,15 +138,21 @@ class _BatchRun:
                 except InvalidRequestError as error:
                     self._emit(Outcome(index, None, error=error))
                     continue
-                if self._fatal is None:
-                    await self._concurrency.acquire()
                 if self._fatal is not None:
                     self._emit(Outcome(index, request, error=self._aborted()))
                     continue
-                submitters.start_soon(self._submit_one, index, request)
+                await send.send((index, request))
         finally:
             with anyio.CancelScope(shield=True):
                 await items.aclose()
+
+    async def _submitter(self, receive: MemoryObjectReceiveStream[tuple[int, Request]]) -> None:
+        async with receive:
+            async for index, request in receive:
+                if self._fatal is not None:
+                    self._emit(Outcome(index, request, error=self._aborted()))
+                else:
+                    await self._submit_one(index, request)
 
     def _aborted(self) -> BatchAbortedError:
         return BatchAbortedError(
@@ -147,7 +160,6 @@ class _BatchRun:
         )
 
     async def _submit_one(self, index: int, request: Request) -> None:
-        submitted_at = self._client.clock.now()
         accepted: list[str] = []
 
         def before_post() -> None:
@@ -158,32 +170,29 @@ class _BatchRun:
             accepted.append(task_id)
             if self._after_submit is not None:
                 self._after_submit(index, task_id)
-            self._watch(index, request, task_id, submitted_at)
+            self._watch(index, request, task_id, self._client.clock.now())
 
         error: NovitaError | None = None
-        try:
-            with anyio.CancelScope() as waiting:
-                self._waiting.add(waiting)
-                try:
-                    await self._client._submit(
-                        request,
-                        self._limiter,
-                        abort=lambda: self._fatal,
-                        before_post=before_post,
-                        on_accepted=on_accepted,
-                    )
-                except NovitaError as failure:
-                    error = failure
-            self._waiting.discard(waiting)
-            if accepted:
-                return
-            if error is None:  # cancelled while waiting for its turn: the batch was doomed
-                error = self._aborted()
-            if error.dooms_batch and self._fatal is None:
-                self._doom(error)
-            self._emit(Outcome(index, request, error=error))
-        finally:
-            self._concurrency.release()
+        with anyio.CancelScope() as waiting:
+            self._waiting.add(waiting)
+            try:
+                await self._client._submit(
+                    request,
+                    self._limiter,
+                    abort=lambda: self._fatal,
+                    before_post=before_post,
+                    on_accepted=on_accepted,
+                )
+            except NovitaError as failure:
+                error = failure
+        self._waiting.discard(waiting)
+        if accepted:
+            return
+        if error is None:  # cancelled while waiting for its turn: the batch was doomed
+            error = self._aborted()
+        if error.dooms_batch and self._fatal is None:
+            self._doom(error)
+        self._emit(Outcome(index, request, error=error))
 
     def _doom(self, error: NovitaError) -> None:
         logger.warning("batch stops submitting: %s", error)

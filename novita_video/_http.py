@@ -6,12 +6,13 @@ the API key in the ``Authorization`` header of requests to the API base URL, now
 else: not in the session's default headers (so a video download cannot carry it), not
 in a log line, not in an exception.
 
-Two connection pools: polls (GET) reuse keep-alive connections, while each submit
-(POST) opens a fresh one. A pooled connection that the server closed just as we reused
-it fails in a way indistinguishable from a request that reached the server; on a fresh
-connection, a failure to connect proves the POST was never sent, so it can be retried
-without any risk of paying twice. Submits are rate-limited to a few per second at
-most, so the extra handshake costs nothing that matters.
+Two connection pools: polls (GET) keep connections alive as usual, while submits (POST)
+reuse a connection only within :data:`SUBMIT_KEEPALIVE` seconds of its last use. A
+server that closes an idle connection just as we reuse it makes a request fail in a way
+indistinguishable from one that reached the server; servers keep idle connections open
+for 5 seconds at the very least (Node's default; nginx and cloud balancers 60 s and
+more), so within 3 seconds that race cannot happen, and a POST that fails to connect
+proves it was never sent. Bursts of submits still share connections.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from ._retry import parse_retry_after
 from ._wire import parse_error
 
 logger = logging.getLogger("novita_video")
+
+#: Seconds a submit connection may sit idle and still be reused (see the docstring).
+SUBMIT_KEEPALIVE = 3.0
 
 _REQUEST_ID_HEADERS = ("x-request-id", "x-trace-id", "request-id")
 
@@ -164,7 +168,7 @@ class HTTPTransport:
         self._max_connections = max_connections
         self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
         self._pooled: aiohttp.ClientSession | None = None
-        self._fresh: aiohttp.ClientSession | None = None
+        self._submits: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"HTTPTransport(base_url={self._base_url!r})"
@@ -175,21 +179,23 @@ class HTTPTransport:
             timeout=self._timeout,
             headers=self._headers,
         )
-        self._fresh = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections, force_close=True),
+        self._submits = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=SUBMIT_KEEPALIVE
+            ),
             timeout=self._timeout,
             headers=self._headers,
             trace_configs=[_trace_sending()],
         )
 
     async def close(self) -> None:
-        sessions, self._pooled, self._fresh = (self._pooled, self._fresh), None, None
+        sessions, self._pooled, self._submits = (self._pooled, self._submits), None, None
         for session in sessions:
             if session is not None:
                 await session.close()
 
-    def _session(self, fresh: bool) -> aiohttp.ClientSession:
-        session = self._fresh if fresh else self._pooled
+    def _session(self, submit: bool) -> aiohttp.ClientSession:
+        session = self._submits if submit else self._pooled
         if session is None:
             raise ClientClosedError("the client is not open: use 'async with Client() as client:'")
         return session
@@ -209,7 +215,7 @@ class HTTPTransport:
         reached the server) or :class:`APITimeoutError` when there is no answer. A POST
         may pass a :class:`Sending` to learn when it left, and to be told.
         """
-        session = self._session(fresh=method == "POST")
+        session = self._session(submit=method == "POST")
         what = f"{method} {path}"
         started = time.perf_counter()
         try:
@@ -243,7 +249,7 @@ class HTTPTransport:
         redirect cannot carry a key that this request never had. A non-2xx answer writes
         nothing. A body shorter than its Content-Length raises :class:`APIConnectionError`.
         """
-        session = self._session(fresh=False)
+        session = self._session(submit=False)
         what = f"GET {urlsplit(url).path}"  # never the query string: it is a signature
         written = 0
         try:

@@ -78,9 +78,8 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for this request's turn."""
-        if self._rate is None and self._paused_until == -math.inf:
-            await anyio.lowlevel.checkpoint()
-            return
+        if self._rate is None and self._paused_until <= self._clock.now():
+            return  # no limit and no pause: not even a checkpoint (a hot path)
         async with self._lock:
             while True:
                 now = self._clock.now()

@@ -35,6 +35,8 @@ from ._retry import Decision, RetryPolicy, decide, retry_delay
 from ._schedule import Observation, PollSchedule, next_check_delay
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
     from ._client import _Counters
 
 logger = logging.getLogger("novita_video")
@@ -157,27 +159,41 @@ class Poller:
 
     async def run(self) -> None:
         """Poll until cancelled. Run it once, in the client's task group."""
-        slots = anyio.Semaphore(self._concurrency)
-        async with anyio.create_task_group() as checks:
-            while True:
-                await self._sleep_until_due()
-                now = self._clock.now()
-                while self._heap and self._heap[0][0] <= now:
-                    _, seq, task_id = heapq.heappop(self._heap)
-                    watch = self._watches.get(task_id)
-                    if watch is None or watch.seq != seq or watch.checking:
-                        continue  # a stale entry: the watch ended or was rescheduled
-                    self._expire(watch, now)
-                    if task_id not in self._watches:
-                        continue
-                    if watch.next_check > now:
-                        self._reschedule(watch)
-                        continue
-                    watch.checking = True
-                    await slots.acquire()
-                    await self._limiter.acquire()
-                    checks.start_soon(self._check, watch, slots)
-                    now = self._clock.now()
+        # A fixed set of workers takes due checks from a stream with no buffer: handing
+        # one over waits for an idle worker, which bounds the checks in flight without a
+        # task spawned per check.
+        send, receive = anyio.create_memory_object_stream[_Watch](0)
+        async with anyio.create_task_group() as workers:
+            for _ in range(self._concurrency):
+                workers.start_soon(self._work, receive.clone())
+            receive.close()
+            async with send:
+                while True:
+                    await self._sleep_until_due()
+                    await self._dispatch_due(send)
+
+    async def _dispatch_due(self, send: MemoryObjectSendStream[_Watch]) -> None:
+        now = self._clock.now()
+        while self._heap and self._heap[0][0] <= now:
+            _, seq, task_id = heapq.heappop(self._heap)
+            watch = self._watches.get(task_id)
+            if watch is None or watch.seq != seq or watch.checking:
+                continue  # a stale entry: the watch ended or was rescheduled
+            self._expire(watch, now)
+            if task_id not in self._watches:
+                continue
+            if watch.next_check > now:
+                self._reschedule(watch)
+                continue
+            watch.checking = True
+            await self._limiter.acquire()
+            await send.send(watch)
+            now = self._clock.now()
+
+    async def _work(self, receive: MemoryObjectReceiveStream[_Watch]) -> None:
+        async with receive:
+            async for watch in receive:
+                await self._check(watch)
 
     async def _sleep_until_due(self) -> None:
         while True:
@@ -224,17 +240,15 @@ class Poller:
 
     # One check.
 
-    async def _check(self, watch: _Watch, slots: anyio.Semaphore) -> None:
+    async def _check(self, watch: _Watch) -> None:
         try:
-            try:
-                result = await self._fetch_result(watch.task_id)
-            except NovitaError as error:
-                self._failed(watch, error)
-            else:
-                self._answered(watch, result)
+            result = await self._fetch_result(watch.task_id)
+        except NovitaError as error:
+            self._failed(watch, error)
+        else:
+            self._answered(watch, result)
         finally:
             watch.checking = False
-            slots.release()
 
     async def _fetch_result(self, task_id: str) -> TaskResult:
         result = await self._fetch(task_id)
