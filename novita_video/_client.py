@@ -350,7 +350,7 @@ class Client:
         attempt = 0
         while True:
             attempt += 1
-            await limiter.acquire()
+            ticket = await limiter.acquire()
             cause = abort()
             if cause is not None:
                 raise BatchAbortedError(f"not submitted: {cause}", cause)
@@ -387,21 +387,23 @@ class Client:
                 ) from failure
             if decision is Decision.RAISE:
                 raise failure
-            await self._back_off(failure, attempt, limiter)
+            await self._back_off(failure, attempt, limiter, ticket)
 
     def _submitted(self, response: Response) -> str:
         if 200 <= response.status < 300:
             return parse_submitted(response.body)
         raise response.error("submit", now_wall=self._clock.wall())
 
-    async def _back_off(self, error: NovitaError, attempt: int, limiter: RateLimiter) -> None:
+    async def _back_off(
+        self, error: NovitaError, attempt: int, limiter: RateLimiter, ticket: int
+    ) -> None:
         self._counters.retries += 1
         delay = retry_delay(
             attempt, self._retry, retry_after=error_retry_after(error), rand=self._random.random()
         )
         if isinstance(error, RateLimitError):
             self._counters.rate_limited += 1
-            limiter.throttled(delay)  # everyone waits, and the rate drops
+            limiter.throttled(delay, ticket)  # everyone waits, and the rate drops
         else:
             await self._clock.sleep(delay)
 
@@ -412,13 +414,13 @@ class Client:
         attempt = 0
         while True:
             attempt += 1
-            await self._poll_limiter.acquire()
+            ticket = await self._poll_limiter.acquire()
             try:
                 result = await self._get_once(task_id)
             except NovitaError as error:
                 if decide("GET", error, attempt, self._retry) is not Decision.RETRY:
                     raise
-                await self._back_off(error, attempt, self._poll_limiter)
+                await self._back_off(error, attempt, self._poll_limiter, ticket)
             else:
                 self._poll_limiter.accepted()
                 return result

@@ -24,10 +24,13 @@ class AdaptiveRate:
     """How a limiter reacts to 429s (the same for submits and polls unless set apart).
 
     After a 429 the rate is multiplied by ``decrease`` (never below ``floor`` of the
-    configured rate); after every ``recover_after`` accepted requests in a row it is
-    multiplied by ``increase``, up to the configured rate. ``margin`` spaces requests
-    that much wider than the configured rate, so that network jitter does not push two
-    requests into one of the server's windows.
+    configured rate), once per slow-down: 429s for requests sent before it answer the
+    same overload and do not cut the rate again. After every ``recover_after`` accepted
+    requests in a row the rate is multiplied by ``increase``, up to the configured rate
+    but short of a rate that was answered 429 (by ``probe_margin``), a ceiling that is
+    forgotten after ``forget_after`` accepted requests in a row (the account's limit may
+    have been raised). ``margin`` spaces requests that much wider than the rate, so that
+    network jitter does not push two requests into one of the server's windows.
     """
 
     decrease: float = attrs.field(
@@ -39,13 +42,18 @@ class AdaptiveRate:
         default=0.05, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
     )
     margin: float = attrs.field(default=0.02, validator=attrs.validators.ge(0))
+    probe_margin: float = attrs.field(
+        default=0.95, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
+    forget_after: int = attrs.field(default=500, validator=attrs.validators.ge(1))
 
 
 class RateLimiter:
     """At most ``per_minute`` requests a minute, evenly spaced; ``None`` (or inf): no limit.
 
-    ``await limiter.acquire()`` before each request; then report the answer with
-    :meth:`accepted` or :meth:`throttled`. Waiters are served first come, first served.
+    ``ticket = await limiter.acquire()`` before each request; then report the answer with
+    :meth:`accepted` or :meth:`throttled` (with the ticket). Waiters are served first
+    come, first served.
     """
 
     def __init__(
@@ -66,6 +74,8 @@ class RateLimiter:
         self._next_at = -math.inf
         self._paused_until = -math.inf
         self._streak = 0
+        self._generation = 0  # how many slow-downs so far: a request's ticket
+        self._too_fast: float | None = None  # the lowest rate answered 429 lately
         self._lock = anyio.Lock()
 
     def __repr__(self) -> str:
@@ -76,10 +86,10 @@ class RateLimiter:
         """The rate in force now (lower than configured after 429s)."""
         return None if self._rate is None else self._rate * 60.0
 
-    async def acquire(self) -> None:
-        """Wait for this request's turn."""
+    async def acquire(self) -> int:
+        """Wait for this request's turn; the ticket says which rate it was sent at."""
         if self._rate is None and self._paused_until <= self._clock.now():
-            return  # no limit and no pause: not even a checkpoint (a hot path)
+            return self._generation  # no limit and no pause: not even a checkpoint
         async with self._lock:
             while True:
                 now = self._clock.now()
@@ -92,20 +102,34 @@ class RateLimiter:
                 # No saving up: after an idle spell the next request goes at once, but
                 # the one after it still waits a full interval.
                 self._next_at = now + interval
+            return self._generation
 
     def accepted(self) -> None:
         """The server accepted a request: after a run of them, earn some rate back."""
+        adaptive = self._adaptive
         self._streak += 1
-        if self._streak >= self._adaptive.recover_after and self._rate is not None:
-            self._streak = 0
-            assert self._configured is not None
-            self._rate = min(self._configured, self._rate * self._adaptive.increase)
+        if self._streak % adaptive.forget_after == 0:
+            self._too_fast = None
+        if self._streak % adaptive.recover_after or self._rate is None:
+            return
+        assert self._configured is not None
+        ceiling = self._configured
+        if self._too_fast is not None:
+            ceiling = min(ceiling, self._too_fast * adaptive.probe_margin)
+        self._rate = max(self._rate, min(ceiling, self._rate * adaptive.increase))
 
-    def throttled(self, pause: float) -> None:
-        """The server answered 429: nobody goes for ``pause`` seconds, then slower."""
+    def throttled(self, pause: float, ticket: int | None = None) -> None:
+        """The server answered 429 to a request sent with ``ticket``: nobody goes for
+        ``pause`` seconds, and unless this overload was already answered, slower."""
         self._streak = 0
         self._paused_until = max(self._paused_until, self._clock.now() + pause)
+        if ticket is not None and ticket != self._generation:
+            return  # sent before the last slow-down: not news
+        self._generation += 1
         if self._rate is not None:
             assert self._configured is not None
+            self._too_fast = (
+                self._rate if self._too_fast is None else min(self._too_fast, self._rate)
+            )
             lowest = self._configured * self._adaptive.floor
             self._rate = max(lowest, self._rate * self._adaptive.decrease)

@@ -69,6 +69,7 @@ class _Watch:
     last: TaskResult | None = None
     anchor: tuple[float, int] | None = None
     failures: int = 0
+    ticket: int = 0
     checking: bool = False
     seq: int = 0
 
@@ -186,7 +187,7 @@ class Poller:
                 self._reschedule(watch)
                 continue
             watch.checking = True
-            await self._limiter.acquire()
+            watch.ticket = await self._limiter.acquire()
             await send.send(watch)
             now = self._clock.now()
 
@@ -287,7 +288,7 @@ class Poller:
             pause = retry_delay(
                 1, self._retry, retry_after=error.retry_after, rand=self._random.random()
             )
-            self._limiter.throttled(pause)
+            self._limiter.throttled(pause, watch.ticket)
             self._counters.rate_limited += 1
             watch.next_check = self._clock.now() + pause
             self._continue(watch)

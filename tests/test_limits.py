@@ -49,8 +49,8 @@ async def test_a_429_pauses_everyone_and_slows_down_then_recovers() -> None:
     clock = ManualClock(start=0.0)
     adaptive = AdaptiveRate(decrease=0.5, increase=2.0, recover_after=3, margin=0.0)
     limiter = RateLimiter(60, clock=clock, adaptive=adaptive)
-    await limiter.acquire()
-    limiter.throttled(10.0)
+    ticket = await limiter.acquire()
+    limiter.throttled(10.0, ticket)
     assert limiter.per_minute == pytest.approx(30)
     await limiter.acquire()
     assert clock.now() == pytest.approx(10.0)  # the pause held
@@ -58,8 +58,33 @@ async def test_a_429_pauses_everyone_and_slows_down_then_recovers() -> None:
     assert clock.now() == pytest.approx(12.0)  # half the rate: twice the interval
     for _ in range(3):
         limiter.accepted()
-    assert limiter.per_minute == pytest.approx(60)  # earned back, never past the configured
+    # Earned back, but short of the rate that was answered 429 (60 * 0.95).
+    assert limiter.per_minute == pytest.approx(57)
     for _ in range(3):
+        limiter.accepted()
+    assert limiter.per_minute == pytest.approx(57)
+
+
+async def test_one_overload_slows_down_once() -> None:
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(60, clock=clock, adaptive=AdaptiveRate(decrease=0.5))
+    tickets = [await limiter.acquire() for _ in range(3)]
+    for ticket in tickets:  # three requests in flight at the old rate all get 429
+        limiter.throttled(1.0, ticket)
+    assert limiter.per_minute == pytest.approx(30)
+    later = await limiter.acquire()
+    limiter.throttled(1.0, later)  # sent at the new rate: news, slower again
+    assert limiter.per_minute == pytest.approx(15)
+
+
+async def test_the_ceiling_is_forgotten_after_a_long_clean_run() -> None:
+    adaptive = AdaptiveRate(decrease=0.5, increase=2.0, recover_after=2, forget_after=10)
+    limiter = RateLimiter(60, clock=ManualClock(), adaptive=adaptive)
+    limiter.throttled(0.0, await limiter.acquire())
+    for _ in range(8):
+        limiter.accepted()
+    assert limiter.per_minute == pytest.approx(57)
+    for _ in range(2):
         limiter.accepted()
     assert limiter.per_minute == pytest.approx(60)
 
