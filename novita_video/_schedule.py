@@ -10,11 +10,13 @@ soon:
    the server's eta is whole seconds, so the task is most likely done by then, and if
    not, the next answer's eta is at most a second.
 3. Without an eta but with progress, the time left is extrapolated from how fast
-   progress moved between two checks (or, after one check, from the task's age, and
-   then only half of it is trusted).
-4. With neither, the typical duration of tasks this client has seen finish says when
-   to look first; after that, checks back off geometrically: each one waits ``backoff``
-   times the task's age so far.
+   progress moved since the first check that saw any. Progress is whole percent and
+   may stop short of 100 until the end, so only ``progress_trust`` of the estimate is
+   believed, the check aims ``progress_lead`` seconds early, and once the end is that
+   near, checks come every ``progress_lead`` seconds: a notice is at most that late.
+4. With neither (or a single progress reading), the typical duration of tasks this
+   client has seen finish says when to look first; after that, checks back off
+   geometrically: each one waits ``backoff`` times the task's age so far.
 
 Every delay lies within ``[min_interval, max_interval]``.
 """
@@ -38,7 +40,11 @@ class PollSchedule:
     min_interval: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
     max_interval: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
     eta_lead: float = attrs.field(default=0.3, validator=attrs.validators.ge(0))
-    backoff: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
+    progress_lead: float = attrs.field(default=1.5, validator=attrs.validators.gt(0))
+    progress_trust: float = attrs.field(
+        default=0.9, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
+    backoff: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
@@ -63,16 +69,14 @@ class Observation:
 
 
 def _remaining_from_progress(obs: Observation) -> float | None:
-    if not 0 < obs.progress < 100:
+    # Two readings give a speed; one alone says nothing of when progress began.
+    if not 0 < obs.progress < 100 or obs.previous is None:
         return None
-    if obs.previous is not None:
-        then, progress_then = obs.previous
-        if obs.progress > progress_then and obs.age > then:
-            speed = (obs.progress - progress_then) / (obs.age - then)
-            return (100 - obs.progress) / speed
-    # One point: assume progress started at submission. Queueing makes that too slow a
-    # speed, so the estimate is long; only half of it is trusted.
-    return 0.5 * obs.age * (100 - obs.progress) / obs.progress
+    then, progress_then = obs.previous
+    if obs.progress <= progress_then or obs.age <= then:
+        return None
+    speed = (obs.progress - progress_then) / (obs.age - then)
+    return (100 - obs.progress) / speed
 
 
 def next_check_delay(obs: Observation, schedule: PollSchedule) -> float:
@@ -80,7 +84,9 @@ def next_check_delay(obs: Observation, schedule: PollSchedule) -> float:
     if obs.eta is not None and obs.eta > 0:
         delay = obs.eta - schedule.eta_lead
     elif (remaining := _remaining_from_progress(obs)) is not None:
-        delay = remaining
+        believed = remaining * schedule.progress_trust
+        lead = schedule.progress_lead
+        delay = believed - lead if believed > 2 * lead else lead
     elif obs.typical is not None and obs.age < obs.typical and obs.status is not TaskStatus.UNKNOWN:
         delay = obs.typical - obs.age
     else:
