@@ -41,11 +41,11 @@ from ._http import HTTPTransport, Response, Sending, is_loopback
 from ._limits import AdaptiveRate, RateLimiter
 from ._models import Outcome, TaskResult, TaskStatus
 from ._poller import Poller
-from ._requests import MODELS, Request, VideoRequest, to_request
+from ._requests import MODELS, Request, VideoRequest, check_http_url, to_request
 from ._retry import Decision, RetryPolicy, decide, error_retry_after, retry_delay
 from ._schedule import PollSchedule
 from ._version import __version__
-from ._wire import dump_request, parse_submitted, parse_task_result
+from ._wire import dump_request, parse_submitted, parse_task_result, parse_webhook
 
 __all__ = ["Client", "ClientStatistics", "InsecureTransportWarning"]
 
@@ -67,7 +67,8 @@ class ClientStatistics:
     and ``processing`` were last seen so (the rest not checked yet); ``pollers`` is the
     number of polling coroutines (one while the client is open, however many waits and
     batches run); ``rate_limited`` counts 429 answers, ``retries`` repeated requests,
-    ``unknown_submissions`` submits that may or may not have created a task.
+    ``unknown_submissions`` submits that may or may not have created a task, ``webhooks``
+    the task-result events received.
     """
 
     outstanding: int
@@ -78,6 +79,7 @@ class ClientStatistics:
     retries: int
     rate_limited: int
     unknown_submissions: int
+    webhooks: int
     pollers: int
     submit_rpm: float | None
     poll_rpm: float | None
@@ -90,6 +92,7 @@ class _Counters:
     retries: int = 0
     rate_limited: int = 0
     unknown_submissions: int = 0
+    webhooks: int = 0
 
 
 def _positive(
@@ -143,6 +146,12 @@ class Client:
     poller; ``timeout`` is the per-request read timeout. ``retry_unsafe_submits=True``
     lets the client resend a submit that may already have created a task (it may then
     pay twice; off by default). ``clock`` and ``poll_schedule`` are for tests and tuning.
+
+    ``webhook_url`` asks Novita to POST each task's end there (``extra.webhook``); serve
+    it with :mod:`novita_video.webhooks`, which hands events to :meth:`handle_webhook`.
+    Polls then become the fallback for lost events, each ``webhook_fallback`` seconds
+    later than usual. Events are unsigned, so by default one only triggers an immediate
+    check of its task; ``trust_webhooks=True`` takes its payload as the answer.
     """
 
     def __init__(
@@ -163,6 +172,9 @@ class Client:
         retry_unsafe_submits: bool = False,
         adaptive_rate: AdaptiveRate | None = None,
         poll_schedule: PollSchedule | None = None,
+        webhook_url: str | None = None,
+        trust_webhooks: bool = False,
+        webhook_fallback: float = 30.0,
         clock: Clock | None = None,
     ) -> None:
         key = os.environ.get("NOVITA_API_KEY") if api_key is None else api_key
@@ -177,6 +189,11 @@ class Client:
                 "api_key: must be printable ASCII without spaces (check for a stray newline)",
                 "api_key",
             )
+        if webhook_url is not None:
+            check_http_url("webhook_url", webhook_url)
+        _positive("webhook_fallback", webhook_fallback)
+        self._webhook_url = webhook_url
+        self._trust_webhooks = trust_webhooks
         url = base_url or os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
         self._base_url = _check_base_url(url)
         for name, value in (("concurrency", concurrency), ("max_outstanding", max_outstanding)):
@@ -215,6 +232,7 @@ class Client:
             concurrency=poll_concurrency,
             retry=self._retry,
             counters=self._counters,
+            fallback_delay=webhook_fallback if webhook_url is not None else 0.0,
         )
         self._random = random.Random()
         self._state = "new"
@@ -293,6 +311,7 @@ class Client:
             retries=counters.retries,
             rate_limited=counters.rate_limited,
             unknown_submissions=counters.unknown_submissions,
+            webhooks=counters.webhooks,
             pollers=1 if self._state == "open" else 0,
             submit_rpm=self._submit_limiter.per_minute,
             poll_rpm=self._poll_limiter.per_minute,
@@ -346,6 +365,10 @@ class Client:
         cancellation that arrives before the request left stops it, and nothing is sent.
         """
         body = dump_request(request)
+        if self._webhook_url is not None:
+            extra = body.setdefault("extra", {})
+            if isinstance(extra, dict):
+                extra.setdefault("webhook", {"url": self._webhook_url})
         path = f"/v3/async/{request.endpoint}"
         attempt = 0
         while True:
@@ -460,6 +483,22 @@ class Client:
             retry=self._retry,
             rand=self._random.random,
         )
+
+    def handle_webhook(self, body: bytes) -> bool:
+        """Take one webhook event (the raw JSON body Novita POSTed); whether it was used.
+
+        An ``ASYNC_TASK_RESULT`` event for a task this client waits for makes the poller
+        check that task at once (or, with ``trust_webhooks``, ends it with the event's
+        payload). Events for other tasks, duplicates and other kinds are ignored
+        (``False``). A body that is not an event raises :class:`ProtocolError`.
+        """
+        result = parse_webhook(body, wall=self._clock.wall())
+        if result is None or self._state != "open":
+            return False
+        self._counters.webhooks += 1
+        if self._trust_webhooks:
+            return self._poller.push(result)
+        return self._poller.hint(result.task_id)
 
     # Waiting for tasks.
 

@@ -87,8 +87,11 @@ class Poller:
         concurrency: int,
         retry: RetryPolicy,
         counters: _Counters,
+        fallback_delay: float = 0.0,
     ) -> None:
         self._fetch = fetch
+        # With webhooks, polls are the fallback for lost events: each comes this late.
+        self._fallback_delay = fallback_delay
         self._clock = clock
         self._schedule = schedule
         self._limiter = limiter
@@ -133,7 +136,8 @@ class Poller:
             if submitted_at is None:
                 started, first = now, now
             else:
-                started, first = submitted_at, submitted_at + self._first_delay()
+                first = submitted_at + self._first_delay() + self._fallback_delay
+                started = submitted_at
             watch = self._watches[task_id] = _Watch(task_id, started, first)
         watch.listeners.append(listener)
         self._reschedule(watch)
@@ -148,6 +152,24 @@ class Poller:
         watch.listeners = [other for other in watch.listeners if other is not listener]
         if not watch.listeners:
             del self._watches[listener.task_id]
+
+    def hint(self, task_id: str) -> bool:
+        """Someone says ``task_id`` changed (a webhook): check it now, if it is watched."""
+        watch = self._watches.get(task_id)
+        if watch is None:
+            return False
+        if watch.next_check > self._clock.now():
+            watch.next_check = self._clock.now()
+            self._reschedule(watch)
+        return True
+
+    def push(self, result: TaskResult) -> bool:
+        """Take ``result`` as if a check had answered it (a trusted webhook), if watched."""
+        watch = self._watches.get(result.task_id)
+        if watch is None or watch.checking:
+            return False  # unknown, finished already, or being checked right now
+        self._answered(watch, result)
+        return True
 
     def close(self, error: NovitaError) -> None:
         """Finish every listener with ``error`` (the client is closing)."""
@@ -247,6 +269,7 @@ class Poller:
         except NovitaError as error:
             self._failed(watch, error)
         else:
+            self._limiter.accepted()
             self._answered(watch, result)
         finally:
             watch.checking = False
@@ -260,7 +283,6 @@ class Poller:
         return result
 
     def _answered(self, watch: _Watch, result: TaskResult) -> None:
-        self._limiter.accepted()
         watch.failures = 0
         watch.last = result
         now = self._clock.now()
@@ -279,7 +301,8 @@ class Poller:
             previous=watch.anchor,
             typical=self._typical,
         )
-        watch.next_check = now + next_check_delay(observation, self._schedule)
+        delay = next_check_delay(observation, self._schedule) + self._fallback_delay
+        watch.next_check = now + delay
         self._continue(watch)
 
     def _failed(self, watch: _Watch, error: NovitaError) -> None:

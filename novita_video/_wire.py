@@ -192,6 +192,21 @@ def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
     )
 
 
+@attrs.frozen
+class _WireEvent:
+    event_type: str
+    payload: _WireTaskResult
+
+
+def parse_webhook(body: bytes, *, wall: float) -> TaskResult | None:
+    """The task result a webhook event carries; ``None`` for other kinds of event."""
+    data = load_json(body, "webhook")
+    if isinstance(data, dict) and data.get("event_type") != "ASYNC_TASK_RESULT":
+        return None
+    event: _WireEvent = _structure(data, _WireEvent, "webhook", body)
+    return from_wire(event.payload, wall=wall, body=body)
+
+
 def parse_error(body: bytes) -> tuple[str, str]:
     """``(reason, message)`` of an error body; empty strings for HTML or other shapes."""
     try:

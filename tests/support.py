@@ -49,6 +49,7 @@ class Scripted:
     def __init__(self) -> None:
         self.scripts: dict[str, deque[tuple[Any, ...]]] = {}
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.bodies: list[bytes] = []
         self.url = ""
 
     def script(self, path: str, *steps: tuple[Any, ...]) -> None:
@@ -58,7 +59,7 @@ class Scripted:
         return sum(1 for m, p, _ in self.seen if (m, p) == (method, path))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
+        self.bodies.append(await request.read())
         self.seen.append((request.method, request.path, dict(request.headers)))
         steps = self.scripts.get(request.path)
         step = steps.popleft() if steps else ("default",)
