@@ -45,12 +45,15 @@ class SystemClock:
     """Real time: :func:`time.monotonic`, :func:`time.time` and :func:`anyio.sleep`."""
 
     def now(self) -> float:
+        """:func:`time.monotonic`."""
         return time.monotonic()
 
     def wall(self) -> float:
+        """:func:`time.time`."""
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        """:func:`anyio.sleep` (nothing for a negative time)."""
         await anyio.sleep(max(0.0, seconds))
 
     def __repr__(self) -> str:
@@ -75,12 +78,15 @@ class ScaledClock:
         self.origin = time.time() if origin is None else float(origin)
 
     def now(self) -> float:
+        """The scaled wall time: shared by every process with the same speed and origin."""
         return self.wall()
 
     def wall(self) -> float:
+        """Unix time that runs ``speed`` times faster since ``origin``."""
         return self.origin + (time.time() - self.origin) * self.speed
 
     async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of scaled time: ``seconds / speed`` of real time."""
         await anyio.sleep(max(0.0, seconds) / self.speed)
 
     def __repr__(self) -> str:

@@ -106,6 +106,7 @@ class InvalidRequestError(NovitaError, ValueError):
 
     @property
     def field(self) -> str | None:
+        """The name of what is wrong (``"prompt"``, ``"image_url"``, ...)."""
         return self.args[1]  # type: ignore[no-any-return]
 
 
@@ -127,6 +128,7 @@ class APIConnectionError(NovitaError):
 
     @property
     def maybe_sent(self) -> bool:
+        """Whether the request may have reached the server (``False``: it certainly did not)."""
         return bool(self.args[1])
 
 
@@ -149,6 +151,7 @@ class SubmissionUnknownError(NovitaError):
 
     @property
     def request(self) -> Any:
+        """The request whose submit may have created a task."""
         return self.args[1]
 
 
@@ -160,6 +163,7 @@ class ProtocolError(NovitaError):
 
     @property
     def snippet(self) -> str:
+        """A short quote of the answer (never the key)."""
         return str(self.args[1])
 
 
@@ -183,14 +187,17 @@ class APIStatusError(NovitaError):
 
     @property
     def status_code(self) -> int:
+        """The HTTP status of the answer."""
         return int(self.args[1])
 
     @property
     def reason(self) -> str:
+        """Novita's reason enum, such as ``"ILLEGAL_PROMPT"`` (empty if the body had none)."""
         return str(self.args[2])
 
     @property
     def request_id(self) -> str | None:
+        """The server's request id, when it sent one."""
         return self.args[3]  # type: ignore[no-any-return]
 
     @property
@@ -200,10 +207,12 @@ class APIStatusError(NovitaError):
 
     @property
     def dooms_batch(self) -> bool:  # type: ignore[override]
+        """Whether the reason dooms every later request of a batch."""
         return self.reason in FATAL_REASONS
 
     @property
     def message(self) -> str:
+        """The server's explanation, or a quote of its answer."""
         return str(self.args[0])
 
 
@@ -216,6 +225,7 @@ class InsufficientBalanceError(BadRequestError):
 
     @property
     def dooms_batch(self) -> bool:  # type: ignore[override]
+        """Always: no submit can succeed until the account is topped up."""
         return True
 
 
@@ -224,6 +234,7 @@ class AuthenticationError(APIStatusError):
 
     @property
     def dooms_batch(self) -> bool:  # type: ignore[override]
+        """Always: no request can succeed with this key."""
         return True
 
 
@@ -251,10 +262,12 @@ class TaskFailedError(NovitaError):
 
     @property
     def result(self) -> TaskResult:
+        """The final :class:`TaskResult` of the failed task."""
         return self.args[1]  # type: ignore[no-any-return]
 
     @property
     def reason(self) -> str:
+        """Why the task failed, as the server said."""
         return self.result.reason
 
 
@@ -282,6 +295,7 @@ class DownloadError(NovitaError):
 
     @property
     def status_code(self) -> int:
+        """The HTTP status storage answered (403: expired or refused)."""
         return int(self.args[1])
 
 
@@ -294,10 +308,12 @@ class BatchAbortedError(NovitaError):
 
     @property
     def cause(self) -> NovitaError | None:
+        """The answer that doomed the batch, if one did."""
         return self.args[1]  # type: ignore[no-any-return]
 
     @property
     def dooms_batch(self) -> bool:  # type: ignore[override]
+        """Whether its cause dooms the batch."""
         return self.cause is not None and self.cause.dooms_batch
 
 

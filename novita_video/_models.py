@@ -79,6 +79,7 @@ class TaskResult:
 
     @property
     def is_final(self) -> bool:
+        """Whether the task has ended (succeeded or failed)."""
         return self.status.is_final
 
     @property
