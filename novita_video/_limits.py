@@ -23,21 +23,27 @@ __all__ = ["AdaptiveRate", "RateLimiter"]
 class AdaptiveRate:
     """How a limiter reacts to 429s (the same for submits and polls unless set apart).
 
-    After a 429 the rate is multiplied by ``decrease`` (never below ``floor`` of the
-    configured rate), once per slow-down: 429s for requests sent before it answer the
-    same overload and do not cut the rate again. After every ``recover_after`` accepted
-    requests in a row the rate is multiplied by ``increase``, up to the configured rate
-    but short of a rate that was answered 429 (by ``probe_margin``), a ceiling that is
-    forgotten after ``forget_after`` accepted requests in a row (the account's limit may
-    have been raised). ``margin`` spaces requests that much wider than the rate, so that
-    network jitter does not push two requests into one of the server's windows.
+    A 429 for a request sent at the current rate means the rate is too high: if a lower
+    rate ran clean lately, the limiter goes back to it, else it multiplies the rate by
+    ``decrease`` (never below ``floor`` of the configured rate). 429s for requests sent
+    before that slow-down answer the same overload and change nothing more.
+
+    A rate that ran ``recover_after`` accepted requests in a row is known good; if no
+    429 came for ``recover_interval`` seconds either (rate limits are counted per
+    minute), the limiter tries ``increase`` times faster, up to the configured rate but
+    short (``probe_margin``) of any rate answered 429. That ceiling is forgotten after
+    ``forget_after`` accepted requests in a row: the account's limit may have been raised.
+
+    ``margin`` spaces requests that much wider than the rate, so that network jitter
+    does not push two requests into one of the server's windows.
     """
 
     decrease: float = attrs.field(
-        default=0.7, validator=[attrs.validators.gt(0), attrs.validators.lt(1)]
+        default=0.5, validator=[attrs.validators.gt(0), attrs.validators.lt(1)]
     )
-    increase: float = attrs.field(default=1.05, validator=attrs.validators.ge(1))
-    recover_after: int = attrs.field(default=50, validator=attrs.validators.ge(1))
+    increase: float = attrs.field(default=1.25, validator=attrs.validators.ge(1))
+    recover_after: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    recover_interval: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     floor: float = attrs.field(
         default=0.05, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
     )
@@ -76,6 +82,8 @@ class RateLimiter:
         self._streak = 0
         self._generation = 0  # how many slow-downs so far: a request's ticket
         self._too_fast: float | None = None  # the lowest rate answered 429 lately
+        self._good: float | None = None  # the last rate that ran recover_after clean
+        self._throttled_at = -math.inf
         self._lock = anyio.Lock()
 
     def __repr__(self) -> str:
@@ -112,6 +120,9 @@ class RateLimiter:
             self._too_fast = None
         if self._streak % adaptive.recover_after or self._rate is None:
             return
+        self._good = self._rate
+        if self._clock.now() - self._throttled_at < adaptive.recover_interval:
+            return
         assert self._configured is not None
         ceiling = self._configured
         if self._too_fast is not None:
@@ -121,15 +132,20 @@ class RateLimiter:
     def throttled(self, pause: float, ticket: int | None = None) -> None:
         """The server answered 429 to a request sent with ``ticket``: nobody goes for
         ``pause`` seconds, and unless this overload was already answered, slower."""
+        now = self._clock.now()
         self._streak = 0
-        self._paused_until = max(self._paused_until, self._clock.now() + pause)
+        self._throttled_at = now
+        self._paused_until = max(self._paused_until, now + pause)
         if ticket is not None and ticket != self._generation:
             return  # sent before the last slow-down: not news
         self._generation += 1
-        if self._rate is not None:
-            assert self._configured is not None
-            self._too_fast = (
-                self._rate if self._too_fast is None else min(self._too_fast, self._rate)
-            )
+        if self._rate is None:
+            return
+        assert self._configured is not None
+        self._too_fast = self._rate if self._too_fast is None else min(self._too_fast, self._rate)
+        if self._good is not None and self._good < self._rate:
+            self._rate = self._good  # a probe too far: back to what ran clean
+        else:
             lowest = self._configured * self._adaptive.floor
             self._rate = max(lowest, self._rate * self._adaptive.decrease)
+            self._good = None

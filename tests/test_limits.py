@@ -47,7 +47,9 @@ async def test_an_idle_spell_saves_nothing_up() -> None:
 
 async def test_a_429_pauses_everyone_and_slows_down_then_recovers() -> None:
     clock = ManualClock(start=0.0)
-    adaptive = AdaptiveRate(decrease=0.5, increase=2.0, recover_after=3, margin=0.0)
+    adaptive = AdaptiveRate(
+        decrease=0.5, increase=2.0, recover_after=3, recover_interval=30.0, margin=0.0
+    )
     limiter = RateLimiter(60, clock=clock, adaptive=adaptive)
     ticket = await limiter.acquire()
     limiter.throttled(10.0, ticket)
@@ -58,11 +60,36 @@ async def test_a_429_pauses_everyone_and_slows_down_then_recovers() -> None:
     assert clock.now() == pytest.approx(12.0)  # half the rate: twice the interval
     for _ in range(3):
         limiter.accepted()
+    assert limiter.per_minute == pytest.approx(30)  # clean, but within a minute of the 429
+    clock.time = 40.0
+    for _ in range(3):
+        limiter.accepted()
     # Earned back, but short of the rate that was answered 429 (60 * 0.95).
     assert limiter.per_minute == pytest.approx(57)
     for _ in range(3):
         limiter.accepted()
     assert limiter.per_minute == pytest.approx(57)
+
+
+async def test_a_probe_too_far_goes_back_to_the_last_good_rate() -> None:
+    clock = ManualClock(start=0.0)
+    adaptive = AdaptiveRate(decrease=0.5, increase=1.5, recover_after=2, recover_interval=0.0)
+    limiter = RateLimiter(100, clock=clock, adaptive=adaptive)
+    limiter.throttled(0.0, await limiter.acquire())  # 100 is too fast
+    assert limiter.per_minute == pytest.approx(50)
+    for _ in range(2):
+        limiter.accepted()  # 50 ran clean: good; probe 75
+    assert limiter.per_minute == pytest.approx(75)
+    limiter.throttled(0.0, await limiter.acquire())
+    assert limiter.per_minute == pytest.approx(50)  # not 37.5: 50 is known to work
+    for _ in range(2):
+        limiter.accepted()
+    assert limiter.per_minute == pytest.approx(71.25)  # a smaller step: short of 75
+    limiter.throttled(0.0, await limiter.acquire())
+    assert limiter.per_minute == pytest.approx(50)
+    for _ in range(4):
+        limiter.accepted()
+    assert limiter.per_minute == pytest.approx(67.6875)  # closing in on the limit from below
 
 
 async def test_one_overload_slows_down_once() -> None:
@@ -78,7 +105,9 @@ async def test_one_overload_slows_down_once() -> None:
 
 
 async def test_the_ceiling_is_forgotten_after_a_long_clean_run() -> None:
-    adaptive = AdaptiveRate(decrease=0.5, increase=2.0, recover_after=2, forget_after=10)
+    adaptive = AdaptiveRate(
+        decrease=0.5, increase=2.0, recover_after=2, recover_interval=0.0, forget_after=10
+    )
     limiter = RateLimiter(60, clock=ManualClock(), adaptive=adaptive)
     limiter.throttled(0.0, await limiter.acquire())
     for _ in range(8):
