@@ -1,0 +1,96 @@
+"""Serve one example app for the tests: ``python -W error serve_example.py fastapi|aiohttp``.
+
+It runs in a process of its own, so the app's event loop (and the loop-lag probe in it)
+shares nothing with the tests' load generator and simulator, not even the GIL: the lag
+that ``GET /stats`` reports is the app's alone. Like the apps, it reads
+``NOVITA_API_KEY`` and ``NOVITA_BASE_URL``. Once it serves it prints one line,
+``listening on http://127.0.0.1:PORT``; it stops cleanly (exit status 0) when its stdin
+closes, which works the same on every platform, unlike signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import socket
+import sys
+from functools import partial
+from typing import Any
+
+import anyio
+import uvicorn
+from aiohttp import web
+
+from novita_video import Client
+
+# The simulator has no limits, and 200 clips at Novita's documented 20 submits a minute
+# would take ten minutes: the tests lift the client's rates, nothing else.
+make_client = partial(Client, submit_rpm=None, poll_rpm=None)
+# Fine enough to see a 50 ms stall; the apps' default (100 ms) is gentler on a server.
+LAG_PROBE_EVERY = 0.01
+
+
+def ready(port: int) -> None:
+    print(f"listening on http://127.0.0.1:{port}", flush=True)
+
+
+async def stdin_closed() -> None:
+    """Return once stdin reaches its end (the test closed it)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    try:
+        await reader.read()
+    finally:
+        transport.close()
+
+
+async def serve_fastapi(app: Any) -> None:
+    """Under uvicorn's programmatic ``Server``, on a socket bound here (port 0)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    # ws="none": the app has no websockets, and uvicorn need not import a library for them.
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not server.started:
+            await anyio.sleep(0.01)
+        ready(sock.getsockname()[1])
+        await stdin_closed()
+        server.should_exit = True
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(announce)
+        await server.serve([sock])
+        tasks.cancel_scope.cancel()  # startup failed: uvicorn logged why
+    if not server.started:
+        sys.exit(1)
+
+
+async def serve_aiohttp(app: web.Application) -> None:
+    """Under aiohttp's ``AppRunner`` and a ``TCPSite`` on port 0."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()  # runs the cleanup_ctx: the client opens here
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        ready(runner.addresses[0][1])
+        await stdin_closed()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    name = sys.argv[1]
+    module = importlib.import_module(f"examples.{name}_app")
+    app = module.create_app(make_client, lag_probe_every=LAG_PROBE_EVERY)
+    asyncio.run(serve_fastapi(app) if name == "fastapi" else serve_aiohttp(app))
+
+
+if __name__ == "__main__":
+    main()
