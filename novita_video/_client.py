@@ -163,7 +163,7 @@ class Client:
         submit_rpm: float | None = 20.0,
         max_outstanding: int = 1000,
         task_timeout: float = 1800.0,
-        poll_rpm: float | None = 600.0,
+        poll_rpm: float | None = 1800.0,
         poll_concurrency: int = 8,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
@@ -312,7 +312,7 @@ class Client:
             rate_limited=counters.rate_limited,
             unknown_submissions=counters.unknown_submissions,
             webhooks=counters.webhooks,
-            pollers=1 if self._state == "open" else 0,
+            pollers=int(self._poller.running),
             submit_rpm=self._submit_limiter.per_minute,
             poll_rpm=self._poll_limiter.per_minute,
         )
@@ -504,13 +504,21 @@ class Client:
 
     # The name `timeout` is promised to users (``client.wait(task_id, timeout=900)``); it is a
     # deadline on the client's injectable clock, which anyio.fail_after could not honour.
-    async def wait(self, task_id: str, timeout: float | None = 900.0) -> TaskResult:  # noqa: ASYNC109
+    async def wait(
+        self,
+        task_id: str,
+        timeout: float | None = 900.0,  # noqa: ASYNC109
+        *,
+        on_progress: Callable[[TaskResult], None] | None = None,
+    ) -> TaskResult:
         """Wait until the task is final and return its last :class:`TaskResult`.
 
         A failed task is returned, not raised (``result.raise_for_status()`` raises it).
         Raises :class:`TaskTimeoutError` after ``timeout`` seconds (``None``: no limit) and
         API errors that retrying cannot mend (an unknown task id, a bad key). Any number
-        of concurrent waits share the client's one poller.
+        of concurrent waits share the client's one poller. ``on_progress`` is called with
+        every answer the poller gets before the final one (for a progress display); it
+        runs on the event loop and must be quick.
         """
         _check_task_id(task_id)
         _positive("timeout", timeout, allow_none=True)
@@ -523,7 +531,9 @@ class Client:
             done.set()
 
         deadline = math.inf if timeout is None else self._clock.now() + timeout
-        listener = self._poller.listen(task_id, deadline=deadline, on_done=on_done)
+        listener = self._poller.listen(
+            task_id, deadline=deadline, on_done=on_done, on_progress=on_progress
+        )
         try:
             await done.wait()
         finally:

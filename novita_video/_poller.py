@@ -47,11 +47,13 @@ _DURATIONS_KEPT = 64
 
 @attrs.define(eq=False)
 class Listener:
-    """One party waiting for a task: called once, with the final result or an error."""
+    """One party waiting for a task: ``on_done`` is called once, with the final result or
+    an error; ``on_progress``, if given, with each answer that is not final yet."""
 
     task_id: str
     deadline: float
     on_done: Callable[[TaskResult | None, NovitaError | None], None]
+    on_progress: Callable[[TaskResult], None] | None = None
     done: bool = False
 
     def _finish(self, result: TaskResult | None, error: NovitaError | None) -> None:
@@ -105,6 +107,8 @@ class Poller:
         self._durations: deque[float] = deque(maxlen=_DURATIONS_KEPT)
         self._typical: float | None = None
         self._random = random.Random()
+        #: Whether run() is running (the client's statistics report it).
+        self.running = False
 
     @property
     def outstanding(self) -> int:
@@ -125,12 +129,13 @@ class Poller:
         *,
         deadline: float,
         on_done: Callable[[TaskResult | None, NovitaError | None], None],
+        on_progress: Callable[[TaskResult], None] | None = None,
         submitted_at: float | None = None,
     ) -> Listener:
         """Wait for ``task_id`` to end. ``submitted_at`` (clock time) means the task is new:
         its first check is planned from the schedule; otherwise it is checked at once."""
         now = self._clock.now()
-        listener = Listener(task_id, deadline, on_done)
+        listener = Listener(task_id, deadline, on_done, on_progress)
         watch = self._watches.get(task_id)
         if watch is None:
             if submitted_at is None:
@@ -186,6 +191,15 @@ class Poller:
         # one over waits for an idle worker, which bounds the checks in flight without a
         # task spawned per check.
         send, receive = anyio.create_memory_object_stream[_Watch](0)
+        self.running = True
+        try:
+            await self._serve(send, receive)
+        finally:
+            self.running = False
+
+    async def _serve(
+        self, send: MemoryObjectSendStream[_Watch], receive: MemoryObjectReceiveStream[_Watch]
+    ) -> None:
         async with anyio.create_task_group() as workers:
             for _ in range(self._concurrency):
                 workers.start_soon(self._work, receive.clone())
@@ -290,6 +304,9 @@ class Poller:
             self._learn(now - watch.started)
             self._end(watch, result, None)
             return
+        for listener in watch.listeners:
+            if listener.on_progress is not None and not listener.done:
+                listener.on_progress(result)
         age = now - watch.started
         if result.progress > 0 and watch.anchor is None:
             watch.anchor = (age, result.progress)

@@ -9,7 +9,14 @@ import anyio
 import pytest
 from support import simulated
 
-from novita_video import ClientClosedError, NotFoundError, ScaledClock, TaskStatus, TaskTimeoutError
+from novita_video import (
+    ClientClosedError,
+    NotFoundError,
+    PollSchedule,
+    ScaledClock,
+    TaskStatus,
+    TaskTimeoutError,
+)
 from novita_video.testing import RateLimit
 
 pytestmark = pytest.mark.anyio
@@ -68,7 +75,10 @@ async def test_minutes_long_tasks_cost_few_polls(
 ) -> None:
     clock = ScaledClock(speed=100)  # 2-5 minute tasks in about 3 real seconds
     handed: dict[str, float] = {}
-    async with simulated(task_duration=(120, 300), clock=clock, seed=3, **knobs) as (fake, client):
+    defaults = {"poll_schedule": PollSchedule()}  # the real schedule, first check at 2 s
+    async with simulated(
+        task_duration=(120, 300), clock=clock, seed=3, client=defaults, **knobs
+    ) as (fake, client):
         async with anyio.create_task_group() as group:
             for n in range(30):
                 task_id = await client.submit(f"clip {n}")
@@ -146,3 +156,19 @@ async def test_the_client_closing_ends_every_wait() -> None:
             outside.start_soon(waiter)
             await anyio.sleep(0.1)
     assert len(errors) == 1
+
+
+async def test_wait_reports_progress_on_the_way() -> None:
+    seen: list[tuple[TaskStatus, int]] = []
+    clock = ScaledClock(speed=20)
+    async with simulated(task_duration=(60, 60), clock=clock, eta_error=None) as (_, client):
+        task_id = await client.submit("a cat")
+        result = await client.wait(
+            task_id, on_progress=lambda r: seen.append((r.status, r.progress))
+        )
+    assert result.ok
+    assert len(seen) >= 2
+    assert all(status in (TaskStatus.QUEUED, TaskStatus.PROCESSING) for status, _ in seen)
+    progresses = [progress for _, progress in seen]
+    assert progresses == sorted(progresses)
+    assert progresses[-1] > 0
