@@ -265,7 +265,7 @@ async def test_invalid_bodies(body: bytes) -> None:
             "enable_prompt_expansion": False,
         },
         {"prompt": "a cat", "image_url": "http://127.0.0.1:9/a.png"},
-        {"prompt": "a cat", "duration": 6, "resolution": "768P", "extra": {"webhook": {}}},
+        {"prompt": "a cat", "duration": 6, "resolution": "768P", "extra": {"notes": 1}},
     ],
 )
 async def test_valid_bodies_edges_and_unknown_fields(body: dict[str, Any]) -> None:
@@ -273,9 +273,16 @@ async def test_valid_bodies_edges_and_unknown_fields(body: dict[str, Any]) -> No
         task_id = await submit_ok(http, body)
         assert re.fullmatch(UUID4, task_id)
         request = fake.task(task_id).request
+        assert request.endpoint == fake.task(task_id).endpoint == "minimax-video-01"
         assert request.prompt == body["prompt"]
         assert request.image_url == body.get("image_url")
-        assert request.enable_prompt_expansion is body.get("enable_prompt_expansion", True)
+        # Unknown fields are ignored, and the documented default is filled in.
+        assert dict(request.body) == {
+            "prompt": body["prompt"],
+            **({"image_url": body["image_url"]} if "image_url" in body else {}),
+            "enable_prompt_expansion": body.get("enable_prompt_expansion", True),
+        }
+        assert request.webhook_url is None
 
 
 async def test_illegal_prompt_marker() -> None:
@@ -667,7 +674,9 @@ async def test_stats_count_what_clients_do() -> None:
         assert stats.errors == {"INVALID_REQUEST_BODY": 1, "TASK_NOT_FOUND": 1, "API_NOT_FOUND": 1}
         record = stats.tasks[a]
         assert record == fake.task(a)
-        assert record.request == SubmitRequest("a cat", None, True)
+        assert record.request == SubmitRequest(
+            "minimax-video-01", {"prompt": "a cat", "enable_prompt_expansion": True}
+        )
         assert record.submitted_at == clock.now()
         assert record.finishes_at == clock.now() + 5.0
         assert record.final_status == SUCCEED
@@ -755,7 +764,7 @@ def test_task_state_only_moves_forward(
 ) -> None:
     task = draw_task(
         random.Random(seed),
-        SubmitRequest("p"),
+        SubmitRequest("minimax-video-01", {"prompt": "p"}),
         now=0.0,
         wall=0.0,
         task_duration=(low, low + spread),

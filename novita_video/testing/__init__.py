@@ -1,10 +1,13 @@
 """A local Novita: a real HTTP server that plays the video API, for tests and benchmarks.
 
-:class:`FakeNovita` listens on 127.0.0.1 and answers like Novita's Minimax Video-01
-API: bearer auth, body validation, tasks that move QUEUED -> PROCESSING -> SUCCEED
+:class:`FakeNovita` listens on 127.0.0.1 and answers like Novita's async video API
+(Minimax Video-01 and Hailuo-02, Kling v1.6 image-to-video, Wan text-to-video): bearer
+auth, each model's body validation, tasks that move QUEUED -> PROCESSING -> SUCCEED
 (or FAILED) as simulator time passes, presigned video links that expire, 429s
-under a :class:`RateLimit`. It counts what clients do in :class:`SimulatorStats`
-(polls per task, duplicate submissions, keys leaked to storage)::
+under a :class:`RateLimit`, and webhook events POSTed to a loopback URL when a task
+ends (retried, and lost or doubled on demand). It counts what clients do in
+:class:`SimulatorStats` (polls per task, duplicate submissions, keys leaked to
+storage, webhook deliveries per task)::
 
     import aiohttp
     from novita_video.testing import FakeNovita, RateLimit
@@ -29,9 +32,10 @@ The same server runs on its own with ``python -m novita_video.testing --port 0``
 
 Layout, one concept per module: ``_config`` (the knobs), ``_tasks`` (a task's life
 as a function of time), ``_ratelimit`` (sliding-window log), ``_chaos`` (faults: how
-often, and the seeded decisions), ``_wire`` (JSON in and out), ``_storage``
-(presigned links to ``assets/clip.mp4``), ``_stats`` (what was seen), ``_server``
-(aiohttp and the request pipeline).
+often, and the seeded decisions), ``_errors`` (the error answer), ``_endpoints`` (each
+model's submit body), ``_wire`` (JSON in and out), ``_storage`` (presigned links to
+``assets/clip.mp4``), ``_webhooks`` (the one dispatcher of webhook events), ``_stats``
+(what was seen), ``_server`` (aiohttp and the request pipeline).
 """
 
 from ._chaos import Chaos as Chaos
@@ -39,6 +43,7 @@ from ._config import SimulatorConfig as SimulatorConfig
 from ._ratelimit import RateLimit as RateLimit
 from ._server import FakeNovita as FakeNovita
 from ._stats import SimulatorStats as SimulatorStats
+from ._stats import WebhookStats as WebhookStats
 from ._tasks import SubmitRequest as SubmitRequest
 from ._tasks import TaskRecord as TaskRecord
 from ._tasks import TaskState as TaskState
@@ -52,4 +57,5 @@ __all__ = [
     "SubmitRequest",
     "TaskRecord",
     "TaskState",
+    "WebhookStats",
 ]

@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line's flags, one per :class:`FakeNovita` knob."""
     parser = argparse.ArgumentParser(
         prog="python -m novita_video.testing",
-        description="Serve a simulated Novita video API (Minimax Video-01) on this machine.",
+        description=(
+            "Serve a simulated Novita video API (minimax-video-01, minimax-hailuo-02, "
+            "kling-v1.6-i2v, wan-t2v; webhooks to loopback URLs) on this machine."
+        ),
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -148,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, help="replay the same task ids, durations and failures")
     add("--illegal-marker", default="[illegal]", help="prompts containing it get ILLEGAL_PROMPT")
     add("--balance", type=int, help="accept this many tasks, then BILLING_BALANCE_NOT_ENOUGH")
+    add(
+        "--webhook-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a webhook try slower than this is retried (simulator seconds; default: 5)",
+    )
     _add_chaos_flags(parser)
     return parser
 
@@ -175,6 +185,7 @@ def _fake_from_args(args: argparse.Namespace) -> FakeNovita:
         seed=args.seed,
         illegal_marker=args.illegal_marker,
         balance=args.balance,
+        webhook_timeout=args.webhook_timeout,
         chaos=chaos_from_args(args),
     )
 

@@ -173,6 +173,12 @@ class Chaos:
       connection closes part-way through the body.
     * ``revoke_key_after``: once this many tasks were accepted (counted since the simulator
       started), the key is revoked: 403 ``INVALID_API_KEY`` for every API request after.
+
+    Per webhook event (a task submitted with ``extra.webhook.url``; drawn at submit):
+
+    * ``webhook_loss``: the event is silently never sent, as a lost delivery would be.
+    * ``webhook_duplicates``: the event is sent twice (each copy retried on its own), as an
+      at-least-once sender does; a receiver must be idempotent.
     """
 
     submit_drops_before: float = _rate_field("close the connection before a submit is handled")
@@ -222,6 +228,8 @@ class Chaos:
         validator=_count(0, optional=True),
         metadata={"help": "revoke the key once this many tasks were accepted"},
     )
+    webhook_loss: float = _rate_field("a task's webhook event is never sent (lost)")
+    webhook_duplicates: float = _rate_field("a task's webhook event is sent twice")
 
     @property
     def request_faults(self) -> bool:
@@ -391,6 +399,12 @@ class Saboteur:
         if not self._hit(self._chaos.unknown_statuses):
             return None
         return self._rng.choice(ODD_STATUSES)
+
+    def webhook_fate(self) -> tuple[bool, bool]:
+        """Whether a task's webhook event is lost, and (if not) whether it is sent twice."""
+        if self._hit(self._chaos.webhook_loss):
+            return True, False
+        return False, self._hit(self._chaos.webhook_duplicates)
 
     def expire_link(self) -> bool:
         """Whether a task's first video link is handed out already expired."""

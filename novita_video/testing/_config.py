@@ -106,6 +106,13 @@ def _check_balance(
         raise ValueError(f"balance must be None or an int >= 0 (tasks it pays for), not {value!r}")
 
 
+def _check_seconds(
+    instance: SimulatorConfig, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if _number(attribute.name, value) <= 0:
+        raise ValueError(f"{attribute.name} must be a number of seconds > 0, not {value!r}")
+
+
 def _check_seed(instance: SimulatorConfig, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"seed must be None or an int, not {value!r}")
@@ -132,3 +139,4 @@ class SimulatorConfig:
     seed: int | None = attrs.field(default=None, validator=_check_seed)
     illegal_marker: str = attrs.field(default="[illegal]", validator=_check_text)
     balance: int | None = attrs.field(default=None, validator=_check_balance)
+    webhook_timeout: float = attrs.field(default=5.0, validator=_check_seconds)

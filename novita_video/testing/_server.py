@@ -14,8 +14,9 @@ Any step may raise :class:`ApiError`, which becomes Novita's JSON error body.
 Faults that live in a task's answers (stuck tasks, unknown statuses, expired
 links) are drawn by the endpoints themselves, from the same :class:`Saboteur`.
 
-Task state is computed from the clock on each poll (see ``_tasks``), so the
-server runs no background work at all: closing it only closes sockets.
+Task state is computed from the clock on each poll (see ``_tasks``), so tasks run
+no code. The one background task is the webhook dispatcher (``_webhooks``), started
+with the server and stopped, with its HTTP session, when the server closes.
 """
 
 from __future__ import annotations
@@ -35,13 +36,16 @@ from aiohttp import web
 from .._clock import Clock, SystemClock
 from ._chaos import Chaos, Fault, Saboteur
 from ._config import SimulatorConfig
+from ._endpoints import ENDPOINTS
 from ._ratelimit import RateLimit, SlidingWindowLog
 from ._stats import Counters, SimulatorStats
 from ._storage import STORAGE_PREFIX, LinkCheck, Presigner, clip_bytes, s3_error_body
 from ._tasks import FINAL_STATUSES, QUEUED, SUCCEED, TaskRecord, draw_task
+from ._webhooks import WebhookDispatcher
 from ._wire import (
     ApiError,
     error_body,
+    event_body,
     parse_submit,
     proxy_page,
     server_error,
@@ -50,8 +54,10 @@ from ._wire import (
 
 __all__ = ["FakeNovita"]
 
-SUBMIT_PATH: Final = "/v3/async/minimax-video-01"
-RESULT_PATH: Final = "/v3/async/task-result"
+ASYNC_PREFIX: Final = "/v3/async/"
+#: The default model's submit path; every key of ``ENDPOINTS`` has one like it.
+SUBMIT_PATH: Final = ASYNC_PREFIX + "minimax-video-01"
+RESULT_PATH: Final = ASYNC_PREFIX + "task-result"
 STATS_PATH: Final = "/_simulator/stats"
 CHAOS_PATH: Final = "/_simulator/chaos"
 _API_ENDPOINTS: Final = frozenset({"submit", "task_result"})
@@ -66,13 +72,16 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class FakeNovita:
-    """A local simulator of Novita's Minimax Video-01 API, on a real socket.
+    """A local simulator of Novita's async video API, on a real socket.
 
     >>> async with FakeNovita(task_duration=(0.5, 1.0)) as fake:   # doctest: +SKIP
     ...     print(fake.url, fake.api_key)
     http://127.0.0.1:54321 sk-simulated
 
-    It serves ``POST /v3/async/minimax-video-01``, ``GET /v3/async/task-result``,
+    It serves the submit endpoints ``POST /v3/async/minimax-video-01``,
+    ``minimax-hailuo-02``, ``kling-v1.6-i2v`` and ``wan-t2v`` (each validates its own
+    fields, see ``_endpoints``; the task records which one made it, and task-result
+    answers carry its ``task_type``), ``GET /v3/async/task-result``,
     presigned video links under ``/storage/``, and its own statistics at
     ``GET /_simulator/stats`` (no auth, not rate limited, not counted;
     ``?tasks=0`` leaves out the per-task records). ``GET /_simulator/chaos`` shows
@@ -91,12 +100,23 @@ class FakeNovita:
     * ``failure_rate``: probability that a task ends FAILED (reason "content moderation failed").
     * ``submit_limit``, ``result_limit``: a :class:`RateLimit` per endpoint, or None; over it
       the answer is 429 ``RATE_LIMIT_EXCEEDED``, with ``Retry-After`` if ``retry_after``.
+      Like Novita's limits, ``submit_limit`` applies to each model's submit endpoint
+      separately: 20 a minute is 20 Minimax and 20 Kling submits.
     * ``video_ttl``: seconds a video link stays valid after the answer that carried it.
     * ``clock``: simulator time (default :class:`SystemClock`); share a ``ScaledClock``
       with the client to play minutes-long tasks in seconds.
     * ``seed``: replay the same task ids, durations and failures.
     * ``illegal_marker``: a prompt containing it is refused with 400 ``ILLEGAL_PROMPT``.
     * ``balance``: after this many accepted tasks, submits get 400 ``BILLING_BALANCE_NOT_ENOUGH``.
+    * ``webhook_timeout``: a submit with ``"extra": {"webhook": {"url": ...}}`` (any endpoint;
+      loopback URLs only, others are refused with 400) gets its task's result POSTed there
+      when the task ends, as ``{"event_type": "ASYNC_TASK_RESULT", "payload": <task-result
+      body>}``. A try that gets no 2xx within ``webhook_timeout`` simulator seconds (default
+      5, as Novita) is retried, up to 5 times, after 1, 2, 4, 8, 16 simulator seconds.
+      Deliveries wait on ``clock.sleep``, so give a clock whose sleep really waits
+      (:class:`SystemClock`, ``ScaledClock``) when a test uses webhooks. ``Chaos`` knobs
+      ``webhook_loss`` and ``webhook_duplicates`` lose or double events; the stats count
+      each task's event (``SimulatorStats.webhooks``).
     * ``chaos``: how the simulator misbehaves (:class:`Chaos`; off by default). Unlike the
       knobs above (fixed, in :attr:`config`) it may change at run time: :attr:`chaos`,
       :meth:`set_chaos`.
@@ -121,6 +141,7 @@ class FakeNovita:
         seed: int | None = None,
         illegal_marker: str = "[illegal]",
         balance: int | None = None,
+        webhook_timeout: float = 5.0,
         chaos: Chaos | None = None,
     ) -> None:
         self.config: Final = SimulatorConfig(
@@ -139,6 +160,7 @@ class FakeNovita:
             seed=seed,
             illegal_marker=illegal_marker,
             balance=balance,
+            webhook_timeout=webhook_timeout,
         )
         if clock is not None and not isinstance(clock, Clock):
             raise ValueError(f"clock must implement now(), wall() and sleep(), not {clock!r}")
@@ -150,11 +172,16 @@ class FakeNovita:
         self._saboteur = Saboteur(Chaos() if chaos is None else chaos, seed)
         self._presigner = Presigner()
         self._counters = Counters()
+        # One per model's submit endpoint (made on first use) and one for task-result.
         self._limiters: dict[str, SlidingWindowLog] = {}
-        if submit_limit is not None:
-            self._limiters["submit"] = SlidingWindowLog(submit_limit)
         if result_limit is not None:
             self._limiters["task_result"] = SlidingWindowLog(result_limit)
+        self._webhooks = WebhookDispatcher(
+            clock=self.clock,
+            timeout=webhook_timeout,
+            counters=self._counters,
+            payload=self._webhook_payload,
+        )
         # Tasks that have handed out a video link: the first link is the one chaos may spoil.
         self._linked: set[str] = set()
         self._check_revoke_after()
@@ -182,6 +209,7 @@ class FakeNovita:
         await runner.setup()
         self._runner = runner
         try:
+            await self._webhooks.start()
             site = web.TCPSite(runner, self.config.host, self.config.port, backlog=_BACKLOG)
             await site.start()
             self._url = _base_url(runner.addresses[0])
@@ -190,11 +218,17 @@ class FakeNovita:
             raise
 
     async def close(self) -> None:
-        """Stop listening and close every connection (safe to call twice)."""
+        """Stop delivering webhooks, stop listening, close every connection (safe twice).
+
+        Webhook events not yet delivered are dropped: the simulator's tasks end with it.
+        """
         self._closed = True
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        try:
+            await self._webhooks.close()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -283,7 +317,7 @@ class FakeNovita:
             return await self._serve_chaos(request)
         endpoint: str
         handler: _Handler
-        if path == SUBMIT_PATH and method == "POST":
+        if method == "POST" and path.removeprefix(ASYNC_PREFIX) in ENDPOINTS:
             endpoint, handler = "submit", self._submit
         elif path == RESULT_PATH and method == "GET":
             endpoint, handler = "task_result", self._task_result
@@ -387,8 +421,9 @@ class FakeNovita:
             counters.key_revoked = True
             counters.fired("key_revoked", "submit")
 
-    def _admit(self, request: web.Request, endpoint: str) -> None:
-        """Auth first, then the rate limit: a rejected key does not use up the quota."""
+    def _admit(self, request: web.Request, endpoint: str, model: str | None = None) -> None:
+        """Auth first, then the rate limit (``model``'s own, for a submit): a rejected key
+        does not use up the quota."""
         if self._counters.key_revoked:
             raise ApiError(403, "INVALID_API_KEY", "the API key has been revoked")
         header = request.headers.get("Authorization", "").strip()
@@ -403,7 +438,7 @@ class FakeNovita:
             key.encode(), self.config.api_key.encode()
         ):
             raise ApiError(403, "INVALID_API_KEY", "invalid API key")
-        limiter = self._limiters.get(endpoint)
+        limiter = self._limiter(endpoint, model)
         if limiter is None:
             return
         wait = limiter.acquire(self.clock.now())
@@ -412,22 +447,36 @@ class FakeNovita:
         self._counters.rate_limited[endpoint] += 1
         headers = {"Retry-After": str(max(1, math.ceil(wait)))} if self.config.retry_after else None
         limit = limiter.limit
+        which = f" for {model}" if model is not None else ""
         raise ApiError(
             429,
             "RATE_LIMIT_EXCEEDED",
-            f"rate limit exceeded: at most {limit.requests} requests per {limit.per:g} s",
+            f"rate limit exceeded{which}: at most {limit.requests} requests per {limit.per:g} s",
             headers,
         )
+
+    def _limiter(self, endpoint: str, model: str | None) -> SlidingWindowLog | None:
+        if model is None:
+            return self._limiters.get(endpoint)
+        limit = self.config.submit_limit
+        if limit is None:
+            return None
+        key = f"submit:{model}"
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = SlidingWindowLog(limit)
+        return limiter
 
     # -- endpoints --------------------------------------------------------------------
 
     async def _submit(self, request: web.Request) -> web.StreamResponse:
-        self._admit(request, "submit")
+        model = request.path.removeprefix(ASYNC_PREFIX)
+        self._admit(request, "submit", model)
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, "INVALID_REQUEST_BODY", "request body is too large") from None
-        job = parse_submit(raw)
+        job = parse_submit(raw, model)
         config = self.config
         if config.illegal_marker in job.prompt:
             raise ApiError(400, "ILLEGAL_PROMPT", "the prompt breaks the content policy")
@@ -448,8 +497,33 @@ class FakeNovita:
         if plan is not None:
             self._counters.stuck[task.task_id] = plan
             self._counters.fired("stuck_task", "submit")
+        if job.webhook_url is not None:
+            lost, duplicated = self._saboteur.webhook_fate()
+            self._webhooks.schedule(
+                task.task_id,
+                job.webhook_url,
+                # A stuck task never ends, so its event never comes.
+                due=None if plan is not None else task.finishes_at,
+                lost=lost,
+                duplicated=duplicated,
+            )
         self._check_revoke_after()
         return web.json_response({"task_id": task.task_id})
+
+    def _webhook_payload(self, task_id: str) -> bytes:
+        """The event for a task that has ended: its task-result body at completion."""
+        task = self._counters.tasks[task_id]
+        config = self.config
+        state = task.state_at(task.finishes_at)
+        video_url = None
+        if state.status == SUCCEED:
+            # Signed now, like a poll's: valid video_ttl from the delivery.
+            link = self._presigner.path_and_query(
+                task_id, wall=self.clock.wall(), ttl=config.video_ttl
+            )
+            video_url = self.url + link
+        body = task_result_body(task, state, video_url=video_url, video_ttl=config.video_ttl)
+        return event_body(body)
 
     async def _task_result(self, request: web.Request) -> web.StreamResponse:
         self._admit(request, "task_result")

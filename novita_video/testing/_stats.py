@@ -18,18 +18,49 @@ import attrs
 from ._chaos import StuckPlan
 from ._tasks import SubmitRequest, TaskRecord
 
-__all__ = ["ENDPOINTS", "Counters", "SimulatorStats"]
+__all__ = ["ENDPOINTS", "Counters", "SimulatorStats", "WebhookStats"]
 
 #: The names requests are counted under.
 ENDPOINTS: Final = ("submit", "task_result", "video", "other")
 
 
-def _task_to_dict(task: TaskRecord) -> dict[str, Any]:
+@attrs.frozen(kw_only=True)
+class WebhookStats:
+    """What became of one task's webhook event (a task submitted with ``extra.webhook.url``).
+
+    * ``url``: where it goes.
+    * ``sent``: POSTs made, retries and duplicate copies included.
+    * ``delivered``: copies the receiver took (a 2xx in time): 1 normally, 2 if duplicated.
+    * ``failed``: copies given up on after the first try and 5 retries.
+    * ``lost``: chaos dropped the event: it was never sent (``webhook_loss``).
+    * ``duplicated``: chaos sent it twice (``webhook_duplicates``).
+    * ``last_error``: why the latest failed POST failed (``"HTTP 500"``, ``"timeout"``, ...).
+
+    A stuck task never ends, so its event stays pending: nothing sent, nothing lost.
+    """
+
+    url: str
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    lost: bool = False
+    duplicated: bool = False
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return attrs.asdict(self)
+
+
+def _task_to_dict(task: TaskRecord, webhook: WebhookStats | None) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
+        "endpoint": task.endpoint,
+        "task_type": task.request.task_type,
         "prompt": task.request.prompt,
         "image_url": task.request.image_url,
-        "enable_prompt_expansion": task.request.enable_prompt_expansion,
+        "body": dict(task.request.body),
+        "webhook": None if webhook is None else webhook.to_dict(),
         "submitted_at": task.submitted_at,
         "processing_at": task.processing_at,
         "finishes_at": task.finishes_at,
@@ -53,11 +84,14 @@ class SimulatorStats:
     * ``errors``: error answers per ``reason`` (``"INVALID_API_KEY"``, ...; 429s included,
       as ``"RATE_LIMIT_EXCEEDED"``).
     * ``polls``: task-result answers (200) per task id; a task never polled is absent.
-    * ``duplicate_submissions``: accepted submits whose (prompt, image_url,
-      enable_prompt_expansion) equals an earlier accepted one: each is a task billed twice.
+    * ``duplicate_submissions``: accepted submits whose endpoint and body (validated, defaults
+      filled in, webhook aside) equal an earlier accepted one's: each is a task billed twice.
     * ``video_requests_with_authorization``: video downloads that carried an
       ``Authorization`` header (a client that leaks its API key to storage).
-    * ``tasks``: every accepted task by id, with its submit time and its (future) end.
+    * ``tasks``: every accepted task by id, with its endpoint (model), request, submit time
+      and (future) end.
+    * ``webhooks``: task id -> :class:`WebhookStats`, for each task submitted with a webhook;
+      :attr:`webhook_totals` sums them.
 
     Ground truth about chaos (see :class:`Chaos`), for reliability tests:
 
@@ -90,11 +124,26 @@ class SimulatorStats:
     duplicates_of_answered: int = 0
     stuck_tasks: frozenset[str] = frozenset()
     key_revoked: bool = False
+    webhooks: Mapping[str, WebhookStats] = attrs.field(factory=dict)
 
     @property
     def task_count(self) -> int:
         """How many tasks were accepted (and so billed)."""
         return len(self.tasks)
+
+    @property
+    def webhook_totals(self) -> dict[str, int]:
+        """Webhook counts over all tasks: ``events`` (tasks with a webhook), POSTs ``sent``,
+        copies ``delivered`` and ``failed``, events ``lost`` and ``duplicated``."""
+        hooks = self.webhooks.values()
+        return {
+            "events": len(self.webhooks),
+            "sent": sum(hook.sent for hook in hooks),
+            "delivered": sum(hook.delivered for hook in hooks),
+            "failed": sum(hook.failed for hook in hooks),
+            "lost": sum(hook.lost for hook in hooks),
+            "duplicated": sum(hook.duplicated for hook in hooks),
+        }
 
     def to_dict(self, *, include_tasks: bool = True) -> dict[str, Any]:
         """A JSON-serialisable copy; ``include_tasks=False`` leaves out the per-task list."""
@@ -111,9 +160,13 @@ class SimulatorStats:
             "duplicates_of_answered": self.duplicates_of_answered,
             "stuck_tasks": sorted(self.stuck_tasks),
             "key_revoked": self.key_revoked,
+            "webhooks": self.webhook_totals,
         }
         if include_tasks:
-            body["tasks"] = {task_id: _task_to_dict(t) for task_id, t in self.tasks.items()}
+            body["tasks"] = {
+                task_id: _task_to_dict(t, self.webhooks.get(task_id))
+                for task_id, t in self.tasks.items()
+            }
         return body
 
 
@@ -132,6 +185,8 @@ class Counters:
         self.unanswered: dict[str, str] = {}
         self.stuck: dict[str, StuckPlan] = {}
         self.key_revoked = False
+        #: Written by the webhook dispatcher; frozen records, replaced on each change.
+        self.webhooks: dict[str, WebhookStats] = {}
         self._seen: set[SubmitRequest] = set()
 
     def add_task(self, task: TaskRecord) -> None:
@@ -176,4 +231,5 @@ class Counters:
             duplicates_of_answered=self._duplicates_of_answered(),
             stuck_tasks=frozenset(self.stuck),
             key_revoked=self.key_revoked,
+            webhooks=dict(self.webhooks),
         )

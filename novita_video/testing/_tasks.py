@@ -15,9 +15,14 @@ A task's life, with ``D`` its duration::
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
 
 import attrs
 
@@ -44,17 +49,61 @@ FINAL_STATUSES = frozenset({SUCCEED, FAILED})
 FAILURE_REASON = "content moderation failed"
 
 
+def _frozen_body(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    # A JSON round trip detaches the body from the caller's dict and lists.
+    return MappingProxyType(json.loads(json.dumps(dict(value))))
+
+
+def _identity(request: SubmitRequest) -> str:
+    body = dict(request.body)
+    return json.dumps([request.endpoint, body], sort_keys=True, separators=(",", ":"))
+
+
 @attrs.frozen
 class SubmitRequest:
     """What a submit asked for, after validation (and so what makes two submits duplicates).
 
-    ``enable_prompt_expansion`` is stored with its documented default (``True``)
-    filled in, so leaving it out and sending ``true`` count as the same request.
+    ``endpoint`` is the model's path segment (``"minimax-hailuo-02"``); ``body`` holds the
+    fields that endpoint knows, validated, with their documented defaults filled in, so
+    leaving ``enable_prompt_expansion`` out and sending ``true`` count as the same request.
+    ``webhook_url`` (from ``extra.webhook.url``) says where the result goes, not what was
+    asked for, so it is no part of the identity: two requests are equal when their
+    endpoint and body are.
+
+    >>> SubmitRequest("minimax-video-01", {"prompt": "a cat"}).prompt
+    'a cat'
     """
 
-    prompt: str
-    image_url: str | None = None
-    enable_prompt_expansion: bool = True
+    endpoint: str
+    body: Mapping[str, Any] = attrs.field(converter=_frozen_body, eq=False)
+    webhook_url: str | None = attrs.field(default=None, kw_only=True, eq=False)
+    # The canonical JSON of (endpoint, body): a mapping cannot be hashed, a str can.
+    identity: str = attrs.field(
+        init=False, repr=False, default=attrs.Factory(_identity, takes_self=True)
+    )
+
+    @property
+    def prompt(self) -> str:
+        """The body's ``prompt`` (every simulated endpoint requires one)."""
+        prompt = self.body.get("prompt")
+        return prompt if isinstance(prompt, str) else ""
+
+    @property
+    def image_url(self) -> str | None:
+        """The body's ``image_url``, if it has one."""
+        url = self.body.get("image_url")
+        return url if isinstance(url, str) else None
+
+    @property
+    def enable_prompt_expansion(self) -> bool | None:
+        """The body's ``enable_prompt_expansion`` (Minimax models; None for the others)."""
+        value = self.body.get("enable_prompt_expansion")
+        return value if isinstance(value, bool) else None
+
+    @property
+    def task_type(self) -> str:
+        """The ``task_type`` of its task-result answers (``kling-v1.6-i2v``: ``KLING_V1_6_I2V``)."""
+        return re.sub(r"[^A-Za-z0-9]+", "_", self.endpoint).upper()
 
 
 @attrs.frozen
@@ -87,6 +136,11 @@ class TaskRecord:
     reason: str
     eta_factor: float
     seed: int
+
+    @property
+    def endpoint(self) -> str:
+        """The submit endpoint (the model) that made this task, e.g. ``"minimax-video-01"``."""
+        return self.request.endpoint
 
     @property
     def duration(self) -> float:

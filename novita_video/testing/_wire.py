@@ -1,48 +1,33 @@
 """The JSON edge: submit bodies in, task-result and error bodies out.
 
-Dicts live only here. Inbound, :func:`parse_submit` turns raw bytes into a frozen
-:class:`SubmitRequest` or raises :class:`ApiError`; outbound, a :class:`TaskRecord`
-and its :class:`TaskState` become the documented task-result body.
+Inbound, :func:`parse_submit` turns raw bytes into a frozen :class:`SubmitRequest`
+(each endpoint's fields are checked in ``_endpoints``) or raises :class:`ApiError`;
+outbound, a :class:`TaskRecord` and its :class:`TaskState` become the documented
+task-result body, which is also the payload of a webhook event (:func:`event_body`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Final
 
+from ._endpoints import parse_body
+from ._errors import ApiError
 from ._tasks import FINAL_STATUSES, QUEUED, SUCCEED, SubmitRequest, TaskRecord, TaskState
 
 __all__ = [
-    "TASK_TYPE",
+    "WEBHOOK_EVENT_TYPE",
     "ApiError",
     "error_body",
+    "event_body",
     "parse_submit",
     "proxy_page",
     "server_error",
     "task_result_body",
 ]
 
-TASK_TYPE = "MINIMAX_VIDEO_01"
-PROMPT_MAX_CHARS = 2000
-
-
-class ApiError(Exception):
-    """An answer in Novita's error shape; handlers raise it, the server renders it."""
-
-    def __init__(
-        self, status: int, reason: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(status, reason, message, headers)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.headers = headers or {}
-
-    @classmethod
-    def invalid_body(cls, message: str) -> ApiError:
-        """400 ``INVALID_REQUEST_BODY``, the answer to every malformed request."""
-        return cls(400, "INVALID_REQUEST_BODY", message)
+#: The ``event_type`` of the event a webhook receives when a task ends.
+WEBHOOK_EVENT_TYPE: Final = "ASYNC_TASK_RESULT"
 
 
 def error_body(status: int, reason: str, message: str) -> bytes:
@@ -84,46 +69,19 @@ def proxy_page(status: int) -> str:
     )
 
 
-def _is_absolute_http_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-    except ValueError:  # e.g. an unbalanced "[" in the host
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def parse_submit(raw: bytes) -> SubmitRequest:
-    """Validate a Minimax Video-01 submit body; unknown extra fields are ignored."""
+def parse_submit(raw: bytes, endpoint: str = "minimax-video-01") -> SubmitRequest:
+    """Validate a submit body for ``endpoint`` (see ``_endpoints``); unknown fields are ignored."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError.invalid_body("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError.invalid_body("request body must be a JSON object")
+    return parse_body(endpoint, body)
 
-    prompt = body.get("prompt")
-    if prompt is None:
-        raise ApiError.invalid_body("prompt is required")
-    if not isinstance(prompt, str):
-        raise ApiError.invalid_body("prompt must be a string")
-    if not 1 <= len(prompt) <= PROMPT_MAX_CHARS:
-        raise ApiError.invalid_body(
-            f"prompt must be 1 to {PROMPT_MAX_CHARS} characters, not {len(prompt)}"
-        )
 
-    image_url = None
-    if "image_url" in body:
-        image_url = body["image_url"]
-        if not isinstance(image_url, str):
-            raise ApiError.invalid_body("image_url must be a string")
-        if not _is_absolute_http_url(image_url):
-            raise ApiError.invalid_body("image_url must be an absolute http(s) URL")
-
-    expansion = body.get("enable_prompt_expansion", True)
-    if not isinstance(expansion, bool):
-        raise ApiError.invalid_body("enable_prompt_expansion must be a boolean")
-
-    return SubmitRequest(prompt, image_url, expansion)
+def event_body(task_result: bytes) -> bytes:
+    """The webhook event for a finished task: ``{"event_type", "payload"}``, as Novita sends."""
+    event = {"event_type": WEBHOOK_EVENT_TYPE, "payload": json.loads(task_result)}
+    return json.dumps(event).encode()
 
 
 # What a poll answered with an odd status also carries: fields no client was told about.
@@ -150,7 +108,7 @@ def task_result_body(
     body: dict[str, Any] = {
         "task": {
             "task_id": task.task_id,
-            "task_type": TASK_TYPE,
+            "task_type": task.request.task_type,
             "status": state.status,
             "reason": state.reason,
             "eta": state.eta,
