@@ -32,8 +32,9 @@ from .._errors import (
     TaskTimeoutError,
 )
 from .._models import TaskResult
+from .._requests import MODELS, VideoRequest
 from .._version import __version__
-from ._inputs import FORMATS, InputError, PromptSource
+from ._inputs import FORMATS, InputError, PromptSource, model_fields
 from ._ledger import Ledger, LedgerError
 from ._outputs import Entry, remove_leftovers, slugify, write_gallery, write_manifest
 from ._progress import Tally, format_duration, make_reporter
@@ -53,7 +54,7 @@ INTERRUPTED: Final = 130
 #: The built-in simulator (``batch --simulate`` and ``simulate``): quick tasks, a roomy limit.
 SIMULATED_TASK_SECONDS: Final = (3.0, 8.0)
 SIMULATED_SUBMITS_PER_MINUTE: Final = 120
-#: Novita's default submit limit for Minimax Video-01.
+#: Novita's default submit limit for its video models (Minimax, Kling, Wan: 20 a minute).
 NOVITA_SUBMITS_PER_MINUTE: Final = 20.0
 
 NO_KEY: Final = (
@@ -104,7 +105,7 @@ def _batch(args: argparse.Namespace) -> int:
         _say(f"{NO_KEY}, or add --simulate to try the built-in simulator without one")
         return USAGE
     try:
-        source = PromptSource(args.prompts, args.format)
+        source = PromptSource(args.prompts, args.format, args.model)
     except InputError as error:
         _say(str(error))
         return USAGE
@@ -172,6 +173,7 @@ async def _run_batch(
         rpm = SIMULATED_SUBMITS_PER_MINUTE if args.simulate else NOVITA_SUBMITS_PER_MINUTE
     settings = Settings(
         out=out,
+        model=args.model,
         download=not args.no_download,
         resubmit_unknown=args.resubmit_unknown,
         tasks_survive=not args.simulate,
@@ -398,7 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``novita-video`` parser; each subcommand sets ``command`` to its function."""
     parser = argparse.ArgumentParser(
         prog="novita-video",
-        description="Make Minimax Video-01 clips with Novita AI's API, many prompts at once.",
+        description=(
+            "Make video clips with Novita AI's API (Minimax Video-01 and Hailuo-02, Kling "
+            "v1.6 image-to-video), many prompts at once."
+        ),
         epilog=(
             "The API key comes from NOVITA_API_KEY, the API from NOVITA_BASE_URL "
             f"(default {DEFAULT_BASE_URL}). Exit codes: 0 every clip made, 1 some prompts "
@@ -426,11 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROMPTS",
         help=(
             ".txt (a prompt a line; blank lines and # comments skipped), .jsonl (objects "
-            "with prompt and optional image_url, enable_prompt_expansion, id) or .csv (a "
-            "prompt column, the same optional ones; other columns ignored); - reads stdin"
+            "with the model's fields and an optional id) or .csv (a prompt column, any of "
+            "the model's other fields and id; other columns ignored); - reads stdin. "
+            + "; ".join(
+                f"{model}: {', '.join(model_fields(model)[:-1])}" for model in sorted(MODELS)
+            )
         ),
     )
     batch.add_argument("--out", required=True, metavar="DIR", help="where the clips go")
+    batch.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default=VideoRequest.endpoint,
+        help="the model every prompt is made with (default: %(default)s)",
+    )
     batch.add_argument(
         "--format",
         choices=sorted(set(FORMATS.values())),
@@ -449,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=(
             f"submits per minute (default: {NOVITA_SUBMITS_PER_MINUTE:g}, Novita's limit for "
-            f"Minimax Video-01; {SIMULATED_SUBMITS_PER_MINUTE} with --simulate)"
+            f"its video models; {SIMULATED_SUBMITS_PER_MINUTE} with --simulate)"
         ),
     )
     batch.add_argument(

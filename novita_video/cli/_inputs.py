@@ -7,9 +7,14 @@ rows are parsed one at a time, and stdin, which cannot be read twice, is copied 
 anonymous temporary file during the first pass.
 
 Each row becomes a :class:`Row`: its 1-based position among the prompts (``index``), the
-line where it starts, the validated :class:`~novita_video.VideoRequest` and the user's
-optional ``id``. ``Row.key`` is the prompt's identity in the ledger: a hash of its
-position and its content, so that editing the file adds or drops rows instead of
+line where it starts, the validated request of the batch's model (a
+:class:`~novita_video.VideoRequest` by default, a :class:`~novita_video.HailuoRequest` with
+``--model minimax-hailuo-02``, ...) and the user's optional ``id``. A ``.jsonl`` line or a
+``.csv`` row may carry any field of that model (``duration``, ``resolution`` for Hailuo;
+``image_url``, ``negative_prompt``, ... for Kling); the request is made by the SDK's
+``to_request``, so its rules and messages apply, reported with the line number.
+``Row.key`` is the prompt's identity in the ledger: a hash of its position, its model and
+every field of its request, so that editing the file adds or drops rows instead of
 confusing one prompt with another.
 """
 
@@ -21,23 +26,45 @@ import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Generator, Iterable, Iterator
+import types
+import typing
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from functools import cache
 from pathlib import Path
 from typing import IO, Any, Final
 
 import attrs
 
 from .._errors import InvalidRequestError
-from .._requests import VideoRequest
+from .._requests import MODELS, AsyncRequest, Request, VideoRequest, to_request
 
-__all__ = ["FORMATS", "InputError", "PromptSource", "Row", "Validation"]
+__all__ = [
+    "FORMATS",
+    "InputError",
+    "PromptSource",
+    "Row",
+    "Validation",
+    "model_fields",
+    "request_fields",
+]
 
 #: The formats and the file name endings that select them.
 FORMATS: Final = {".txt": "txt", ".jsonl": "jsonl", ".csv": "csv"}
 
-_FIELDS: Final = ("prompt", "image_url", "enable_prompt_expansion", "id")
 _TRUE: Final = frozenset({"true", "1", "yes", "y"})
 _FALSE: Final = frozenset({"false", "0", "no", "n"})
+
+
+def model_fields(model: str) -> tuple[str, ...]:
+    """The fields a line may carry for ``model``: its request's fields, then ``id``."""
+    return (*attrs.fields_dict(MODELS[model]), "id")
+
+
+def request_fields(request: Request) -> dict[str, Any]:
+    """Every field of ``request``, defaults included (JSON-able: what identifies it)."""
+    if isinstance(request, AsyncRequest):
+        return dict(request.body)
+    return attrs.asdict(request)
 
 
 @attrs.frozen
@@ -46,21 +73,28 @@ class Row:
 
     index: int
     line: int
-    request: VideoRequest
+    request: Request
     id: str | None = None
 
     @property
     def key(self) -> str:
-        """The prompt's identity in the ledger: its position and its normalized content."""
+        """The prompt's identity in the ledger: its position, its model and its fields."""
         request = self.request
-        content = [
-            self.index,
-            self.id,
-            request.prompt,
-            request.image_url,
-            request.enable_prompt_expansion,
-        ]
-        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+        content: list[Any]
+        if isinstance(request, VideoRequest):
+            # The shape ledgers were written with before there were other models: kept, so
+            # that upgrading in the middle of a batch does not submit every prompt again.
+            # These are all of VideoRequest's fields; the model is the only one it has.
+            content = [
+                self.index,
+                self.id,
+                request.prompt,
+                request.image_url,
+                request.enable_prompt_expansion,
+            ]
+        else:
+            content = [self.index, self.id, request.endpoint, request_fields(request)]
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 class InputError(Exception):
@@ -88,14 +122,15 @@ class Validation:
     error_count: int
 
 
-def _request(prompt: Any, image_url: Any, expansion: Any, where: tuple[str, int]) -> VideoRequest:
-    # Values come straight from JSON or CSV: VideoRequest checks their types and says
-    # what is wrong. The prompt is stripped: surrounding blanks are never meant, and a
-    # trailing space left by an editor must not change a prompt's identity.
+def _request(item: Mapping[str, Any], model: str, where: tuple[str, int]) -> Request:
+    # Values come straight from JSON or CSV: the SDK checks their types and says what is
+    # wrong. The prompt is stripped: surrounding blanks are never meant, and a trailing
+    # space left by an editor must not change a prompt's identity.
+    prompt = item.get("prompt")
     if isinstance(prompt, str):
-        prompt = prompt.strip()
+        item = {**item, "prompt": prompt.strip()}
     try:
-        return VideoRequest(prompt, image_url=image_url, enable_prompt_expansion=expansion)
+        return to_request(item, model)
     except InvalidRequestError as error:
         raise InputError(*where, str(error)) from None
 
@@ -113,8 +148,13 @@ def _text_lines(binary: Iterable[bytes], name: str) -> Iterator[tuple[int, str |
         yield number, text
 
 
+_Parser = Callable[
+    [Iterable[tuple[int, "str | InputError"]], str, str], Iterator["Row | InputError"]
+]
+
+
 def _parse_txt(
-    lines: Iterable[tuple[int, str | InputError]], name: str
+    lines: Iterable[tuple[int, str | InputError]], name: str, model: str
 ) -> Iterator[Row | InputError]:
     index = 0
     for number, text in lines:
@@ -126,7 +166,7 @@ def _parse_txt(
             continue
         index += 1
         try:
-            yield Row(index, number, _request(prompt, None, True, (name, number)))
+            yield Row(index, number, _request({"prompt": prompt}, model, (name, number)))
         except InputError as error:
             yield error
 
@@ -139,29 +179,30 @@ def _user_id(value: object, where: tuple[str, int]) -> str | None:
     return str(value)
 
 
-def _jsonl_row(text: str, index: int, where: tuple[str, int]) -> Row:
+def _jsonl_row(text: str, index: int, model: str, where: tuple[str, int]) -> Row:
     try:
         item = json.loads(text)
     except ValueError as error:
         raise InputError(*where, f"not valid JSON ({error})") from None
     if not isinstance(item, dict):
         raise InputError(*where, f"must be a JSON object, not {type(item).__name__}")
-    unknown = sorted(set(item) - set(_FIELDS))
+    fields = model_fields(model)
+    unknown = sorted(set(item) - set(fields))
     if unknown:
         # Strict, because a misspelt "image_url" would silently make a different clip.
         raise InputError(
-            *where, f"unknown field(s) {', '.join(unknown)}; expected {', '.join(_FIELDS)}"
+            *where,
+            f"unknown field(s) {', '.join(unknown)}; {model} takes {', '.join(fields)} "
+            "(--model chooses another model)",
         )
     if "prompt" not in item:
         raise InputError(*where, "no 'prompt'")
-    request = _request(
-        item["prompt"], item.get("image_url"), item.get("enable_prompt_expansion", True), where
-    )
-    return Row(index, where[1], request, _user_id(item.get("id"), where))
+    user_id = _user_id(item.pop("id", None), where)
+    return Row(index, where[1], _request(item, model, where), user_id)
 
 
 def _parse_jsonl(
-    lines: Iterable[tuple[int, str | InputError]], name: str
+    lines: Iterable[tuple[int, str | InputError]], name: str, model: str
 ) -> Iterator[Row | InputError]:
     index = 0
     for number, text in lines:
@@ -172,18 +213,67 @@ def _parse_jsonl(
             continue
         index += 1
         try:
-            yield _jsonl_row(text, index, (name, number))
+            yield _jsonl_row(text, index, model, (name, number))
         except InputError as error:
             yield error
 
 
-def _csv_bool(value: str, where: tuple[str, int]) -> bool:
+def _csv_bool(name: str, value: str, where: tuple[str, int]) -> bool:
     word = value.strip().lower()
-    if not word or word in _TRUE:
+    if word in _TRUE:
         return True
     if word in _FALSE:
         return False
-    raise InputError(*where, f"enable_prompt_expansion: must be true or false, not {value!r}")
+    raise InputError(*where, f"{name}: must be true or false, not {value!r}")
+
+
+def _csv_number(
+    name: str, value: str, kind: type[int] | type[float], where: tuple[str, int]
+) -> Any:
+    try:
+        return kind(value.strip())
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise InputError(*where, f"{name}: must be {what}, not {value!r}") from None
+
+
+@cache
+def _csv_kinds(model: str) -> dict[str, type]:
+    """The type a CSV cell of each of ``model``'s fields is read as: bool, int, float or str.
+
+    Read from the request class's annotations, so a new model's columns need no code here.
+    """
+    hints = typing.get_type_hints(MODELS[model])
+    kinds: dict[str, type] = {}
+    for name in attrs.fields_dict(MODELS[model]):
+        hint = hints[name]
+        options = set(typing.get_args(hint)) if _is_union_or_literal(hint) else {hint}
+        if bool in options or all(isinstance(o, bool) for o in options):
+            kinds[name] = bool
+        elif int in options or (options and all(type(o) is int for o in options)):
+            kinds[name] = int
+        elif float in options:
+            kinds[name] = float
+        else:
+            kinds[name] = str
+    return kinds
+
+
+def _is_union_or_literal(hint: object) -> bool:
+    origin = typing.get_origin(hint)
+    return origin in (typing.Union, types.UnionType, typing.Literal)
+
+
+def _csv_value(name: str, cell: str, kind: type, where: tuple[str, int]) -> Any:
+    """A CSV cell as the field's type; an empty cell is the field's default (None)."""
+    if not cell.strip():
+        # Blank prompts stay blank (and are refused by name); other blank cells mean default.
+        return cell if name == "prompt" else None
+    if kind is bool:
+        return _csv_bool(name, cell, where)
+    if kind is int or kind is float:
+        return _csv_number(name, cell, kind, where)
+    return cell
 
 
 def _cell(record: list[str], position: dict[str, int], column: str) -> str | None:
@@ -192,7 +282,7 @@ def _cell(record: list[str], position: dict[str, int], column: str) -> str | Non
 
 
 def _parse_csv(
-    lines: Iterable[tuple[int, str | InputError]], name: str
+    lines: Iterable[tuple[int, str | InputError]], name: str, model: str
 ) -> Iterator[Row | InputError]:
     numbers: list[int] = [0]  # the last line the reader took, for error messages
 
@@ -213,11 +303,13 @@ def _parse_csv(
     columns = [column.strip().lower() for column in header]
     if "prompt" not in columns:
         raise InputError(name, numbers[0], "the header has no 'prompt' column")
-    duplicates = sorted({c for c in columns if c in _FIELDS and columns.count(c) > 1})
+    fields = model_fields(model)
+    duplicates = sorted({c for c in columns if c in fields and columns.count(c) > 1})
     if duplicates:
         raise InputError(name, numbers[0], f"duplicate column(s) {', '.join(duplicates)}")
     # Other columns (notes, ratings, ...) are ignored: CSV files come from spreadsheets.
-    position: dict[str, int] = {c: columns.index(c) for c in _FIELDS if c in columns}
+    position: dict[str, int] = {c: columns.index(c) for c in fields if c in columns}
+    kinds = _csv_kinds(model)
     index = 0
     while True:
         start = numbers[0] + 1
@@ -232,25 +324,37 @@ def _parse_csv(
         index += 1
         where = (name, start)
         try:
-            expansion = _csv_bool(_cell(record, position, "enable_prompt_expansion") or "", where)
-            prompt = _cell(record, position, "prompt") or ""
-            image_url = _cell(record, position, "image_url") or None
-            request = _request(prompt, image_url, expansion, where)
-            yield Row(index, start, request, _cell(record, position, "id") or None)
+            item = {
+                field: _csv_value(field, _cell(record, position, field) or "", kinds[field], where)
+                for field in kinds
+                if field in position or field == "prompt"
+            }
+            yield Row(
+                index, start, _request(item, model, where), _cell(record, position, "id") or None
+            )
         except InputError as error:
             yield error
 
 
-_PARSERS: Final = {"txt": _parse_txt, "jsonl": _parse_jsonl, "csv": _parse_csv}
+_PARSERS: Final[dict[str, _Parser]] = {
+    "txt": _parse_txt,
+    "jsonl": _parse_jsonl,
+    "csv": _parse_csv,
+}
 
 
 class PromptSource:
-    """An input of prompts: a path, or ``-`` for stdin, in one of :data:`FORMATS`.
+    """An input of prompts for ``model``: a path, or ``-`` for stdin, in one of :data:`FORMATS`.
 
     Call :meth:`validate` once (the first pass), then :meth:`rows` as often as needed.
     """
 
-    def __init__(self, path: str, fmt: str | None = None) -> None:
+    def __init__(
+        self, path: str, fmt: str | None = None, model: str = VideoRequest.endpoint
+    ) -> None:
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
+        self.model = model
         self.path = path
         self.name = "<stdin>" if path == "-" else path
         if fmt is None:
@@ -290,7 +394,7 @@ class PromptSource:
             yield self._spool
 
     def _parse(self, binary: Iterable[bytes]) -> Iterator[Row | InputError]:
-        return _PARSERS[self.format](_text_lines(binary, self.name), self.name)
+        return _PARSERS[self.format](_text_lines(binary, self.name), self.name, self.model)
 
     def validate(self, keep: int = 20) -> Validation:
         """The first pass: count the prompts and collect the errors (the first ``keep``)."""

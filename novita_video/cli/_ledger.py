@@ -18,6 +18,12 @@ last commits on a power cut; a lost intent would then send that prompt again and
 it twice. FULL costs one fsync per commit, a few per prompt, while submits are limited to
 tens per minute anyway.
 
+Each row also keeps what was asked for: the ``model`` (the submit endpoint) and the whole
+``request`` as JSON, beside the older ``prompt``, ``image_url`` and
+``enable_prompt_expansion`` columns (kept for the readers they have; a model without the
+switch stores its documented default there, true, and the truth in ``request``). A ledger
+made before there were other models gains the two columns when it is opened.
+
 One run at a time: a second run on the same directory would submit every prompt again,
 so the ledger holds an exclusive lock (``DIR/.novita/lock``) that the OS drops when the
 process dies. The API key is never written here; the API's base URL is, because task ids
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import json
 import os
 import sqlite3
 import time
@@ -36,7 +43,7 @@ from typing import Final
 
 import attrs
 
-from ._inputs import Row
+from ._inputs import Row, request_fields
 
 __all__ = ["Ledger", "LedgerError", "Record", "State"]
 
@@ -58,6 +65,8 @@ CREATE TABLE IF NOT EXISTS prompts (
     updated_at REAL NOT NULL
 );
 """
+#: Columns added since the first schema, with their types; added in place when missing.
+_ADDED_COLUMNS: Final = (("model", "TEXT"), ("request", "TEXT"))
 
 
 class State(enum.StrEnum):
@@ -111,6 +120,7 @@ class Ledger:
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             cls._check_meta(db, out, api)
+            cls._add_columns(db)
         except BaseException:
             os.close(lock)
             raise
@@ -132,6 +142,15 @@ class Ledger:
                 f"{out} holds a run against {meta.get('api')}, not {api}: its task ids mean "
                 "nothing there; choose another --out"
             )
+
+    @staticmethod
+    def _add_columns(db: sqlite3.Connection) -> None:
+        # Nullable columns added in place: the schema version stays, so an older
+        # novita-video can still read (and resume) a ledger a newer one has touched.
+        present = {row[1] for row in db.execute("PRAGMA table_info(prompts)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE prompts ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         """Close the database and release the lock."""
@@ -159,11 +178,14 @@ class Ledger:
     ) -> None:
         """Record the prompt ``row`` as ``state`` (one committed transaction)."""
         request = row.request
+        fields = request_fields(request)
+        image_url = fields.get("image_url")
         self._db.execute(
             """
             INSERT INTO prompts (key, idx, line, user_id, prompt, image_url,
-                                 enable_prompt_expansion, state, task_id, file, error, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                 enable_prompt_expansion, state, task_id, file, error, updated_at,
+                                 model, request)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (key) DO UPDATE SET
                 line = excluded.line, state = excluded.state, task_id = excluded.task_id,
                 file = excluded.file, error = excluded.error, updated_at = excluded.updated_at
@@ -174,12 +196,14 @@ class Ledger:
                 row.line,
                 row.id,
                 request.prompt,
-                request.image_url,
-                request.enable_prompt_expansion,
+                image_url if isinstance(image_url, str) else None,
+                fields.get("enable_prompt_expansion") is not False,
                 state.value,
                 task_id,
                 file,
                 error,
                 time.time(),
+                request.endpoint,
+                json.dumps(fields, ensure_ascii=False),
             ),
         )

@@ -55,6 +55,8 @@ class Settings:
     """The choices of one run that the engine needs."""
 
     out: Path
+    #: The model every prompt is for: ``client.generate(..., model=...)``.
+    model: str
     download: bool
     resubmit_unknown: bool
     #: False with ``--simulate``: a new simulator knows none of an earlier one's tasks.
@@ -132,9 +134,7 @@ class Run:
 
     # The reader.
 
-    async def _read(
-        self, send: MemoryObjectSendStream[Request], work: anyio.abc.TaskGroup
-    ) -> None:
+    async def _read(self, send: MemoryObjectSendStream[Request], work: anyio.abc.TaskGroup) -> None:
         async with send:
             try:
                 with contextlib.closing(self._source.rows()) as rows:  # closed when cancelled too
@@ -206,7 +206,10 @@ class Run:
         self, receive: MemoryObjectReceiveStream[Request], work: anyio.abc.TaskGroup
     ) -> None:
         batch = self._client.generate(
-            receive, before_submit=self._before_submit, after_submit=self._after_submit
+            receive,
+            model=self._settings.model,
+            before_submit=self._before_submit,
+            after_submit=self._after_submit,
         )
         async with batch:
             async for outcome in batch:
