@@ -38,8 +38,7 @@ __all__ = [
 
 MAX_PROMPT_LENGTH = 2000
 MAX_URL_LENGTH = 8192
-#: Kling documents a longer prompt limit than Minimax.
-MAX_KLING_PROMPT_LENGTH = 2500
+KLING_MODES = ("Standard", "Professional")
 _ENDPOINT = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 
@@ -90,12 +89,11 @@ def _prompt(_: object, attribute: attrs.Attribute[str], value: object) -> None:
     check_text(attribute.name, value, limit=MAX_PROMPT_LENGTH)
 
 
-def _kling_prompt(_: object, attribute: attrs.Attribute[str], value: object) -> None:
-    check_text(attribute.name, value, limit=MAX_KLING_PROMPT_LENGTH)
-
-
-def _kling_negative(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
-    check_text(attribute.name, value, limit=MAX_KLING_PROMPT_LENGTH, required=False)
+def _negative_prompt(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    # Unlike a prompt, a negative prompt may be empty (Novita's reference: 0 to 2000).
+    if value == "":
+        return
+    check_text(attribute.name, value, limit=MAX_PROMPT_LENGTH, required=False)
 
 
 def _url(_: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -181,22 +179,30 @@ class KlingI2VRequest:
     """One Kling v1.6 image-to-video clip from ``image_url`` (and optionally ending at
     ``end_image_url``), guided by ``prompt`` and ``negative_prompt``.
 
-    ``guidance_scale`` is 0 to 1; ``mode`` is passed through as Novita names it.
+    ``prompt`` and ``negative_prompt`` are at most 2000 characters, ``guidance_scale`` is
+    0 to 1, ``mode`` is ``"Standard"`` (Novita's default) or ``"Professional"``, which an
+    ``end_image_url`` needs.
     """
 
     endpoint: ClassVar[str] = "kling-v1.6-i2v"
 
     image_url: str = attrs.field(validator=_url)
-    prompt: str = attrs.field(validator=_kling_prompt)
+    prompt: str = attrs.field(validator=_prompt)
     end_image_url: str | None = attrs.field(default=None, validator=_optional_url, kw_only=True)
-    negative_prompt: str | None = attrs.field(default=None, validator=_kling_negative, kw_only=True)
+    negative_prompt: str | None = attrs.field(
+        default=None, validator=_negative_prompt, kw_only=True
+    )
     guidance_scale: float | None = attrs.field(default=None, validator=_unit_interval, kw_only=True)
-    mode: str | None = attrs.field(default=None, kw_only=True)
+    mode: Literal["Standard", "Professional"] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_one_of(*KLING_MODES)), kw_only=True
+    )
 
-    @mode.validator
-    def _check_mode(self, attribute: attrs.Attribute[str | None], value: object) -> None:
-        if value is not None:
-            check_text("mode", value, limit=32)
+    def __attrs_post_init__(self) -> None:
+        if self.end_image_url is not None and self.mode != "Professional":
+            _reject(
+                "end_image_url",
+                "needs mode='Professional' (Kling's Standard mode has no end frame)",
+            )
 
 
 def _frozen_json(value: object) -> Mapping[str, Any]:

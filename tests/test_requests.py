@@ -34,10 +34,17 @@ IMG = "https://x.example/first.png"
         (lambda: HailuoRequest("", duration=6), "prompt", "empty"),
         (lambda: HailuoRequest("ok", image_url="ftp://x/y.png"), "image_url", "'ftp'"),
         (lambda: KlingI2VRequest("cat.png", "a cat"), "image_url", "scheme is none"),
-        (lambda: KlingI2VRequest(IMG, "x" * 2501), "prompt", "2500"),
+        (lambda: KlingI2VRequest(IMG, "x" * 2001), "prompt", "2000"),
+        (lambda: KlingI2VRequest(IMG, "ok", negative_prompt="x" * 2001), "negative_prompt", "2000"),
+        (lambda: KlingI2VRequest(IMG, "ok", mode="std"), "mode", "'Standard' or 'Professional'"),
+        (lambda: KlingI2VRequest(IMG, "ok", end_image_url=IMG), "end_image_url", "Professional"),
         (lambda: KlingI2VRequest(IMG, "ok", guidance_scale=1.5), "guidance_scale", "0 to 1"),
-        (lambda: KlingI2VRequest(IMG, "ok", negative_prompt=""), "negative_prompt", "empty"),
-        (lambda: KlingI2VRequest(IMG, "ok", end_image_url="x"), "end_image_url", "scheme"),
+        (lambda: KlingI2VRequest(IMG, "ok", negative_prompt="  "), "negative_prompt", "empty"),
+        (
+            lambda: KlingI2VRequest(IMG, "ok", end_image_url="x", mode="Professional"),
+            "end_image_url",
+            "scheme",
+        ),
         (lambda: AsyncRequest("Wan T2V", {"prompt": "x"}), "endpoint", "endpoint name"),
         (lambda: AsyncRequest("wan-t2v", ["prompt"]), "body", "JSON object"),
         (lambda: AsyncRequest("wan-t2v", {"seed": float("nan")}), "body", "JSON-serialisable"),
@@ -57,6 +64,8 @@ def test_bodies_carry_what_was_set_and_nothing_more() -> None:
         "resolution": "768P",
         "enable_prompt_expansion": True,
     }
+    assert KlingI2VRequest(IMG, "a cat", negative_prompt="").negative_prompt == ""
+    assert KlingI2VRequest(IMG, "a", end_image_url=IMG, mode="Professional").mode == "Professional"
     assert dump_request(KlingI2VRequest(IMG, "a cat", guidance_scale=0.5)) == {
         "image_url": IMG,
         "prompt": "a cat",

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from support import scripted_server, simulated
 
-from novita_video import Client, PollSchedule, ProtocolError, TaskStatus
-from novita_video.testing import FakeNovita
+from novita_video import Client, PollSchedule, ProtocolError, ScaledClock, TaskStatus
+from novita_video.testing import Chaos, FakeNovita
 from novita_video.webhooks import aiohttp_handler, asgi_app
 
 pytestmark = pytest.mark.anyio
@@ -65,7 +65,8 @@ async def test_an_event_ends_a_wait_at_once_after_one_check(
 ) -> None:
     url, clients = receiver
     options = {"webhook_url": url, "webhook_fallback": 600.0}
-    async with simulated(task_duration=(1.0, 1.2), client=options) as (fake, client):
+    lost = Chaos(webhook_loss=1.0)  # the simulator's own event is lost: this test posts one
+    async with simulated(task_duration=(1.0, 1.2), chaos=lost, client=options) as (fake, client):
         clients.append(client)
         task_id = await client.submit("a cat")
         results = []
@@ -87,6 +88,44 @@ async def test_an_event_ends_a_wait_at_once_after_one_check(
         assert await post(url, event) == (200, {"used": False})
         assert (await post(url, b'{"event_type": "SOMETHING_ELSE"}'))[0] == 200
         assert (await post(url, b"<html>not an event</html>"))[0] == 400
+
+
+async def test_the_simulator_delivers_events_end_to_end(
+    receiver: tuple[str, list[Client]],
+) -> None:
+    url, clients = receiver
+    clock = ScaledClock(speed=20)
+    options = {"webhook_url": url, "webhook_fallback": 600.0, "poll_schedule": PollSchedule()}
+    async with simulated(task_duration=(60, 120), clock=clock, client=options) as (fake, client):
+        clients.append(client)
+        with anyio.fail_after(10):  # the fallback polls alone would take 10 virtual minutes
+            outcomes = [o async for o in client.generate([f"clip {n}" for n in range(10)])]
+        handed = clock.now()
+    assert all(outcome.ok for outcome in outcomes)
+    assert client.statistics().webhooks == 10
+    assert fake.stats.webhook_totals["delivered"] == 10
+    # One check at 2 + 600 s never came; each task was checked once, when its event came.
+    assert all(fake.stats.polls[o.task_id] == 1 for o in outcomes if o.task_id)
+    assert handed - max(fake.task(o.task_id).finishes_at for o in outcomes if o.task_id) < 5
+
+
+async def test_a_lost_event_is_caught_by_the_fallback_poll(
+    receiver: tuple[str, list[Client]],
+) -> None:
+    url, clients = receiver
+    options = {"webhook_url": url, "webhook_fallback": 1.0}
+    half_lost = Chaos(webhook_loss=0.5)
+    async with simulated(task_duration=(0.5, 1.0), chaos=half_lost, seed=9, client=options) as (
+        fake,
+        client,
+    ):
+        clients.append(client)
+        outcomes = [o async for o in client.generate([f"clip {n}" for n in range(10)])]
+    assert all(outcome.ok for outcome in outcomes)
+    totals = fake.stats.webhook_totals
+    assert totals["lost"] > 0
+    assert totals["delivered"] > 0
+    assert client.statistics().webhooks == totals["delivered"]
 
 
 async def test_trusted_events_need_no_check() -> None:
