@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from aiohttp import web
+
 from novita_video import Client, Clock, ScaledClock, SystemClock
+from novita_video.webhooks import aiohttp_handler
 
 from . import _report
 
@@ -20,33 +25,63 @@ def _rate(text: str) -> float | None:
     return None if text == "none" else float(text)
 
 
+@asynccontextmanager
+async def _receiver(mode: str) -> AsyncIterator[tuple[str | None, list[Client]]]:
+    """With ``mode`` verify or trust, a webhook receiver on loopback for the client that is
+    put in the list (the client needs the URL first, the receiver needs the client)."""
+    clients: list[Client] = []
+    if mode == "off":
+        yield None, clients
+        return
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await aiohttp_handler(clients[0])(request)
+
+    app = web.Application()
+    app.router.add_post("/webhook", handle)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/webhook", clients
+    finally:
+        await runner.cleanup()
+
+
 async def _run(args: argparse.Namespace, meter: _report.Meter) -> dict[str, Any]:
     clock: Clock = (
         SystemClock() if args.speed == 1.0 else ScaledClock(args.speed, origin=args.origin)
     )
-    meter.start()
-    async with Client(
-        args.api_key,
-        base_url=args.url,
-        concurrency=args.concurrency,
-        submit_rpm=args.submit_rpm,
-        poll_rpm=args.poll_rpm,
-        poll_concurrency=args.poll_concurrency,
-        max_outstanding=args.max_outstanding,
-        clock=clock,
-    ) as client:
-        async for outcome in client.generate(_report.prompts(args.n)):
-            if outcome.task_id is not None:
-                meter.hand_over(outcome.task_id, clock.wall())
-            if not outcome.ok:
-                meter.fail(f"prompt {outcome.index}: {outcome.error or outcome.result}")
-        stats = client.statistics()
-    meter.stop()
+    async with _receiver(args.webhook) as (webhook_url, clients):
+        meter.start()
+        async with Client(
+            args.api_key,
+            base_url=args.url,
+            concurrency=args.concurrency,
+            submit_rpm=args.submit_rpm,
+            poll_rpm=args.poll_rpm,
+            poll_concurrency=args.poll_concurrency,
+            max_outstanding=args.max_outstanding,
+            webhook_url=webhook_url,
+            trust_webhooks=args.webhook == "trust",
+            clock=clock,
+        ) as client:
+            clients.append(client)
+            async for outcome in client.generate(_report.prompts(args.n)):
+                if outcome.task_id is not None:
+                    meter.hand_over(outcome.task_id, clock.wall())
+                if not outcome.ok:
+                    meter.fail(f"prompt {outcome.index}: {outcome.error or outcome.result}")
+            stats = client.statistics()
+        meter.stop()
     return {
         "client_polls": stats.polls,
         "client_retries": stats.retries,
         "client_rate_limited": stats.rate_limited,
         "client_submit_rpm_at_end": stats.submit_rpm,
+        "client_webhooks": stats.webhooks,
     }
 
 
@@ -57,6 +92,12 @@ def main() -> None:
     p.add_argument("--poll-rpm", type=_rate, required=True, help="a number, inf or none")
     p.add_argument("--poll-concurrency", type=int, required=True)
     p.add_argument("--max-outstanding", type=int, required=True)
+    p.add_argument(
+        "--webhook",
+        choices=("off", "verify", "trust"),
+        default="off",
+        help="receive task-end events: check each (verify) or take it as the answer (trust)",
+    )
     args = p.parse_args()
     meter = _report.Meter()
     extra = asyncio.run(_run(args, meter))

@@ -1,0 +1,269 @@
+"""The documentation site (``mkdocs.yml``, ``docs/``) against the code it describes.
+
+mkdocstrings renders whatever docstrings exist and says nothing about missing ones, so
+the rules live here: every public name has a docstring, every public name is on an API
+page, every exported exception is on the error page, the CLI reference lists every
+option of both parsers, the quickstart carries the README's commands and its examples
+run against the simulator, and ``mkdocs build --strict`` passes (broken links and
+anchors, a missing include, a docstring Griffe cannot parse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import pytest
+
+import novita_video
+from novita_video.testing import FakeNovita
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+#: Public submodules documented elsewhere than on an API page (cli: the CLI reference).
+NOT_ON_API_PAGES = {"cli"}
+
+
+def public_modules() -> list[ModuleType]:
+    """``novita_video`` and each public submodule: ``testing``, ``webhooks``, ..."""
+    names = [
+        info.name
+        for info in pkgutil.iter_modules(novita_video.__path__)
+        if not info.name.startswith("_") and info.name not in NOT_ON_API_PAGES
+    ]
+    return [novita_video] + [importlib.import_module(f"novita_video.{n}") for n in sorted(names)]
+
+
+PUBLIC_MODULES = public_modules()
+#: The parsers the CLI reference renders, as ``module:function`` (see docs/cli.md).
+PARSERS = [
+    "novita_video.cli._commands:build_parser",
+    "novita_video.testing.__main__:build_parser",
+]
+
+
+def page(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def directives(text: str) -> set[str]:
+    """The objects a page renders with mkdocstrings (``::: path`` lines)."""
+    return set(re.findall(r"^::: ([\w.]+)\s*$", text, flags=re.MULTILINE))
+
+
+def exported(module: ModuleType) -> Iterator[tuple[str, Any]]:
+    for name in module.__all__:
+        if not name.startswith("_"):
+            yield name, getattr(module, name)
+
+
+def where(obj: Any) -> str:
+    """``novita_video/_errors.py:APIStatusError`` for a report."""
+    source = Path(inspect.getsourcefile(obj) or "?")
+    try:
+        shown = source.relative_to(ROOT)
+    except ValueError:
+        shown = source
+    return f"{shown}:{obj.__qualname__}"
+
+
+def documented_in_a_base(cls: type, name: str) -> bool:
+    """An override may rely on the docstring of the member it overrides."""
+    for base in cls.__mro__[1:]:
+        member = base.__dict__.get(name)
+        if member is not None and (getattr(member, "__doc__", None) or "").strip():
+            return not isinstance(member, int | float | str | bool)
+    return False
+
+
+def missing_docstrings(module: ModuleType) -> list[str]:
+    missing = []
+    for _, obj in exported(module):
+        if inspect.isfunction(obj) and not (obj.__doc__ or "").strip():
+            missing.append(where(obj))
+        if not inspect.isclass(obj):
+            continue  # data (MODELS, a type alias) is documented by a #: comment
+        if not (obj.__dict__.get("__doc__") or "").strip():
+            missing.append(where(obj))
+        for name, member in vars(obj).items():
+            if name.startswith("_"):
+                continue
+            if isinstance(member, staticmethod | classmethod):
+                member = member.__func__
+            if not (isinstance(member, property) or inspect.isfunction(member)):
+                continue  # fields, enum members and constants
+            if (member.__doc__ or "").strip() or documented_in_a_base(obj, name):
+                continue
+            missing.append(f"{where(obj)}.{name}")
+    return missing
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
+def test_every_public_name_has_a_docstring(module: ModuleType) -> None:
+    # Classes, functions, and each public method and property a class defines itself.
+    missing = missing_docstrings(module)
+    assert not missing, "no docstring:\n  " + "\n  ".join(missing)
+
+
+def api_page(module: ModuleType) -> str:
+    """``api.md`` for the package, ``api-testing.md`` for ``novita_video.testing``, ..."""
+    if module is novita_video:
+        return "api.md"
+    return f"api-{module.__name__.rpartition('.')[2]}.md"
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
+def test_every_public_name_is_on_an_api_page(module: ModuleType) -> None:
+    name = api_page(module)
+    assert (DOCS / name).is_file(), f"{module.__name__} has no docs/{name} (and nav entry)"
+    shown = directives(page(name))
+    if module is novita_video:
+        shown |= directives(page("errors.md"))
+    absent = [f"{module.__name__}.{n}" for n, _ in exported(module)]
+    absent = [path for path in absent if path not in shown]
+    assert not absent, f"add to docs/{name}: {absent}"
+
+
+def exceptions() -> list[str]:
+    return [
+        name
+        for name, obj in exported(novita_video)
+        if inspect.isclass(obj) and issubclass(obj, BaseException)
+    ]
+
+
+def test_every_exported_exception_is_on_the_error_page() -> None:
+    errors = page("errors.md")
+    rendered = directives(errors)
+    for name in exceptions():
+        assert f"novita_video.{name}" in rendered, f"no '::: novita_video.{name}' in errors.md"
+        row = f"| [`{name}`](#novita_video.{name}) |"
+        assert row in errors, f"no row for {name} in the table of docs/errors.md"
+    # Rendered twice, an exception would have two anchors and ambiguous links.
+    on_api = {f"novita_video.{name}" for name in exceptions()} & directives(page("api.md"))
+    assert not on_api, f"exceptions belong on errors.md only: {sorted(on_api)}"
+
+
+def load_hook(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, DOCS / "_hooks" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parser_options(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
+    """``"batch --rpm"``, ``"--version"``, ...: every option of a parser and its subcommands."""
+    found: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        found.update(f"{prefix}{option}" for option in action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.add(f"{prefix}{name}")
+                found |= parser_options(sub, f"{prefix}{name} ")
+    return found
+
+
+def rendered_options(markdown: str, prog: str) -> set[str]:
+    """The same, read back from the rendered reference: table rows under each heading."""
+    found: set[str] = set()
+    command = ""
+    for line in markdown.splitlines():
+        heading = re.match(r"^#+ `(.+)`$", line)
+        if heading:
+            command = heading[1].removeprefix(prog).strip()
+            if command:
+                found.add(command)
+            continue
+        row = re.match(r"^\| `([^`]+)` \|", line)
+        if row:
+            for option in row[1].split(", "):
+                name = option.split(" ")[0]
+                if name.startswith("-"):
+                    found.add(f"{command} {name}".strip())
+    return found
+
+
+@pytest.mark.parametrize("target", PARSERS)
+def test_cli_reference_lists_every_option(target: str) -> None:
+    assert f"<!-- argparse: {target} -->" in page("cli.md")
+    hook = load_hook("cli_reference")
+    module, _, function = target.partition(":")
+    parser = getattr(importlib.import_module(module), function)()
+    markdown = hook.render_target(target)
+    assert rendered_options(markdown, parser.prog) == parser_options(parser)
+
+
+def readme_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```sh\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_quickstart_has_the_readme_commands() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2, f"the README's sh blocks changed: {commands}"
+    quickstart = page("quickstart.md")
+    for command in commands:
+        assert command in quickstart, f"docs/quickstart.md lacks the README's `{command}`"
+
+
+def quickstart_script(title: str) -> str:
+    pattern = rf'^```python title="{re.escape(title)}"\n(.*?)^```'
+    found = re.search(pattern, page("quickstart.md"), flags=re.MULTILINE | re.DOTALL)
+    assert found, f"no {title} in docs/quickstart.md"
+    return found[1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("title", "clips"), [("first_clip.py", ["panda.mp4"]), ("first_batch.py", ["clip-0.mp4"])]
+)
+async def test_quickstart_examples_run_against_the_simulator(
+    title: str, clips: list[str], tmp_path: Path
+) -> None:
+    script = tmp_path / title
+    script.write_text(quickstart_script(title), encoding="utf-8")
+    async with FakeNovita(task_duration=(0.5, 1.0)) as fake:
+        env = os.environ | {"NOVITA_API_KEY": fake.api_key, "NOVITA_BASE_URL": fake.url}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        done = await anyio.run_process(
+            [sys.executable, str(script)], cwd=tmp_path, env=env, check=False
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    for clip in clips:
+        assert (tmp_path / clip).stat().st_size > 0
+
+
+def test_mkdocs_build_strict(tmp_path: Path) -> None:
+    needed = ["mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"]
+    absent = [name for name in needed if importlib.util.find_spec(name.split(".")[0]) is None]
+    if absent or importlib.util.find_spec("mkdocstrings_handlers") is None:
+        pytest.skip(
+            f"the docs extra is not installed ({', '.join(absent) or 'mkdocstrings-python'}); "
+            "pip install -e '.[docs]' to run this here. CI installs it and runs "
+            "`mkdocs build --strict` in .ci/run."
+        )
+    env = os.environ | {"NO_MKDOCS_2_WARNING": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)]
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=100, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "errors" / "index.html").is_file()
