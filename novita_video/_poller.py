@@ -318,7 +318,7 @@ class Poller:
             previous=watch.anchor,
             typical=self._typical,
         )
-        delay = next_check_delay(observation, self._schedule) + self._fallback_delay
+        delay = next_check_delay(observation, self._schedule, fallback=self._fallback_delay)
         watch.next_check = now + delay
         self._continue(watch)
 

@@ -79,8 +79,19 @@ def _remaining_from_progress(obs: Observation) -> float | None:
     return (100 - obs.progress) / speed
 
 
-def next_check_delay(obs: Observation, schedule: PollSchedule) -> float:
-    """Seconds from now until the next check of the task ``obs`` describes."""
+def next_check_delay(obs: Observation, schedule: PollSchedule, *, fallback: float = 0.0) -> float:
+    """Seconds from now until the next check of the task ``obs`` describes.
+
+    ``fallback`` > 0 means webhooks announce the end and checks only catch lost events:
+    each comes that much later, and the server's eta is trusted past ``max_interval``
+    (its end is announced anyway; the check after it is insurance).
+    """
+    if fallback > 0 and obs.eta is not None and obs.eta > 0:
+        return max(schedule.min_interval, obs.eta) + fallback
+    return _delay(obs, schedule) + fallback
+
+
+def _delay(obs: Observation, schedule: PollSchedule) -> float:
     if obs.eta is not None and obs.eta > 0:
         delay = obs.eta - schedule.eta_lead
     elif (remaining := _remaining_from_progress(obs)) is not None:

@@ -60,3 +60,18 @@ def test_a_schedule_must_make_sense() -> None:
         PollSchedule(min_interval=10.0, max_interval=1.0)
     with pytest.raises(ValueError, match="first_check"):
         PollSchedule(first_check=0)
+
+
+@pytest.mark.parametrize(
+    ("observation", "expected"),
+    [
+        # With webhooks, an eta is trusted past the cap, and the check comes after it.
+        (Observation(age=2.0, status=P, eta=200.0), 200.0 + 30.0),
+        (Observation(age=2.0, status=P, eta=0.1), 0.25 + 30.0),
+        # Without an eta, the usual schedule, 30 s later.
+        (Observation(age=8.0, status=P), 4.0 + 30.0),
+        (Observation(age=1000.0, status=Q), 120.0 + 30.0),
+    ],
+)
+def test_next_check_delay_behind_webhooks(observation: Observation, expected: float) -> None:
+    assert next_check_delay(observation, S, fallback=30.0) == pytest.approx(expected)
