@@ -209,6 +209,8 @@ class _BatchRun:
 
         def on_done(result: TaskResult | None, error: NovitaError | None) -> None:
             self._listeners.pop(index, None)
+            if error is not None and error.dooms_batch and self._fatal is None:
+                self._doom(error)  # a revoked key shows on a poll as well as on a submit
             self._emit(Outcome(index, request, task_id, result, error))
 
         self._listeners[index] = self._poller.listen(

@@ -106,7 +106,9 @@ def _positive(
         raise InvalidRequestError(f"{name}: must be finite, not {value!r}", name)
 
 
-def _check_base_url(base_url: str) -> str:
+def check_base_url(base_url: str, *, warn: bool = True) -> str:
+    """The base URL without a trailing slash, or InvalidRequestError saying what is wrong;
+    ``warn`` warns when the key would go over plain http to another machine."""
     try:
         parts = urlsplit(base_url)
     except ValueError as err:
@@ -119,7 +121,7 @@ def _check_base_url(base_url: str) -> str:
         )
     if parts.query or parts.fragment:
         raise InvalidRequestError("base_url: must not have a query or fragment", "base_url")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
+    if warn and parts.scheme == "http" and not is_loopback(parts.hostname):
         warnings.warn(
             f"the API key would be sent over plain http to {parts.hostname}; use https",
             InsecureTransportWarning,
@@ -195,7 +197,7 @@ class Client:
         self._webhook_url = webhook_url
         self._trust_webhooks = trust_webhooks
         url = base_url or os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
-        self._base_url = _check_base_url(url)
+        self._base_url = check_base_url(url)
         for name, value in (("concurrency", concurrency), ("max_outstanding", max_outstanding)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(

@@ -61,6 +61,15 @@ def check_text(field: str, value: object, *, limit: int, required: bool = True) 
         _reject(field, f"must be at most {limit} characters, this one has {len(value)}")
     if "\x00" in value:
         _reject(field, "must not contain NUL characters")
+    _check_encodable(field, value)
+
+
+def _check_encodable(field: str, value: str) -> None:
+    # A lone surrogate (JSON's "\ud800") is a str, but no UTF-8 text: no server can store it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        _reject(field, f"must be valid Unicode text; character {error.start} is a lone surrogate")
 
 
 def check_http_url(field: str, value: object) -> None:
@@ -72,6 +81,7 @@ def check_http_url(field: str, value: object) -> None:
         _reject(field, f"must be at most {MAX_URL_LENGTH} characters, this one has {len(value)}")
     if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
         _reject(field, "must not contain white space or control characters")
+    _check_encodable(field, value)
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (a bad port raises ValueError here, not later)

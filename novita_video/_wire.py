@@ -119,6 +119,8 @@ def load_json(body: bytes, what: str) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise ProtocolError(f"{what}: the answer is not JSON", snippet(body)) from err
+    except RecursionError as err:  # nested deeper than any task result
+        raise ProtocolError(f"{what}: the answer is nested too deeply", snippet(body)) from err
 
 
 def _structure(data: Any, cls: type[Any], what: str, body: bytes) -> Any:
@@ -211,7 +213,7 @@ def parse_error(body: bytes) -> tuple[str, str]:
     """``(reason, message)`` of an error body; empty strings for HTML or other shapes."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return "", snippet(body)
     if not isinstance(data, dict):
         return "", snippet(body)

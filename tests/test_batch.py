@@ -305,3 +305,26 @@ async def test_bad_batch_limits_are_refused_before_anything_runs() -> None:
             with pytest.raises(InvalidRequestError):
                 client.generate(["a"], **bad)  # type: ignore[arg-type]
     assert fake.stats.requests["submit"] == 0
+
+
+async def test_a_fatal_answer_to_a_poll_dooms_the_batch_too() -> None:
+    # The key is revoked right after the second submit; its task's first check (0.25 s
+    # later) comes long before the third submit (2 s later): a poll hears the 403 first,
+    # and no submit may follow it.
+    async with simulated(task_duration=(3, 3.5), client={"submit_rpm": 30}) as (fake, client):
+
+        async def revoke_after_two_submits() -> None:
+            while fake.stats.requests["submit"] < 2:
+                await anyio.sleep(0.01)
+            fake.revoke_key()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(revoke_after_two_submits)
+            outcomes = [o async for o in client.generate([f"clip {n}" for n in range(10)])]
+    check_one_per_prompt(outcomes, 10)
+    denied = [o for o in outcomes if isinstance(o.error, AuthenticationError)]
+    assert len(denied) == 2
+    assert all(o.task_id is not None for o in denied)  # heard on polls, not on a submit
+    aborted = [o for o in outcomes if isinstance(o.error, BatchAbortedError)]
+    assert len(aborted) == 8
+    assert fake.stats.requests["submit"] == 2  # no POST after the poll heard it

@@ -29,6 +29,8 @@ from novita_video import (
         ({"prompt": 42}, "prompt", "int"),
         ({"prompt": b"bytes"}, "prompt", "bytes"),
         ({"prompt": "a\x00b"}, "prompt", "NUL"),
+        ({"prompt": "a cat \ud800"}, "prompt", "lone surrogate"),
+        ({"prompt": "ok", "image_url": "https://x.example/\udc80.png"}, "image_url", "surrogate"),
         ({"prompt": "ok", "image_url": "cat.png"}, "image_url", "scheme is none"),
         ({"prompt": "ok", "image_url": "/images/cat.png"}, "image_url", "scheme is none"),
         ({"prompt": "ok", "image_url": "file:///etc/passwd"}, "image_url", "'file'"),

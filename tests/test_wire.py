@@ -118,6 +118,12 @@ def test_wrong_shapes_are_protocol_errors_with_a_snippet(raw: bytes, words: str)
     assert caught.value.snippet == " ".join(raw.decode().split())[:200]
 
 
+def test_deep_nesting_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        parse_task_result(b"[" * 100_000, wall=WALL)
+    assert parse_error(b"[" * 100_000)[0] == ""
+
+
 def test_snippets_are_short() -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_task_result(b"x" * 10_000, wall=WALL)
