@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from .._client import DEFAULT_BASE_URL, Client
+from .._client import DEFAULT_BASE_URL, Client, check_base_url
 from .._errors import (
     AuthenticationError,
     InsufficientBalanceError,
@@ -131,6 +131,12 @@ def _batch(args: argparse.Namespace) -> int:
         out = Path(args.out)
         base_url = os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
         api = "simulator" if args.simulate else base_url.rstrip("/")
+        if not args.simulate:
+            try:  # before the ledger records this API for the folder
+                check_base_url(base_url, warn=False)
+            except InvalidRequestError as error:
+                _say(f"NOVITA_BASE_URL: {error}")
+                return USAGE
         try:
             out.mkdir(parents=True, exist_ok=True)
             ledger = Ledger.open(out, api)

@@ -31,7 +31,7 @@ import typing
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Protocol
 
 import attrs
 
@@ -135,9 +135,34 @@ def _request(item: Mapping[str, Any], model: str, where: tuple[str, int]) -> Req
         raise InputError(*where, str(error)) from None
 
 
-def _text_lines(binary: Iterable[bytes], name: str) -> Iterator[tuple[int, str | InputError]]:
-    """``(line number, text with its newline)``, or an error for a line that is not UTF-8."""
-    for number, raw in enumerate(binary, 1):
+#: Bytes a line may have. A prompt is at most 2000 characters (8000 bytes of UTF-8); a
+#: JSONL or CSV row adds a few fields. Longer lines are errors, and are never held whole.
+MAX_LINE_BYTES = 1 << 16
+
+
+class _Lines(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+def _bounded_lines(binary: _Lines) -> Iterator[bytes | None]:
+    """The lines of ``binary``; ``None`` for a line over :data:`MAX_LINE_BYTES`, whose
+    rest is skipped in bounded pieces (a 100 MB file with no newline is never read whole)."""
+    while line := binary.readline(MAX_LINE_BYTES + 1):
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := binary.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
+def _text_lines(binary: _Lines, name: str) -> Iterator[tuple[int, str | InputError]]:
+    """``(line number, text with its newline)``, or an error for a line that is not UTF-8
+    or too long."""
+    for number, raw in enumerate(_bounded_lines(binary), 1):
+        if raw is None:
+            yield number, InputError(name, number, f"longer than {MAX_LINE_BYTES} bytes")
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -184,6 +209,8 @@ def _jsonl_row(text: str, index: int, model: str, where: tuple[str, int]) -> Row
         item = json.loads(text)
     except ValueError as error:
         raise InputError(*where, f"not valid JSON ({error})") from None
+    except RecursionError:
+        raise InputError(*where, "not valid JSON (nested too deeply)") from None
     if not isinstance(item, dict):
         raise InputError(*where, f"must be a JSON object, not {type(item).__name__}")
     fields = model_fields(model)
@@ -375,7 +402,7 @@ class PromptSource:
             self._spool = None
 
     @contextlib.contextmanager
-    def _binary(self, *, first: bool) -> Iterator[Iterable[bytes]]:
+    def _binary(self, *, first: bool) -> Iterator[_Lines]:
         if self.path != "-":
             try:
                 file = open(self.path, "rb")  # noqa: SIM115 (closed by the with below)
@@ -387,13 +414,13 @@ class PromptSource:
         if first:
             # Kept for the later passes; close() drops it.
             self._spool = tempfile.TemporaryFile()  # noqa: SIM115
-            yield _copied(sys.stdin.buffer, self._spool)
+            yield _Copied(sys.stdin.buffer, self._spool)
         else:
             assert self._spool is not None, "validate() reads stdin first"
             self._spool.seek(0)
             yield self._spool
 
-    def _parse(self, binary: Iterable[bytes]) -> Iterator[Row | InputError]:
+    def _parse(self, binary: _Lines) -> Iterator[Row | InputError]:
         return _PARSERS[self.format](_text_lines(binary, self.name), self.name, self.model)
 
     def validate(self, keep: int = 20) -> Validation:
@@ -424,8 +451,14 @@ class PromptSource:
                 yield item
 
 
-def _copied(source: IO[bytes], copy: IO[bytes]) -> Iterator[bytes]:
-    """The lines of ``source``, each written to ``copy`` as it passes."""
-    for line in source:
-        copy.write(line)
-        yield line
+class _Copied:
+    """``source`` read line by line, each piece written to ``copy`` as it passes."""
+
+    def __init__(self, source: IO[bytes], copy: IO[bytes]) -> None:
+        self._source = source
+        self._copy = copy
+
+    def readline(self, size: int = -1, /) -> bytes:
+        piece = self._source.readline(size)
+        self._copy.write(piece)
+        return piece

@@ -32,7 +32,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import Client
-from .._errors import NotFoundError, NovitaError, SubmissionUnknownError
+from .._errors import BatchAbortedError, NotFoundError, NovitaError, SubmissionUnknownError
 from .._models import TaskResult, TaskStatus
 from .._requests import Request
 from ._inputs import InputError, PromptSource, Row
@@ -245,6 +245,11 @@ class Run:
         """Record a prompt that ended with an error (its task, if any, may live on)."""
         if error.dooms_batch and self.fatal is None:
             self.fatal = error
+        if isinstance(error, BatchAbortedError):
+            # Never sent: no record, so the manifest says not_submitted and the next run
+            # sends it (it was read before the batch was doomed, not refused by Novita).
+            self._finish(row, "queued", "failed", unsent=True)
+            return
         if task_id is None:
             # No task id: either none was created (sent again next run), or one may have been.
             unknown = isinstance(error, SubmissionUnknownError)
@@ -298,7 +303,16 @@ class Run:
         self._ledger.write(row, State.SUCCEEDED, task_id=task_id, file=name)
         self._finish(row, "downloading", "done")
 
-    def _finish(self, row: Row, source: str, target: str, record: Record | None = None) -> None:
+    def _finish(
+        self,
+        row: Row,
+        source: str,
+        target: str,
+        record: Record | None = None,
+        *,
+        unsent: bool = False,
+    ) -> None:
         self._tally.move(source, target)
         if self._emit is not None:
-            self._emit(Entry.of(row, record or self._ledger.get(row.key)))
+            known = None if unsent else record or self._ledger.get(row.key)
+            self._emit(Entry.of(row, known))
