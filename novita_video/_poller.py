@@ -231,6 +231,9 @@ class Poller:
         async with receive:
             async for watch in receive:
                 await self._check(watch)
+                # An idle worker must not keep the last watch (and, through its listeners,
+                # a finished batch) alive until its next check.
+                del watch
 
     async def _sleep_until_due(self) -> None:
         while True:
