@@ -14,18 +14,15 @@ import random
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import anyio
-import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from multidict import CIMultiDict
+from simulator_support import RESULT, SUBMIT, Answer, ManualClock, call, serve
 
 import novita_video.testing as testing_pkg
 from novita_video._clock import ScaledClock
@@ -36,62 +33,9 @@ from novita_video.testing._tasks import PROCESSING, QUEUED, SUCCEED, draw_task
 
 pytestmark = pytest.mark.anyio
 
-SUBMIT = "/v3/async/minimax-video-01"
-RESULT = "/v3/async/task-result"
 REPO = Path(__file__).resolve().parents[1]
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 CLIP = REPO / "novita_video" / "testing" / "assets" / "clip.mp4"
-
-
-class ManualClock:
-    """Simulator time that moves only when a test says so."""
-
-    WALL_OFFSET = 1_700_000_000.0
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return self.WALL_OFFSET + self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-        await anyio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-@attrs.frozen
-class Answer:
-    """One HTTP answer, read in full (so no response is left open)."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def reason(self) -> str:
-        body = self.json()
-        # Every API error has exactly the documented shape.
-        assert set(body) == {"code", "reason", "message", "metadata"}
-        assert body["code"] == self.status
-        assert body["metadata"] == {}
-        assert isinstance(body["message"], str)
-        assert body["message"]
-        reason: str = body["reason"]
-        return reason
-
-
-async def call(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> Answer:
-    async with http.request(method, url, **kwargs) as response:
-        return Answer(response.status, CIMultiDict(response.headers), await response.read())
 
 
 async def submit(http: aiohttp.ClientSession, body: object = None, **kwargs: Any) -> Answer:
@@ -116,15 +60,6 @@ async def task_of(http: aiohttp.ClientSession, task_id: str) -> dict[str, Any]:
     assert answer.status == 200, answer.body
     task: dict[str, Any] = answer.json()["task"]
     return task
-
-
-@asynccontextmanager
-async def serve(**knobs: Any) -> AsyncIterator[tuple[FakeNovita, aiohttp.ClientSession]]:
-    """A started simulator and a session that sends its key."""
-    async with FakeNovita(**knobs) as fake:
-        headers = {"Authorization": f"Bearer {fake.api_key}"}
-        async with aiohttp.ClientSession(fake.url, headers=headers) as http:
-            yield fake, http
 
 
 # -- public surface, knobs --------------------------------------------------------------

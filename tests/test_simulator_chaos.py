@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
 import attrs
 import pytest
-from multidict import CIMultiDict
+from simulator_support import RESULT, SUBMIT, Answer, ManualClock, call
+from simulator_support import serve as support_serve
 
 from novita_video.testing import Chaos, FakeNovita
 from novita_video.testing.__main__ import _fake_from_args, build_parser, chaos_from_args
@@ -28,55 +28,8 @@ from novita_video.testing._tasks import PROCESSING, QUEUED, SUCCEED
 
 pytestmark = pytest.mark.anyio
 
-SUBMIT = "/v3/async/minimax-video-01"
-RESULT = "/v3/async/task-result"
 CLIP = Path(__file__).resolve().parents[1] / "novita_video" / "testing" / "assets" / "clip.mp4"
 NO_TIMEOUT = aiohttp.ClientTimeout(total=10)
-
-
-class ManualClock:
-    """Simulator time that moves only when a test (or a slow answer) says so."""
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1_700_000_000.0 + self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-        await anyio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-@attrs.frozen
-class Answer:
-    """One HTTP answer, read in full."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def reason(self) -> str:
-        body = self.json()
-        assert set(body) == {"code", "reason", "message", "metadata"}
-        assert body["code"] == self.status
-        reason: str = body["reason"]
-        return reason
-
-
-async def call(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> Answer:
-    async with http.request(method, url, **kwargs) as response:
-        return Answer(response.status, CIMultiDict(response.headers), await response.read())
 
 
 async def submit(http: aiohttp.ClientSession, prompt: str = "a cat surfing") -> Answer:
@@ -105,10 +58,8 @@ async def outcome(request: Awaitable[Answer]) -> int | str:
 @asynccontextmanager
 async def serve(**knobs: Any) -> AsyncIterator[tuple[FakeNovita, aiohttp.ClientSession]]:
     knobs.setdefault("clock", ManualClock())
-    async with FakeNovita(**knobs) as fake:
-        headers = {"Authorization": f"Bearer {fake.api_key}"}
-        async with aiohttp.ClientSession(fake.url, headers=headers, timeout=NO_TIMEOUT) as http:
-            yield fake, http
+    async with support_serve(NO_TIMEOUT, **knobs) as served:
+        yield served
 
 
 def only_task(fake: FakeNovita) -> str:

@@ -9,12 +9,11 @@ session, and once with the SDK's typed requests, whose bodies the simulator must
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
+from simulator_support import serve
 from support import ManualClock
 
 from novita_video import AsyncRequest, Client, HailuoRequest, KlingI2VRequest, Request
@@ -25,14 +24,6 @@ pytestmark = pytest.mark.anyio
 IMG = "https://img.example/first.png"
 END = "https://img.example/last.png"
 WAN = {"model_name": "wan2.1-t2v", "prompt": "a fox", "width": 832, "height": 480, "seed": -1}
-
-
-@asynccontextmanager
-async def serve(**knobs: Any) -> AsyncIterator[tuple[FakeNovita, aiohttp.ClientSession]]:
-    async with FakeNovita(**knobs) as fake:
-        headers = {"Authorization": f"Bearer {fake.api_key}"}
-        async with aiohttp.ClientSession(fake.url, headers=headers) as http:
-            yield fake, http
 
 
 async def post(http: aiohttp.ClientSession, endpoint: str, body: object) -> tuple[int, Any]:

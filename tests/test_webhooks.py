@@ -10,7 +10,7 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from support import scripted_server, simulated
+from support import scripted_server, serve_app, simulated
 
 from novita_video import Client, PollSchedule, ProtocolError, ScaledClock, TaskStatus
 from novita_video.testing import Chaos, FakeNovita
@@ -44,15 +44,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[Client]]]:
 
     app = web.Application()
     app.router.add_post("/novita/webhook", handle)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/novita/webhook", clients
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield f"{url}/novita/webhook", clients
 
 
 async def post(url: str, body: bytes) -> tuple[int, Any]:

@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 import attrs
 from aiohttp import web
+from support import serve_app
 
 from novita_video.testing import FakeNovita
 
@@ -183,14 +184,9 @@ class Proxy:
     async def serving(self) -> AsyncIterator[Proxy]:
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            self.url = f"http://{host}:{port}"
-            yield self
-        finally:
-            self.release()
-            await runner.cleanup()
+        async with serve_app(app) as url:
+            self.url = url
+            try:
+                yield self
+            finally:
+                self.release()

@@ -18,6 +18,7 @@ import anyio.abc
 import attrs
 from aiohttp import web
 from cli_support import cli_env
+from support import serve_app
 
 from novita_video import (
     BadRequestError,
@@ -169,16 +170,9 @@ class Stub:
     async def serving(self) -> AsyncIterator[Stub]:
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            self.url = f"http://{host}:{port}"
+        async with serve_app(app) as url:
+            self.url = url
             yield self
-        finally:
-            await runner.cleanup()
 
 
 def json_answer(body: Any, status: int = 200) -> Handler:

@@ -21,6 +21,7 @@ from aiohttp import web
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import serve_app
 
 from novita_video import Client, ProtocolError, RetryPolicy, TaskResult, TaskStatus
 
@@ -105,18 +106,12 @@ async def client_of(served: Served) -> AsyncIterator[Client]:
 
     app = web.Application()
     app.router.add_get("/v3/async/task-result", answer)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        retry = RetryPolicy(max_attempts=2, initial_delay=0.001, max_delay=0.001)
-        url = f"http://{host}:{port}"
-        async with Client("sk-fuzz", base_url=url, retry=retry, poll_rpm=None) as client:
-            yield client
-    finally:
-        await runner.cleanup()
+    retry = RetryPolicy(max_attempts=2, initial_delay=0.001, max_delay=0.001)
+    async with (
+        serve_app(app) as url,
+        Client("sk-fuzz", base_url=url, retry=retry, poll_rpm=None) as client,
+    ):
+        yield client
 
 
 def test_any_json_body_is_a_result_or_a_protocol_error() -> None:
