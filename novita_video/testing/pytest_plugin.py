@@ -1,7 +1,8 @@
 """A pytest fixture for the simulator: ``fake_novita``.
 
 Enable it with ``pytest_plugins = ["novita_video.testing.pytest_plugin"]`` in a
-``conftest.py`` (or through the package's ``pytest11`` entry point), then::
+``conftest.py`` (it is not registered as an entry point, so installing the SDK does
+not load it into every pytest run), then::
 
     @pytest.mark.anyio
     async def test_submit(fake_novita: FakeNovita) -> None:
