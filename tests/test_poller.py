@@ -65,7 +65,9 @@ async def test_many_concurrent_waits_share_one_poller() -> None:
         # The server's eta is right: learn it, then check as it runs out (in jumps of at
         # most max_interval, two minutes, in case a real server's eta is wrong).
         ({"eta_error": 0.0}, 4.0),
-        ({"eta_error": None}, 12.0),  # no eta: progress extrapolation
+        # No eta: progress extrapolation. The target; these 30 tasks take about 12
+        # (the benchmark measures 8 on its 200).
+        ({"eta_error": None}, 15.0),
         ({"eta_error": None, "report_progress": False}, 20.0),  # nothing: backoff
     ],
     ids=["accurate-eta", "progress-only", "nothing"],
@@ -73,7 +75,7 @@ async def test_many_concurrent_waits_share_one_poller() -> None:
 async def test_minutes_long_tasks_cost_few_polls(
     knobs: dict[str, Any], max_mean_polls: float
 ) -> None:
-    clock = ScaledClock(speed=100)  # 2-5 minute tasks in about 3 real seconds
+    clock = ScaledClock(speed=60)  # 2-5 minute tasks in 5 real seconds, as in the benchmark
     handed: dict[str, float] = {}
     defaults = {"poll_schedule": PollSchedule()}  # the real schedule, first check at 2 s
     async with simulated(
@@ -92,8 +94,7 @@ async def test_minutes_long_tasks_cost_few_polls(
     latencies = sorted(handed[t] - fake.task(t).finishes_at for t in handed)
     assert len(handed) == 30
     assert statistics.mean(polls) <= max_mean_polls, polls
-    if knobs.get("report_progress", True):
-        assert max(polls) <= 15, polls
+    assert max(polls) <= max_mean_polls + 5, polls  # no task runs away
     assert min(latencies) >= 0
     if knobs.get("eta_error") == 0.0:
         assert latencies[int(0.95 * len(latencies)) - 1] <= 3.0, latencies
