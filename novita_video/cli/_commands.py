@@ -285,10 +285,16 @@ def _client_errors(error: NovitaError) -> int:
     return SOME_FAILED
 
 
-def _status(args: argparse.Namespace) -> int:
+def _key_for_one_task() -> str | None:
+    """The API key for ``status`` and ``wait``, or ``None`` having said how to set one."""
     key = _api_key()
     if key is None:
         _say(f"{NO_KEY}, or point NOVITA_BASE_URL at a simulator (novita-video simulate)")
+    return key
+
+
+def _status(args: argparse.Namespace) -> int:
+    if (key := _key_for_one_task()) is None:
         return USAGE
 
     async def check() -> int:
@@ -309,9 +315,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    key = _api_key()
-    if key is None:
-        _say(f"{NO_KEY}, or point NOVITA_BASE_URL at a simulator (novita-video simulate)")
+    if (key := _key_for_one_task()) is None:
         return USAGE
 
     async def wait() -> int:
