@@ -101,6 +101,13 @@ def test_clip_is_a_small_real_mp4() -> None:
         ({"submit_limit": 20}, "submit_limit"),
         ({"clock": object()}, "clock"),
         ({"seed": "x"}, "seed"),
+        ({"queue_time": (5.0, 1.0)}, "queue_time"),
+        ({"queue_time": (-1.0, 1.0)}, "queue_time"),
+        ({"eta_rounding": "up"}, "eta_rounding"),
+        ({"eta_bias": (0.0, 1.5)}, "eta_bias"),
+        ({"eta_bias": (1.5, 0.6)}, "eta_bias"),
+        ({"eta_bias": (0.6, 1.5), "eta_error": 0.2}, "eta_bias and eta_error"),
+        ({"progress_curve": "cubic"}, "progress_curve"),
     ],
 )
 def test_bad_knobs_are_refused_clearly(knobs: dict[str, Any], words: str) -> None:
@@ -376,6 +383,98 @@ async def test_eta_error_scales_the_true_remaining_time() -> None:
         assert max(factors) - min(factors) > 0.2  # per task, not one global factor
         clock.advance(6.0)
         assert (await task_of(http, ids[0]))["eta"] == 0
+
+
+async def test_a_queue_time_then_the_whole_running_time() -> None:
+    clock = ManualClock()
+    async with serve(clock=clock, task_duration=(100.0, 100.0), queue_time=(30.0, 30.0)) as (
+        fake,
+        http,
+    ):
+        task_id = await submit_ok(http)
+        record = fake.task(task_id)
+        assert record.processing_at - record.submitted_at == 30.0
+        assert record.duration == 130.0
+        timeline = [(29.0, QUEUED, 0, 101), (31.0, PROCESSING, 0, 99), (80.0, PROCESSING, 49, 50)]
+        start = clock.now()
+        for at, status, progress, eta in timeline:
+            clock.t = start + at
+            task = await task_of(http, task_id)
+            assert (task["status"], task["progress_percent"], task["eta"]) == (
+                status,
+                progress,
+                eta,
+            ), at
+
+
+@pytest.mark.parametrize(
+    ("rounding", "etas"),
+    [
+        # Seconds left: 2.6, 1.5, 0.4. Ceil never reads 0 before the end; the others do.
+        ("ceil", [3, 2, 1]),
+        ("round", [3, 2, 0]),
+        ("floor", [2, 1, 0]),
+    ],
+)
+async def test_eta_rounding(rounding: str, etas: list[int]) -> None:
+    clock = ManualClock()
+    async with serve(clock=clock, task_duration=(10.0, 10.0), eta_rounding=rounding) as (_, http):
+        task_id = await submit_ok(http)
+        seen = []
+        for at in (7.4, 8.5, 9.6):
+            clock.t = 1_000.0 + at
+            task = await task_of(http, task_id)
+            assert task["status"] == PROCESSING
+            seen.append(task["eta"])
+        assert seen == etas
+
+
+async def test_eta_bias_runs_out_early_or_late() -> None:
+    clock = ManualClock()
+    async with serve(
+        clock=clock,
+        task_duration=(100.0, 100.0),
+        queue_time=(0.0, 0.0),
+        eta_bias=(0.5, 1.5),
+        seed=5,
+    ) as (fake, http):
+        ids = [await submit_ok(http, {"prompt": f"p{i}"}) for i in range(30)]
+        records = [fake.task(task_id) for task_id in ids]
+        biases = [(r.believed_end - r.processing_at) / 100.0 for r in records if r.believed_end]
+        assert len(biases) == 30
+        assert min(biases) >= 0.5
+        assert max(biases) <= 1.5
+        assert max(biases) - min(biases) > 0.5  # per task, not one global factor
+        clock.advance(60.0)
+        for task_id, bias in zip(ids, biases, strict=True):
+            task = await task_of(http, task_id)
+            assert task["status"] == PROCESSING
+            # The server believes the task ends at bias * 100 s: after that, it is
+            # overdue, still PROCESSING with an eta of 0; before, the eta counts down.
+            assert task["eta"] == max(0, math.ceil(100.0 * bias - 60.0))
+            assert task["progress_percent"] == 59  # progress follows the real running time
+
+
+@pytest.mark.parametrize(
+    ("curve", "progress"),
+    [
+        ("linear", [24, 49, 74, 89]),
+        ("slow-start", [6, 24, 55, 80]),
+        ("stall", [33, 67, 94, 97]),  # 95 % of 99 at 70 %, then a crawl
+    ],
+)
+async def test_progress_curves(curve: str, progress: list[int]) -> None:
+    clock = ManualClock()
+    async with serve(
+        clock=clock, task_duration=(100.0, 100.0), queue_time=(0.0, 0.0), progress_curve=curve
+    ) as (_, http):
+        task_id = await submit_ok(http)
+        seen = []
+        for at in (25.0, 50.0, 75.0, 90.0):
+            clock.t = 1_000.0 + at
+            seen.append((await task_of(http, task_id))["progress_percent"])
+        assert seen == progress
+        assert seen == sorted(seen)
 
 
 async def test_no_eta_and_no_progress() -> None:

@@ -140,7 +140,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--eta-error", type=float, default=0.0, help="etas off by up to this factor, e.g. 0.3"
     )
     eta.add_argument("--no-eta", action="store_true", help="answer eta 0 (no estimate)")
+    eta.add_argument(
+        "--eta-bias",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="the server believes a task runs U(LO, HI) times its real time, e.g. 0.6 1.5",
+    )
+    add(
+        "--eta-rounding",
+        choices=("ceil", "round", "floor"),
+        default="ceil",
+        help="how the eta becomes whole seconds (default: %(default)s)",
+    )
+    add(
+        "--queue-time",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="QUEUED for U(LO, HI) seconds, then run for the task duration",
+    )
     add("--no-progress", action="store_true", help="progress_percent stays 0 until the end")
+    add(
+        "--progress-curve",
+        choices=("linear", "slow-start", "stall"),
+        default="linear",
+        help="how progress grows with the running time (default: %(default)s)",
+    )
     add("--failure-rate", type=float, default=0.0, help="probability a task ends FAILED")
     add("--submit-limit", type=_rate_limit, metavar="N/SECONDS", help="e.g. 20/60")
     add("--result-limit", type=_rate_limit, metavar="N/SECONDS", help="limit on task-result")
@@ -176,6 +202,10 @@ def _fake_from_args(args: argparse.Namespace) -> FakeNovita:
         queue_fraction=args.queue_fraction,
         eta_error=None if args.no_eta else args.eta_error,
         report_progress=not args.no_progress,
+        queue_time=None if args.queue_time is None else tuple(args.queue_time),
+        eta_rounding=args.eta_rounding,
+        eta_bias=None if args.eta_bias is None else tuple(args.eta_bias),
+        progress_curve=args.progress_curve,
         failure_rate=args.failure_rate,
         submit_limit=args.submit_limit,
         result_limit=args.result_limit,

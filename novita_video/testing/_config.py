@@ -10,11 +10,13 @@ more field here and one more step in the server's pipeline.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ._ratelimit import RateLimit
+from ._tasks import ETA_ROUNDINGS, PROGRESS_CURVES
 
 __all__ = ["SimulatorConfig"]
 
@@ -69,6 +71,30 @@ def _check_eta_error(
     # U(1-e, 1+e) must stay positive, so e < 1.
     if value is not None:
         _unit_interval("eta_error", value, upper_open=True)
+
+
+def _check_range(instance: SimulatorConfig, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise ValueError(f"{attribute.name} must be None or a (low, high) pair, not {value!r}")
+    low, high = (_number(attribute.name, v) for v in value)
+    positive = attribute.name == "eta_bias"
+    if low < 0 or (positive and low == 0) or low > high:
+        rule = "0 < low <= high" if positive else "0 <= low <= high"
+        raise ValueError(f"{attribute.name} must satisfy {rule}, not {value!r}")
+
+
+def _to_range(value: object) -> object:
+    return None if value is None else _to_duration(value)
+
+
+def _one_of(*choices: str) -> Callable[[SimulatorConfig, attrs.Attribute[Any], object], None]:
+    def check(instance: SimulatorConfig, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}; not {value!r}")
+
+    return check
 
 
 def _check_limit(instance: SimulatorConfig, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -131,6 +157,14 @@ class SimulatorConfig:
     queue_fraction: float = attrs.field(default=0.1, validator=_check_fraction)
     eta_error: float | None = attrs.field(default=0.0, validator=_check_eta_error)
     report_progress: bool = attrs.field(default=True, validator=_check_bool)
+    queue_time: tuple[float, float] | None = attrs.field(
+        default=None, converter=_to_range, validator=_check_range
+    )
+    eta_rounding: str = attrs.field(default="ceil", validator=_one_of(*ETA_ROUNDINGS))
+    eta_bias: tuple[float, float] | None = attrs.field(
+        default=None, converter=_to_range, validator=_check_range
+    )
+    progress_curve: str = attrs.field(default="linear", validator=_one_of(*PROGRESS_CURVES))
     failure_rate: float = attrs.field(default=0.0, validator=_check_fraction)
     submit_limit: RateLimit | None = attrs.field(default=None, validator=_check_limit)
     result_limit: RateLimit | None = attrs.field(default=None, validator=_check_limit)
@@ -140,3 +174,8 @@ class SimulatorConfig:
     illegal_marker: str = attrs.field(default="[illegal]", validator=_check_text)
     balance: int | None = attrs.field(default=None, validator=_check_balance)
     webhook_timeout: float = attrs.field(default=5.0, validator=_check_seconds)
+
+    def __attrs_post_init__(self) -> None:
+        # Two ways of making an eta wrong would hide each other: one at a time.
+        if self.eta_bias is not None and self.eta_error:
+            raise ValueError("eta_bias and eta_error are two eta models: set one of them")

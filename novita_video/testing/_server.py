@@ -97,6 +97,15 @@ class FakeNovita:
     * ``eta_error``: 0.0 gives exact etas (ceil of the seconds left); ``e`` multiplies the
       time left by a per-task factor from U(1-e, 1+e); ``None`` answers eta 0 throughout.
     * ``report_progress``: False keeps ``progress_percent`` at 0 until the task ends.
+    * ``queue_time=(lo, hi)``: each task is QUEUED U(lo, hi) seconds, then runs for its
+      ``task_duration`` (instead of ``queue_fraction`` of it).
+    * ``eta_rounding``: ``"ceil"`` (default; never 0 before the end), ``"round"`` or
+      ``"floor"`` (0 up to a second before the end), as a real server's whole seconds.
+    * ``eta_bias=(lo, hi)``: the server believes each task runs ``b`` times its real
+      running time, ``b`` from U(lo, hi): its eta runs out early (0 while the task is
+      still PROCESSING) or late (the task ends while the eta counts down).
+    * ``progress_curve``: ``"linear"`` (default), ``"slow-start"`` (quadratic) or
+      ``"stall"`` (95 % at 70 % of the running time, then a crawl to the end).
     * ``failure_rate``: probability that a task ends FAILED (reason "content moderation failed").
     * ``submit_limit``, ``result_limit``: a :class:`RateLimit` per endpoint, or None; over it
       the answer is 429 ``RATE_LIMIT_EXCEEDED``, with ``Retry-After`` if ``retry_after``.
@@ -132,6 +141,10 @@ class FakeNovita:
         queue_fraction: float = 0.1,
         eta_error: float | None = 0.0,
         report_progress: bool = True,
+        queue_time: tuple[float, float] | None = None,
+        eta_rounding: str = "ceil",
+        eta_bias: tuple[float, float] | None = None,
+        progress_curve: str = "linear",
         failure_rate: float = 0.0,
         submit_limit: RateLimit | None = None,
         result_limit: RateLimit | None = None,
@@ -152,6 +165,10 @@ class FakeNovita:
             queue_fraction=queue_fraction,
             eta_error=eta_error,
             report_progress=report_progress,
+            queue_time=queue_time,
+            eta_rounding=eta_rounding,
+            eta_bias=eta_bias,
+            progress_curve=progress_curve,
             failure_rate=failure_rate,
             submit_limit=submit_limit,
             result_limit=result_limit,
@@ -491,6 +508,8 @@ class FakeNovita:
             queue_fraction=config.queue_fraction,
             failure_rate=config.failure_rate,
             eta_error=config.eta_error,
+            queue_time=config.queue_time,
+            eta_bias=config.eta_bias,
         )
         self._counters.add_task(task)
         plan = self._saboteur.stuck_plan()
@@ -538,6 +557,8 @@ class FakeNovita:
             self.clock.now(),
             report_progress=config.report_progress,
             give_eta=config.eta_error is not None,
+            eta_rounding=config.eta_rounding,
+            progress_curve=config.progress_curve,
         )
         plan = self._counters.stuck.get(task_id)
         omit_eta = False

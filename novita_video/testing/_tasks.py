@@ -6,11 +6,18 @@ Nothing runs per task. At submit the simulator draws the task's whole future
 :meth:`TaskRecord.state_at`. That is why 10,000 tasks cost 10,000 small records
 and no timers, and why a :class:`~novita_video.ScaledClock` speeds them all up.
 
-A task's life, with ``D`` its duration::
+A task's life::
 
     submitted_at            processing_at                         finishes_at
     |-- QUEUED, progress 0 --|-- PROCESSING, progress 0..99 --------|-- SUCCEED (100) or FAILED
-         queue_fraction * D
+      queue_time, or            the rest of task_duration, or all
+      queue_fraction of it      of it after a queue_time
+
+How a real server estimates (knobs of the simulator): its ``eta`` is rounded
+to whole seconds (``ceil``, ``round`` or ``floor``); with ``eta_bias`` it believes a
+task runs ``b`` times its real running time, so the eta runs out early (``b < 1``:
+eta 0 while the task is still PROCESSING) or late (``b > 1``: the task ends while the
+eta still counts down); progress may follow a curve other than a straight line.
 """
 
 from __future__ import annotations
@@ -20,17 +27,19 @@ import math
 import random
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
 __all__ = [
+    "ETA_ROUNDINGS",
     "FAILED",
     "FAILURE_REASON",
     "FINAL_STATUSES",
     "PROCESSING",
+    "PROGRESS_CURVES",
     "QUEUED",
     "SUCCEED",
     "SubmitRequest",
@@ -38,6 +47,26 @@ __all__ = [
     "TaskState",
     "draw_task",
 ]
+
+#: How a server may round its eta to whole seconds.
+ETA_ROUNDINGS: Mapping[str, Callable[[float], int]] = MappingProxyType(
+    {"ceil": math.ceil, "round": round, "floor": math.floor}
+)
+
+
+def _slow_start(share: float) -> float:
+    return share * share
+
+
+def _stall(share: float) -> float:
+    # Reaches 95 % at 70 % of the running time, then creeps: the last 5 % take 30 %.
+    return share / 0.7 * 0.95 if share < 0.7 else 0.95 + (share - 0.7) / 0.3 * 0.05
+
+
+#: How progress may grow with the share of running time done (each maps [0, 1] onto itself).
+PROGRESS_CURVES: Mapping[str, Callable[[float], float]] = MappingProxyType(
+    {"linear": lambda share: share, "slow-start": _slow_start, "stall": _stall}
+)
 
 QUEUED = "TASK_STATUS_QUEUED"
 PROCESSING = "TASK_STATUS_PROCESSING"
@@ -136,6 +165,8 @@ class TaskRecord:
     reason: str
     eta_factor: float
     seed: int
+    #: With an eta bias: when the server believes the task ends (else None).
+    believed_end: float | None = None
 
     @property
     def endpoint(self) -> str:
@@ -148,27 +179,41 @@ class TaskRecord:
         return self.finishes_at - self.submitted_at
 
     def state_at(
-        self, now: float, *, report_progress: bool = True, give_eta: bool = True
+        self,
+        now: float,
+        *,
+        report_progress: bool = True,
+        give_eta: bool = True,
+        eta_rounding: str = "ceil",
+        progress_curve: str = "linear",
     ) -> TaskState:
         """The task as a poll at ``now`` sees it.
 
         ``report_progress=False`` keeps ``progress_percent`` at 0 until the end;
         ``give_eta=False`` answers ``eta`` 0 throughout (a server without estimates).
+        ``eta_rounding`` names how the eta becomes whole seconds (:data:`ETA_ROUNDINGS`),
+        ``progress_curve`` how progress grows (:data:`PROGRESS_CURVES`).
         Once final, ``progress_percent`` is 100 and ``eta`` is 0.
         """
         if now >= self.finishes_at:
             return TaskState(self.final_status, 100, 0, self.reason)
         eta = 0
         if give_eta:
-            # At least 1 while unfinished: an eta of 0 means "done" (or "no estimate").
-            eta = max(1, math.ceil((self.finishes_at - now) * self.eta_factor))
+            if self.believed_end is not None:
+                left = self.believed_end - now  # runs out early or late
+            else:
+                left = (self.finishes_at - now) * self.eta_factor
+            # An eta of 0 means "done, or no estimate": a rounding that may read 0 does
+            # so only as the task is (or the server believes it is) about to end.
+            eta = max(0, int(ETA_ROUNDINGS[eta_rounding](left))) if left > 0 else 0
         if now < self.processing_at:
             return TaskState(QUEUED, 0, eta, "")
         progress = 0
         if report_progress:
             # processing_at < finishes_at here, so the span is never zero.
             span = self.finishes_at - self.processing_at
-            progress = min(99, int(99 * (now - self.processing_at) / span))
+            share = PROGRESS_CURVES[progress_curve]((now - self.processing_at) / span)
+            progress = min(99, int(99 * share))
         return TaskState(PROCESSING, progress, eta, "")
 
     def wall_at(self, at: float) -> float:
@@ -186,21 +231,39 @@ def draw_task(
     queue_fraction: float,
     failure_rate: float,
     eta_error: float | None,
+    queue_time: tuple[float, float] | None = None,
+    eta_bias: tuple[float, float] | None = None,
 ) -> TaskRecord:
-    """Draw a new task's future from ``rng`` (seed it to replay a run)."""
+    """Draw a new task's future from ``rng`` (seed it to replay a run).
+
+    With ``queue_time`` the task waits U(lo, hi) seconds, then runs for its
+    ``task_duration``; without, ``queue_fraction`` of its duration is the queue. With
+    ``eta_bias`` the server believes it runs ``b`` times its real running time, ``b``
+    from U(lo, hi). Knobs left unset draw nothing, so seeded runs replay as before.
+    """
     task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
     duration = rng.uniform(*task_duration)
     fails = rng.random() < failure_rate
     eta_factor = rng.uniform(1.0 - eta_error, 1.0 + eta_error) if eta_error else 1.0
+    if queue_time is None:
+        processing_at = now + queue_fraction * duration
+        finishes_at = now + duration
+    else:
+        processing_at = now + rng.uniform(*queue_time)
+        finishes_at = processing_at + duration
+    believed_end = None
+    if eta_bias is not None:
+        believed_end = processing_at + rng.uniform(*eta_bias) * (finishes_at - processing_at)
     return TaskRecord(
         task_id=task_id,
         request=request,
         submitted_at=now,
-        processing_at=now + queue_fraction * duration,
-        finishes_at=now + duration,
+        processing_at=processing_at,
+        finishes_at=finishes_at,
         submitted_wall=wall,
         final_status=FAILED if fails else SUCCEED,
         reason=FAILURE_REASON if fails else "",
         eta_factor=eta_factor,
         seed=rng.getrandbits(31),
+        believed_end=believed_end,
     )
