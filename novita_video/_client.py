@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 import anyio
@@ -52,6 +52,8 @@ __all__ = ["Client", "ClientStatistics", "InsecureTransportWarning"]
 logger = logging.getLogger("novita_video")
 
 DEFAULT_BASE_URL = "https://api.novita.ai"
+#: ``Client(poll_rpm=ADAPTIVE)``, the default: no poll limit until the server says 429.
+ADAPTIVE: Literal["adaptive"] = "adaptive"
 TASK_RESULT_PATH = "/v3/async/task-result"
 
 
@@ -144,8 +146,12 @@ class Client:
 
     ``api_key`` and ``base_url`` win over ``NOVITA_API_KEY`` and ``NOVITA_BASE_URL``. The
     batch limits (``concurrency``, ``submit_rpm``, ``max_outstanding``, ``task_timeout``)
-    are defaults for :meth:`generate`. ``poll_rpm`` and ``poll_concurrency`` bound the
-    poller; ``timeout`` is the per-request read timeout. ``retry_unsafe_submits=True``
+    are defaults for :meth:`generate`. ``poll_concurrency`` bounds the checks in flight;
+    ``poll_rpm`` caps task-result requests a minute. By default (``"adaptive"``) polls go
+    as fast as the schedule asks until the server answers 429, then at half the pace
+    that drew it, slowed by more 429s and unlimited again after a minute without one;
+    ``None`` means no limit at all (a 429 only pauses polling). ``timeout`` is the
+    per-request read timeout. ``retry_unsafe_submits=True``
     lets the client resend a submit that may already have created a task (it may then
     pay twice; off by default). ``clock`` and ``poll_schedule`` are for tests and tuning.
 
@@ -165,7 +171,7 @@ class Client:
         submit_rpm: float | None = 20.0,
         max_outstanding: int = 1000,
         task_timeout: float = 1800.0,
-        poll_rpm: float | None = 1800.0,
+        poll_rpm: float | Literal["adaptive"] | None = "adaptive",
         poll_concurrency: int = 8,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
@@ -204,7 +210,8 @@ class Client:
                     f"{name}: must be a whole number >= 1, not {value!r}", name
                 )
         _positive("submit_rpm", submit_rpm, allow_none=True, allow_infinite=True)
-        _positive("poll_rpm", poll_rpm, allow_none=True, allow_infinite=True)
+        if poll_rpm != ADAPTIVE:
+            _positive("poll_rpm", poll_rpm, allow_none=True, allow_infinite=True)
         _positive("task_timeout", task_timeout)
         _positive("timeout", timeout)
         _positive("connect_timeout", connect_timeout)
@@ -225,7 +232,12 @@ class Client:
         )
         self._counters = _Counters()
         self._submit_limiter = self.rate_limiter(submit_rpm)
-        self._poll_limiter = self.rate_limiter(poll_rpm)
+        self._poll_limiter = RateLimiter(
+            None if poll_rpm == ADAPTIVE else poll_rpm,
+            clock=self._clock,
+            adaptive=self._adaptive,
+            adapt_unlimited=poll_rpm == ADAPTIVE,
+        )
         self._poller = Poller(
             self._get_once,
             clock=self._clock,

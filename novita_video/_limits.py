@@ -10,6 +10,7 @@ run of accepted requests. All timing goes through an injected :class:`Clock`.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import anyio
 import attrs
@@ -17,6 +18,14 @@ import attrs
 from ._clock import Clock
 
 __all__ = ["AdaptiveRate", "RateLimiter"]
+
+#: An unlimited limiter measures the pace it sent at over this many seconds before a 429
+#: (remembering up to _RECENT_KEPT requests of it).
+_RECENT_WINDOW = 2.0
+_RECENT_KEPT = 2048
+#: The slowest an unlimited limiter goes after 429s: one request a second. Lower limits
+#: are the caller's to configure; the pauses of Retry-After still apply.
+_LOWEST = 1.0
 
 
 @attrs.frozen
@@ -55,7 +64,11 @@ class AdaptiveRate:
 
 
 class RateLimiter:
-    """At most ``per_minute`` requests a minute, evenly spaced; ``None`` (or inf): no limit.
+    """At most ``per_minute`` requests a minute, evenly spaced; ``None`` (or inf): no limit
+    (a 429 pauses everyone, that is all). With ``adapt_unlimited``, no limit until the
+    server says 429, then half the rate the requests were going at (never below one a
+    second), slowed further by more 429s (:class:`AdaptiveRate`), and no limit again once
+    ``recover_interval`` passed without one.
 
     ``ticket = await limiter.acquire()`` before each request; then report the answer with
     :meth:`accepted` or :meth:`throttled` (with the ticket). Waiters are served first
@@ -68,6 +81,7 @@ class RateLimiter:
         *,
         clock: Clock,
         adaptive: AdaptiveRate | None = None,
+        adapt_unlimited: bool = False,
     ) -> None:
         if per_minute == math.inf:
             per_minute = None
@@ -76,6 +90,7 @@ class RateLimiter:
         self._clock = clock
         self._adaptive = adaptive or AdaptiveRate()
         self._configured = None if per_minute is None else per_minute / 60.0
+        self._adapt_unlimited = adapt_unlimited and self._configured is None
         self._rate = self._configured
         self._next_at = -math.inf
         self._paused_until = -math.inf
@@ -84,10 +99,13 @@ class RateLimiter:
         self._too_fast: float | None = None  # the lowest rate answered 429 lately
         self._good: float | None = None  # the last rate that ran recover_after clean
         self._throttled_at = -math.inf
+        # Without a configured rate, when the last requests went: the pace a 429 halves.
+        self._recent: deque[float] = deque(maxlen=_RECENT_KEPT)
         self._lock = anyio.Lock()
 
     def __repr__(self) -> str:
-        return f"RateLimiter(per_minute={self.per_minute!r})"
+        adapting = ", adapt_unlimited=True" if self._adapt_unlimited else ""
+        return f"RateLimiter(per_minute={self.per_minute!r}{adapting})"
 
     @property
     def per_minute(self) -> float | None:
@@ -96,8 +114,12 @@ class RateLimiter:
 
     async def acquire(self) -> int:
         """Wait for this request's turn; the ticket says which rate it was sent at."""
-        if self._rate is None and self._paused_until <= self._clock.now():
-            return self._generation  # no limit and no pause: not even a checkpoint
+        if self._configured is None:
+            now = self._clock.now()
+            if self._adapt_unlimited:
+                self._recent.append(now)
+            if self._rate is None and self._paused_until <= now:
+                return self._generation  # no limit and no pause: not even a checkpoint
         async with self._lock:
             while True:
                 now = self._clock.now()
@@ -116,6 +138,10 @@ class RateLimiter:
         """The server accepted a request: after a run of them, earn some rate back."""
         adaptive = self._adaptive
         self._streak += 1
+        if self._configured is None:
+            if self._clock.now() - self._throttled_at >= adaptive.recover_interval:
+                self._rate = self._too_fast = self._good = None  # no limit again
+            return
         if self._streak % adaptive.forget_after == 0:
             self._too_fast = None
         if self._streak % adaptive.recover_after or self._rate is None:
@@ -123,7 +149,6 @@ class RateLimiter:
         self._good = self._rate
         if self._clock.now() - self._throttled_at < adaptive.recover_interval:
             return
-        assert self._configured is not None
         ceiling = self._configured
         if self._too_fast is not None:
             ceiling = min(ceiling, self._too_fast * adaptive.probe_margin)
@@ -139,13 +164,26 @@ class RateLimiter:
         if ticket is not None and ticket != self._generation:
             return  # sent before the last slow-down: not news
         self._generation += 1
+        if self._configured is None and not self._adapt_unlimited:
+            return  # no limit, as asked: the pause is all
         if self._rate is None:
-            return
-        assert self._configured is not None
+            # No rate configured: the pace the requests went at was too fast.
+            self._rate = self._recent_rate()
         self._too_fast = self._rate if self._too_fast is None else min(self._too_fast, self._rate)
         if self._good is not None and self._good < self._rate:
             self._rate = self._good  # a probe too far: back to what ran clean
         else:
-            lowest = self._configured * self._adaptive.floor
+            configured = self._configured
+            lowest = _LOWEST if configured is None else configured * self._adaptive.floor
             self._rate = max(lowest, self._rate * self._adaptive.decrease)
             self._good = None
+
+    def _recent_rate(self) -> float:
+        """Requests a second sent lately (for a limiter with no configured rate)."""
+        now = self._clock.now()
+        recent = self._recent
+        while recent and recent[0] < now - _RECENT_WINDOW:
+            recent.popleft()
+        if len(recent) == recent.maxlen:
+            return len(recent) / max(now - recent[0], 1e-3)
+        return len(recent) / _RECENT_WINDOW

@@ -66,7 +66,8 @@ class TaskResult:
 
     ``status`` is a :class:`TaskStatus` (``raw_status`` keeps the server's word),
     ``reason`` why a task failed, ``eta`` the server's estimate of the seconds left
-    (``None`` when it gave none), ``progress`` 0 to 100.
+    (``None`` when it gave none), ``progress`` 0 to 100, ``task_type`` the kind of task
+    (``"MINIMAX_VIDEO_01"``; empty when the server left it out).
     """
 
     task_id: str
@@ -76,6 +77,7 @@ class TaskResult:
     eta: float | None = None
     progress: int = 0
     videos: tuple[Video, ...] = ()
+    task_type: str = ""
 
     @property
     def is_final(self) -> bool:

@@ -4,13 +4,23 @@ Whoever wants a task's final result (a :meth:`Client.wait` call, a batch of
 :meth:`Client.generate`) registers a :class:`Listener` for its task id. Listeners of one
 task id share one :class:`_Watch`; watches sit in a heap ordered by when each is due
 (its next check, or its earliest listener's deadline). The poller sleeps until the top
-of the heap is due, then runs the due checks concurrently, bounded by ``concurrency``
-and by its own :class:`RateLimiter`. A check either finishes the watch (a final status,
-or an error that retrying cannot mend) or plans the next check from the answer
-(:func:`next_check_delay`). A 429 pauses and slows every poll, not just one.
+of the heap is due, expires the listeners whose deadline passed (also while their task
+is being checked), and hands the due checks to a fixed pool of workers, paced by its
+own :class:`RateLimiter`. A check either finishes the watch (a final status, or an
+error that retrying cannot mend) or plans the next one from the answer
+(:func:`plan_next_check`). A 429 pauses and slows every poll, not just one.
+
+The dispatcher never waits for a worker: due checks queue in order, and a check that
+takes longer than ``slow_check`` seconds (a server dripping its answer) stops counting
+against ``concurrency``, so a few stuck answers cannot hold up every other task's
+checks; each task has at most one check in flight, so stragglers stay bounded too.
+
+When a task ends, the poller learns from it (per ``task_type``: models differ): how long
+tasks take, and how the server's eta and progress related to the real end
+(:class:`Calibration`). Later plans use what it learned.
 
 Ten thousand waiting web requests cost ten thousand heap entries, not ten thousand
-polling loops.
+polling loops; registering or forgetting one is O(log n).
 """
 
 from __future__ import annotations
@@ -18,13 +28,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import random
 import statistics
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 import attrs
 
 from ._clock import Clock
@@ -32,17 +44,27 @@ from ._errors import NovitaError, ProtocolError, RateLimitError, TaskTimeoutErro
 from ._limits import RateLimiter
 from ._models import TaskResult, TaskStatus
 from ._retry import Decision, RetryPolicy, decide, retry_delay
-from ._schedule import Observation, PollSchedule, next_check_delay
+from ._schedule import Calibration, Observation, PollSchedule, plan_next_check
 
 if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
     from ._client import _Counters
 
 logger = logging.getLogger("novita_video")
 
-#: How many recent task durations the poller remembers to guess the next ones.
+#: How many recent task durations (and estimate ratios) the poller remembers.
 _DURATIONS_KEPT = 64
+#: Tasks that must end before typical durations are believed (their 10th percentile
+#: errs quick with few), and before a calibration of the estimates is.
+_DURATIONS_AFTER = 3
+_LEARN_AFTER = 5
+#: Estimates of less time left than this are not learned from (whole-second rounding
+#: would dominate their ratios); those of more are the long jumps worth calibrating.
+_LEARN_HORIZON = 20.0
+#: An end is known to within half the gap between the last two checks; it grades an
+#: estimate only if that gap is at most this share of the time the estimate gave.
+_LEARN_PRECISION = 0.1
+#: A check slower than this (seconds of the client's clock) frees its worker's place.
+SLOW_CHECK = 5.0
 
 
 @attrs.define(eq=False)
@@ -67,13 +89,73 @@ class _Watch:
     task_id: str
     started: float
     next_check: float
-    listeners: list[Listener] = attrs.Factory(list)
+    # Insertion-ordered, O(1) to add and remove; deadlines in a heap beside them.
+    listeners: dict[Listener, None] = attrs.Factory(dict)
+    deadlines: list[tuple[float, int, Listener]] = attrs.Factory(list)
     last: TaskResult | None = None
-    anchor: tuple[float, int] | None = None
     failures: int = 0
     ticket: int = 0
     checking: bool = False
     seq: int = 0
+    due: float = math.inf  # when the watch's live heap entry is due
+    # What the schedule needs (see Observation) and what the poller learns from.
+    since: tuple[float, float] | None = None
+    expected_end: float | None = None
+    last_age: float = 0.0
+    queued_until: float = 0.0
+    eta_said: tuple[float, float] | None = None  # (age, time left) of a long eta
+    progress_said: tuple[float, float] | None = None
+
+    def earliest_deadline(self) -> float:
+        while self.deadlines and self.deadlines[0][2].done:
+            heapq.heappop(self.deadlines)
+        return self.deadlines[0][0] if self.deadlines else math.inf
+
+
+@attrs.define(eq=False)
+class _Flight:
+    """One check in flight: it holds a place until it ends or turns slow."""
+
+    began: float
+    holds_place: bool = True
+
+
+class _Learned:
+    """What ended tasks of one ``task_type`` taught: durations and estimate ratios."""
+
+    def __init__(self) -> None:
+        self.durations: deque[float] = deque(maxlen=_DURATIONS_KEPT)
+        self.runs: deque[float] = deque(maxlen=_DURATIONS_KEPT)
+        self.eta: deque[float] = deque(maxlen=_DURATIONS_KEPT)
+        self.progress: deque[float] = deque(maxlen=_DURATIONS_KEPT)
+        self.typical: float | None = None
+        self.quick_run: float | None = None
+        self.calibration = Calibration()
+
+    def learn(self, watch: _Watch, age: float) -> None:
+        """Learn from ``watch``'s task, seen final at ``age`` (since its submission)."""
+        self.durations.append(age)
+        if len(self.durations) >= _DURATIONS_AFTER:
+            # The 10th percentile: "typical" errs towards quick, so a guess costs a poll
+            # rather than a late notice.
+            self.typical = statistics.quantiles(self.durations, n=10)[0]
+        if watch.since is not None:
+            # It ran at least from the first check that saw it running to the last
+            # check that saw it unfinished.
+            self.runs.append(max(0.0, watch.last_age - watch.since[0]))
+            if len(self.runs) >= _DURATIONS_AFTER:
+                self.quick_run = statistics.quantiles(self.runs, n=10)[0]
+        # The task ended between the last check that saw it running and this one.
+        gap = age - watch.last_age
+        end_age = age - gap / 2
+        learned = False
+        for said, ratios in ((watch.eta_said, self.eta), (watch.progress_said, self.progress)):
+            if said is not None and gap <= _LEARN_PRECISION * said[1]:
+                at, left = said
+                ratios.append((end_age - at) / left)
+                learned = True
+        if learned:
+            self.calibration = Calibration.learn(self.eta, self.progress, after=_LEARN_AFTER)
 
 
 class Poller:
@@ -90,6 +172,7 @@ class Poller:
         retry: RetryPolicy,
         counters: _Counters,
         fallback_delay: float = 0.0,
+        slow_check: float = SLOW_CHECK,
     ) -> None:
         self._fetch = fetch
         # With webhooks, polls are the fallback for lost events: each comes this late.
@@ -98,14 +181,20 @@ class Poller:
         self._schedule = schedule
         self._limiter = limiter
         self._concurrency = concurrency
+        self._slow_check = slow_check
         self._retry = retry
         self._counters = counters
         self._watches: dict[str, _Watch] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._sleep_scope: anyio.CancelScope | None = None
-        self._durations: deque[float] = deque(maxlen=_DURATIONS_KEPT)
-        self._typical: float | None = None
+        self._learned: defaultdict[str, _Learned] = defaultdict(_Learned)
+        # Due checks wait here, in order, for a place among `concurrency`.
+        self._queue: deque[_Watch] = deque()
+        # Checks in flight that still count against `concurrency`, and every check begun
+        # in the last `slow_check` seconds, oldest first (see the module docstring).
+        self._busy = 0
+        self._started: deque[_Flight] = deque()
         self._random = random.Random()
         #: Whether run() is running (the client's statistics report it).
         self.running = False
@@ -120,6 +209,11 @@ class Poller:
         return Counter(
             None if watch.last is None else watch.last.status for watch in self._watches.values()
         )
+
+    def calibration(self, task_type: str = "") -> Calibration:
+        """What ended tasks of ``task_type`` taught about the server's estimates so far."""
+        learned = self._learned.get(task_type)
+        return Calibration() if learned is None else learned.calibration
 
     # Registration (synchronous: safe to call from callbacks and shielded sections).
 
@@ -144,7 +238,8 @@ class Poller:
                 first = submitted_at + self._first_delay() + self._fallback_delay
                 started = submitted_at
             watch = self._watches[task_id] = _Watch(task_id, started, first)
-        watch.listeners.append(listener)
+        watch.listeners[listener] = None
+        heapq.heappush(watch.deadlines, (deadline, next(self._seq), listener))
         self._reschedule(watch)
         return listener
 
@@ -154,7 +249,7 @@ class Poller:
         watch = self._watches.get(listener.task_id)
         if watch is None:
             return
-        watch.listeners = [other for other in watch.listeners if other is not listener]
+        watch.listeners.pop(listener, None)
         if not watch.listeners:
             del self._watches[listener.task_id]
 
@@ -180,107 +275,136 @@ class Poller:
         """Finish every listener with ``error`` (the client is closing)."""
         watches, self._watches = self._watches, {}
         for watch in watches.values():
-            for listener in watch.listeners:
+            for listener in list(watch.listeners):
                 listener._finish(None, error)
 
     # The loop.
 
     async def run(self) -> None:
         """Poll until cancelled. Run it once, in the client's task group."""
-        # A fixed set of workers takes due checks from a stream with no buffer: handing
-        # one over waits for an idle worker, which bounds the checks in flight without a
-        # task spawned per check.
-        send, receive = anyio.create_memory_object_stream[_Watch](0)
         self.running = True
         try:
-            await self._serve(send, receive)
+            async with anyio.create_task_group() as checks:
+                while True:
+                    await self._sleep_until_due()
+                    self._expire_due()
+                    await self._dispatch(checks)
         finally:
             self.running = False
 
-    async def _serve(
-        self, send: MemoryObjectSendStream[_Watch], receive: MemoryObjectReceiveStream[_Watch]
-    ) -> None:
-        async with anyio.create_task_group() as workers:
-            for _ in range(self._concurrency):
-                workers.start_soon(self._work, receive.clone())
-            receive.close()
-            async with send:
-                while True:
-                    await self._sleep_until_due()
-                    await self._dispatch_due(send)
-
-    async def _dispatch_due(self, send: MemoryObjectSendStream[_Watch]) -> None:
+    def _expire_due(self) -> None:
+        """Pop every heap entry that is due: expire deadlines, queue due checks."""
         now = self._clock.now()
         while self._heap and self._heap[0][0] <= now:
             _, seq, task_id = heapq.heappop(self._heap)
             watch = self._watches.get(task_id)
-            if watch is None or watch.seq != seq or watch.checking:
+            if watch is None or watch.seq != seq:
                 continue  # a stale entry: the watch ended or was rescheduled
+            watch.due = math.inf
             self._expire(watch, now)
-            if task_id not in self._watches:
+            if self._watches.get(task_id) is not watch:
                 continue
-            if watch.next_check > now:
+            if watch.checking or watch.next_check > now:
+                # Being checked (its answer plans what comes next), or only a deadline
+                # was due: wait for the next of either.
                 self._reschedule(watch)
                 continue
             watch.checking = True
-            watch.ticket = await self._limiter.acquire()
-            await send.send(watch)
-            now = self._clock.now()
+            self._queue.append(watch)
 
-    async def _work(self, receive: MemoryObjectReceiveStream[_Watch]) -> None:
-        async with receive:
-            async for watch in receive:
-                await self._check(watch)
-                # An idle worker must not keep the last watch (and, through its listeners,
-                # a finished batch) alive until its next check.
-                del watch
+    async def _dispatch(self, checks: anyio.abc.TaskGroup) -> None:
+        """Start the queued checks that have a place and the limiter's leave."""
+        self._release_slow()
+        while self._queue and self._busy < self._concurrency:
+            watch = self._queue.popleft()
+            if self._watches.get(watch.task_id) is not watch:
+                watch.checking = False
+                continue  # ended (every listener gone) while it waited
+            watch.ticket = await self._limiter.acquire()
+            flight = _Flight(self._clock.now())
+            self._busy += 1
+            self._started.append(flight)
+            checks.start_soon(self._check, watch, flight)
+
+    def _release_slow(self) -> None:
+        # Checks begun over `slow_check` ago no longer hold a place (those that ended
+        # gave theirs back already).
+        limit = self._clock.now() - self._slow_check
+        while self._started and self._started[0].began <= limit:
+            self._give_back(self._started.popleft())
+
+    def _give_back(self, flight: _Flight) -> None:
+        if flight.holds_place:
+            flight.holds_place = False
+            self._busy -= 1
 
     async def _sleep_until_due(self) -> None:
         while True:
-            delay = self._heap[0][0] - self._clock.now() if self._heap else None
-            if delay is not None and delay <= 0:
+            now = self._clock.now()
+            due = self._heap[0][0] if self._heap else math.inf
+            if self._queue:
+                if self._busy < self._concurrency:
+                    return
+                # Full: the oldest check in flight turns slow (and frees its place) then.
+                if self._started:
+                    due = min(due, self._started[0].began + self._slow_check)
+            if due <= now:
                 return
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
-                if delay is None:
+                if due == math.inf:
                     await anyio.sleep_forever()
                 else:
-                    await self._clock.sleep(delay)
+                    await self._clock.sleep(due - now)
             self._sleep_scope = None
             if not scope.cancelled_caught:
                 return
 
+    def _wake(self) -> None:
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+
     def _reschedule(self, watch: _Watch) -> None:
-        live = [listener.deadline for listener in watch.listeners if not listener.done]
-        due = min([watch.next_check, *live])
+        due = watch.next_check if not watch.checking else math.inf
+        due = min(due, watch.earliest_deadline())
+        if due >= watch.due:
+            return  # the live entry comes first; when it pops, it plans again
+        watch.due = due
         watch.seq = next(self._seq)
         heapq.heappush(self._heap, (due, watch.seq, watch.task_id))
-        if self._heap[0][1] == watch.seq and self._sleep_scope is not None:
-            self._sleep_scope.cancel()  # wake the loop: this one is due sooner
+        if self._heap[0][1] == watch.seq:
+            self._wake()  # this one is due sooner than the loop sleeps
 
     def _expire(self, watch: _Watch, now: float) -> None:
-        for listener in watch.listeners:
-            if listener.deadline <= now:
-                error = TaskTimeoutError(
-                    f"task {watch.task_id} was not final after its deadline",
-                    watch.task_id,
-                    watch.last,
-                )
-                listener._finish(watch.last, error)
-        watch.listeners = [listener for listener in watch.listeners if not listener.done]
+        while watch.deadlines and watch.deadlines[0][0] <= now:
+            _, _, listener = heapq.heappop(watch.deadlines)
+            if listener.done:
+                continue
+            watch.listeners.pop(listener, None)
+            error = TaskTimeoutError(
+                f"task {watch.task_id} was not final after its deadline",
+                watch.task_id,
+                watch.last,
+            )
+            listener._finish(watch.last, error)
         if not watch.listeners:
             self._watches.pop(watch.task_id, None)
 
     def _first_delay(self) -> float:
-        if self._typical is not None:
+        # Before a task's first answer its type is unknown: the quickest type seen.
+        typical = min(
+            (learned.typical for learned in self._learned.values() if learned.typical),
+            default=None,
+        )
+        if typical is not None:
             # Tasks like the quickest seen so far would not be done before half their
             # time: a first look then still learns the eta, one poll later than never.
-            return max(self._schedule.first_check, 0.5 * self._typical)
+            return max(self._schedule.first_check, 0.5 * typical)
         return self._schedule.first_check
 
     # One check.
 
-    async def _check(self, watch: _Watch) -> None:
+    async def _check(self, watch: _Watch, flight: _Flight) -> None:
         try:
             result = await self._fetch_result(watch.task_id)
         except NovitaError as error:
@@ -289,7 +413,12 @@ class Poller:
             self._limiter.accepted()
             self._answered(watch, result)
         finally:
+            self._give_back(flight)
             watch.checking = False
+            if self._watches.get(watch.task_id) is watch:
+                self._reschedule(watch)
+            if self._queue:
+                self._wake()  # a place is free: a queued check may go
 
     async def _fetch_result(self, task_id: str) -> TaskResult:
         result = await self._fetch(task_id)
@@ -303,34 +432,51 @@ class Poller:
         watch.failures = 0
         watch.last = result
         now = self._clock.now()
+        age = now - watch.started
+        learned = self._learned[result.task_type]
         if result.is_final:
-            self._learn(now - watch.started)
+            learned.learn(watch, age)
             self._end(watch, result, None)
             return
-        for listener in watch.listeners:
+        for listener in list(watch.listeners):
             if listener.on_progress is not None and not listener.done:
                 listener.on_progress(result)
-        age = now - watch.started
-        if result.progress > 0 and watch.anchor is None:
-            watch.anchor = (age, result.progress)
+        if result.status is TaskStatus.QUEUED:
+            watch.queued_until = age
+        elif watch.since is None and result.status is TaskStatus.PROCESSING:
+            watch.since = (age, result.progress)
         observation = Observation(
             age=age,
             status=result.status,
             eta=result.eta,
             progress=result.progress,
-            previous=watch.anchor,
-            typical=self._typical,
+            since=watch.since,
+            queued_until=watch.queued_until,
+            expected_end=watch.expected_end,
+            typical=learned.typical,
+            quick_run=learned.quick_run,
+            calibration=learned.calibration,
         )
-        delay = next_check_delay(observation, self._schedule, fallback=self._fallback_delay)
-        watch.next_check = now + delay
+        plan = plan_next_check(observation, self._schedule, fallback=self._fallback_delay)
+        watch.last_age = age
+        if plan.expected_end is not None:
+            watch.expected_end = plan.expected_end
+        # The latest long estimate of each kind is what the task's end will grade.
+        if plan.eta_left is not None and plan.eta_left >= _LEARN_HORIZON:
+            watch.eta_said = (age, plan.eta_left)
+        if plan.progress_left is not None and plan.progress_left >= _LEARN_HORIZON:
+            watch.progress_said = (age, plan.progress_left)
+        watch.next_check = now + plan.delay
         self._continue(watch)
 
     def _failed(self, watch: _Watch, error: NovitaError) -> None:
         if isinstance(error, RateLimitError):
-            # The whole poller slows down, and this task is not to blame for it.
-            pause = retry_delay(
+            # The whole poller slows down, and this task is not to blame for it. However
+            # short the server's Retry-After (even 0), a 429 never makes polls faster.
+            delay = retry_delay(
                 1, self._retry, retry_after=error.retry_after, rand=self._random.random()
             )
+            pause = max(self._schedule.min_interval, delay)
             self._limiter.throttled(pause, watch.ticket)
             self._counters.rate_limited += 1
             watch.next_check = self._clock.now() + pause
@@ -346,18 +492,11 @@ class Poller:
         self._continue(watch)
 
     def _continue(self, watch: _Watch) -> None:
-        if self._watches.get(watch.task_id) is watch:
+        if self._watches.get(watch.task_id) is watch and not watch.checking:
             self._reschedule(watch)
 
     def _end(self, watch: _Watch, result: TaskResult | None, error: NovitaError | None) -> None:
         if self._watches.get(watch.task_id) is watch:
             del self._watches[watch.task_id]
-        for listener in watch.listeners:
+        for listener in list(watch.listeners):
             listener._finish(result, error)
-
-    def _learn(self, duration: float) -> None:
-        self._durations.append(duration)
-        if len(self._durations) >= 5:
-            # The 10th percentile: "typical" errs towards quick, so a guess costs a poll
-            # rather than a late notice.
-            self._typical = statistics.quantiles(self._durations, n=10)[0]

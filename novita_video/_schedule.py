@@ -1,22 +1,53 @@
-"""When to check a task next: a pure function of what the last check saw.
+"""When to check a task next: a pure function of what the checks so far saw.
 
 Polls cost requests (and may count against the account's rate limit), while a late
-check delays the clip. The schedule spends few polls and still notices a finished task
-soon:
+check delays the clip. Real Minimax tasks queue for a while, then run for minutes, and
+the server's ``eta`` is an estimate in whole seconds that may run out early or late, or
+be missing. So every plan aims at the **earliest plausible end** of the task, from the
+best of three sources, and a task whose estimates have run out is checked at short,
+bounded intervals:
 
-1. The first check comes ``first_check`` seconds after submission: it learns the
-   server's ``eta`` (real Minimax tasks take minutes, so guessing blind is worse).
-2. With an ``eta``, the next check is due just before it runs out (``eta - eta_lead``):
-   the server's eta is whole seconds, so the task is most likely done by then, and if
-   not, the next answer's eta is at most a second.
-3. Without an eta but with progress, the time left is extrapolated from how fast
-   progress moved since the first check that saw any. Progress is whole percent and
-   may stop short of 100 until the end, so only ``progress_trust`` of the estimate is
-   believed, the check aims ``progress_lead`` seconds early, and once the end is that
-   near, checks come every ``progress_lead`` seconds: a notice is at most that late.
-4. With neither (or a single progress reading), the typical duration of tasks this
-   client has seen finish says when to look first; after that, checks back off
-   geometrically: each one waits ``backoff`` times the task's age so far.
+1. **The eta.** An eta of ``E`` seconds says the task ends around ``E`` from now. It is
+   believed as far as the server's etas proved right: the poller learns, from the tasks
+   it saw finish, the ratio of the real time left to the eta (:class:`Calibration`), and
+   plans at ``E`` times its low quantile. Before it has learned anything, a short eta is
+   believed and a long one only ``unverified_eta`` of the way, half that while the
+   task runs and progress cannot check it yet (a check there reads the progress, which
+   pins the end down better than an unproven eta).
+2. **Progress.** A single reading of a running task bounds its speed from below (it
+   ran at most since it was last seen queued): the next check comes at half the time
+   left that bound allows, to take a second reading. Any two readings of
+   ``progress_percent`` while the task runs (the first may be the 0 % it shows on
+   leaving the queue) give a speed. Progress is whole
+   percent, so the speed is known to within a percent over the readings' span: the plan
+   takes the fastest speed the readings allow, which errs early, aims ``eta_lead``
+   before it, and each check that lands early widens the span and sharpens the
+   estimate. Once the end is ``progress_lead`` away, checks come that often.
+3. **Durations seen so far.** Without either, the typical duration of tasks that ended
+   (the poller passes its 10th percentile) says when to look first: at half of it,
+   where a running task shows its progress.
+
+Where two sources speak and agree (the ranges of ends they allow overlap), the one whose
+ratios scatter least wins (progress that taught nothing yet: as its own readings allow,
+latest over earliest end; an eta: only as learned); where they disagree, or neither is
+known, the earlier plan wins. An eta is believed without a
+check by progress only while its ratios stay within ``eta_tight`` (high over low); etas
+whose ratios scatter more than ``eta_spread_limit`` are not planned from at all, only
+learned from.
+
+A task whose estimated end has passed (its eta ran out or reads 0, and progress does
+not say "later") is **overdue**: checked ``overdue_interval`` after that end, then at
+intervals that grow with how overdue it is (``overdue_growth``), never beyond
+``overdue_max``. So how late its end is noticed is
+bounded by ``overdue_max``, whatever the task's age.
+
+A queued task cannot end sooner than the quick tasks seen so far took to run (their
+10th percentile, from the first check that saw each running to its end): unless its eta
+is believed, it is not looked at more often than every half of that.
+
+A task the server never estimated (no eta, no progress speed yet) is **blind**: after
+that first look, checks back off geometrically (``backoff`` times its age), never
+more than ``blind_max`` apart, which bounds how late its end is noticed in turn.
 
 Every delay lies within ``[min_interval, max_interval]``.
 """
@@ -24,84 +55,328 @@ Every delay lies within ``[min_interval, max_interval]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import attrs
 
 from ._models import TaskStatus
 
-__all__ = ["Observation", "PollSchedule", "next_check_delay"]
+__all__ = [
+    "Calibration",
+    "Observation",
+    "Plan",
+    "PollSchedule",
+    "next_check_delay",
+    "plan_next_check",
+    "remaining_from_progress",
+    "second_reading",
+]
+
+#: Percent at which a task is done. Servers that stop at 99 are learned (Calibration).
+_DONE = 100.0
 
 
 @attrs.frozen
 class PollSchedule:
-    """The constants of the poll schedule, in seconds of the client's clock."""
+    """The constants of the poll schedule, in seconds of the client's clock.
+
+    See the module docstring for how each one is used.
+    """
 
     first_check: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
     min_interval: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
-    max_interval: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
+    max_interval: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     eta_lead: float = attrs.field(default=0.3, validator=attrs.validators.ge(0))
-    progress_lead: float = attrs.field(default=1.5, validator=attrs.validators.gt(0))
-    progress_trust: float = attrs.field(
-        default=0.9, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    unverified_eta: float = attrs.field(
+        default=0.6, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
     )
-    backoff: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
+    trusted_eta: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    eta_tight: float = attrs.field(default=1.25, validator=attrs.validators.ge(1))
+    eta_spread_limit: float = attrs.field(default=4.0, validator=attrs.validators.ge(1))
+    progress_lead: float = attrs.field(default=1.5, validator=attrs.validators.gt(0))
+    backoff: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    blind_max: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
+    overdue_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    overdue_growth: float = attrs.field(default=0.1, validator=attrs.validators.ge(0))
+    overdue_max: float = attrs.field(default=4.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
             raise ValueError("min_interval must not exceed max_interval")
+        if self.overdue_interval > self.overdue_max:
+            raise ValueError("overdue_interval must not exceed overdue_max")
+
+
+@attrs.frozen
+class Calibration:
+    """What finished tasks taught about one endpoint's estimates.
+
+    For each source, the lowest (``*_low``) and highest (``*_high``) ratio of the real
+    time a task had left to the time the source predicted, over the tasks the poller
+    remembers; ``None`` until enough ended. A server whose etas run 40 % long learns
+    ``eta_low`` near 0.7. The lowest, not a percentile: a plan at ``eta * eta_low``
+    lands late only for a task whose eta is worse than any seen, where a 10th percentile
+    would land one task in ten late.
+    """
+
+    eta_low: float | None = None
+    eta_high: float | None = None
+    progress_low: float | None = None
+    progress_high: float | None = None
+
+    @classmethod
+    def learn(cls, eta: Sequence[float], progress: Sequence[float], *, after: int) -> Calibration:
+        """The calibration from ratios seen so far; each source needs ``after`` of them."""
+        eta_low, eta_high = _band(eta, after)
+        progress_low, progress_high = _band(progress, after)
+        return cls(eta_low, eta_high, progress_low, progress_high)
+
+    @property
+    def eta_spread(self) -> float:
+        """How far the eta's ratios scatter (high / low); infinite if not learned."""
+        return _spread(self.eta_low, self.eta_high)
+
+    @property
+    def progress_spread(self) -> float:
+        """How far progress's ratios scatter (high / low); infinite if not learned."""
+        return _spread(self.progress_low, self.progress_high)
+
+
+def _band(ratios: Sequence[float], after: int) -> tuple[float | None, float | None]:
+    if len(ratios) < max(after, 2):
+        return None, None
+    return min(ratios), max(ratios)
+
+
+def _spread(low: float | None, high: float | None) -> float:
+    if low is None or high is None or low <= 0:
+        return math.inf
+    return high / low
 
 
 @attrs.frozen
 class Observation:
     """What the poller knows of one unfinished task right after checking it.
 
-    ``age`` is the time since submission; ``previous`` the ``(age, progress)`` of the
-    previous check, if there was one; ``typical`` the typical duration of tasks this
-    client saw finish (``None`` until it has seen some).
+    ``age`` is the time since submission. ``since`` is an earlier reading ``(age,
+    progress)`` of the task while it ran: the first one (progress 0 if the check caught
+    it just out of the queue); ``queued_until`` the age of the last check that saw it
+    queued (0: none did), before which it did not run. ``expected_end`` is the age at
+    which an earlier plan expected the task to end, if one did. ``typical`` is the
+    typical duration of tasks that ended (``None`` until some did), ``quick_run`` how
+    long the quick ones ran at least, from their first running reading to their end;
+    ``calibration`` what their ends taught.
     """
 
     age: float
     status: TaskStatus
     eta: float | None = None
-    progress: int = 0
-    previous: tuple[float, int] | None = None
+    progress: float = 0
+    since: tuple[float, float] | None = None
+    queued_until: float = 0.0
+    expected_end: float | None = None
     typical: float | None = None
+    quick_run: float | None = None
+    calibration: Calibration = Calibration()
 
 
-def _remaining_from_progress(obs: Observation) -> float | None:
-    # Two readings give a speed; one alone says nothing of when progress began.
-    if not 0 < obs.progress < 100 or obs.previous is None:
+@attrs.frozen
+class Plan:
+    """When to check next (``delay``, seconds from now), and what the plan expects.
+
+    ``expected_end``: the age at which the task is expected to end (the earliest
+    plausible end), or ``None`` when nothing estimates it. ``eta_left`` and
+    ``progress_left``: the raw time left by each source, for the poller to learn from
+    when the task ends.
+    """
+
+    delay: float
+    expected_end: float | None = None
+    eta_left: float | None = None
+    progress_left: float | None = None
+
+
+def remaining_from_progress(obs: Observation) -> tuple[float, float] | None:
+    """``(earliest, latest)`` time left that two progress readings allow, or ``None``.
+
+    Progress is whole percent, so each reading is the true progress rounded down: the
+    speed lies between ``(p2 - p1 - 1) / dt`` and ``(p2 - p1 + 1) / dt``.
+    """
+    if obs.since is None or obs.status is not TaskStatus.PROCESSING:
         return None
-    then, progress_then = obs.previous
-    if obs.progress <= progress_then or obs.age <= then:
+    then, progress_then = obs.since
+    elapsed = obs.age - then
+    gained = obs.progress - progress_then
+    if elapsed <= 0 or gained < 1 or obs.progress >= _DONE:
         return None
-    speed = (obs.progress - progress_then) / (obs.age - then)
-    return (100 - obs.progress) / speed
+    fastest = (gained + 1) / elapsed
+    slowest = (gained - 1) / elapsed
+    earliest = max(0.0, _DONE - obs.progress - 1) / fastest
+    latest = (_DONE - obs.progress) / slowest if slowest > 0 else math.inf
+    return earliest, latest
 
 
-def next_check_delay(obs: Observation, schedule: PollSchedule, *, fallback: float = 0.0) -> float:
-    """Seconds from now until the next check of the task ``obs`` describes.
+def second_reading(obs: Observation) -> float | None:
+    """With one progress reading, when a second one will tell the speed, or ``None``.
+
+    The task ran at most since it was last seen queued, so it goes at least
+    ``progress / that`` percent a second, and has at most ``(100 - progress)`` over that
+    speed left: half of that is a look well apart from the first reading. Once the
+    quick runs are known (``quick_run``), the task has run at least ``progress`` percent
+    of one, so it goes at most ``100 / quick_run`` percent a second, and a look no later
+    than the time left at that speed comes before its end.
+    """
+    if obs.status is not TaskStatus.PROCESSING or obs.progress < 1 or obs.progress >= _DONE:
+        return None
+    if obs.since is not None and obs.since[0] < obs.age:
+        return None  # two readings: remaining_from_progress speaks (or progress stalled)
+    ran_at_most = obs.age - obs.queued_until
+    if ran_at_most <= 0:
+        return None
+    look = 0.5 * (_DONE - obs.progress) * ran_at_most / obs.progress
+    if obs.quick_run is not None:
+        look = min(look, max(0.0, _DONE - obs.progress - 1) * obs.quick_run / _DONE)
+    return look
+
+
+def plan_next_check(obs: Observation, schedule: PollSchedule, *, fallback: float = 0.0) -> Plan:
+    """The next check of the task ``obs`` describes; see the module docstring.
 
     ``fallback`` > 0 means webhooks announce the end and checks only catch lost events:
     each comes that much later, and the server's eta is trusted past ``max_interval``
     (its end is announced anyway; the check after it is insurance).
     """
-    if fallback > 0 and obs.eta is not None and obs.eta > 0:
-        return max(schedule.min_interval, obs.eta) + fallback
-    return _delay(obs, schedule) + fallback
+    plan = _plan(obs, schedule)
+    if fallback > 0:
+        if obs.eta is not None and obs.eta > 0:
+            delay = max(schedule.min_interval, obs.eta) + fallback
+        else:
+            delay = plan.delay + fallback
+        return attrs.evolve(plan, delay=delay)
+    return plan
 
 
-def _delay(obs: Observation, schedule: PollSchedule) -> float:
-    if obs.eta is not None and obs.eta > 0:
-        delay = obs.eta - schedule.eta_lead
-    elif (remaining := _remaining_from_progress(obs)) is not None:
-        believed = remaining * schedule.progress_trust
+def next_check_delay(obs: Observation, schedule: PollSchedule, *, fallback: float = 0.0) -> float:
+    """Seconds from now until the next check (:func:`plan_next_check`'s ``delay``)."""
+    return plan_next_check(obs, schedule, fallback=fallback).delay
+
+
+def _plan(obs: Observation, schedule: PollSchedule) -> Plan:
+    plan = _plan_from_estimates(obs, schedule)
+    believed = _eta_believed(obs, schedule)
+    probe = None if believed else second_reading(obs)
+    # A second progress reading before the end: what comes after it plans better. It
+    # replaces the looks of a blind task when the quick runs bound how soon it can end.
+    blind = plan.expected_end is None and obs.quick_run is not None
+    if probe is not None and (probe < plan.delay or blind):
+        return attrs.evolve(plan, delay=max(schedule.min_interval, probe))
+    if obs.status is TaskStatus.QUEUED and obs.quick_run is not None and not believed:
+        # Still queued, it must run before it ends, and runs take at least quick_run: a
+        # look sooner than half of that can only find it queued again, or just started.
+        floor = min(schedule.max_interval, 0.5 * obs.quick_run)
+        if plan.delay < floor:
+            return attrs.evolve(plan, delay=floor)
+    return plan
+
+
+def _eta_believed(obs: Observation, schedule: PollSchedule) -> bool:
+    """Whether the eta is believed as it is: short, or from a server whose etas held to
+    within ``eta_tight`` (then no other source needs to check it)."""
+    if obs.eta is None or obs.eta <= 0:
+        return False
+    if obs.calibration.eta_low is None:
+        return obs.eta <= schedule.trusted_eta
+    return obs.calibration.eta_spread <= schedule.eta_tight
+
+
+def _plan_from_estimates(obs: Observation, schedule: PollSchedule) -> Plan:
+    calibration = obs.calibration
+    eta_left = obs.eta if obs.eta is not None and obs.eta > 0 else None
+    bounds = remaining_from_progress(obs)
+    progress_left = None if bounds is None else bounds[0]
+
+    # Each source's earliest plausible time left.
+    from_eta = None
+    # Etas whose ratios to the real time left scatter more than this say little about
+    # the earliest end (a server whose estimates are off by a different factor for each
+    # task): progress, durations and the overdue checks plan instead.
+    eta_useless = schedule.eta_spread_limit < calibration.eta_spread < math.inf
+    if eta_left is not None and not eta_useless:
+        if calibration.eta_low is not None:
+            believed = calibration.eta_low
+        elif eta_left <= schedule.trusted_eta:
+            believed = 1.0
+        elif obs.status is TaskStatus.PROCESSING and bounds is None:
+            # An eta's error is in seconds, not in shares of what is left: near the end
+            # a wrong one is wrong by more than it says. Until two progress readings
+            # can check it, believe half as much, so a second reading comes in time.
+            believed = schedule.unverified_eta / 2
+        else:
+            believed = schedule.unverified_eta
+        from_eta = eta_left * believed
+    from_progress = None
+    if progress_left is not None:
+        from_progress = progress_left * (calibration.progress_low or 1.0)
+
+    if from_eta is not None and from_progress is not None and bounds is not None:
+        # Where the two agree (their ranges overlap), the source whose ratios scatter
+        # least wins; progress that taught nothing yet is as sure as its own readings
+        # allow. Where they disagree, or nothing is known, the earlier plan wins: a
+        # calibration learned from a few tasks may be wrong, a task's readings less so.
+        believed = _eta_believed(obs, schedule)
+        progress_spread = calibration.progress_spread
+        if progress_spread == math.inf and bounds[0] > 0:
+            progress_spread = bounds[1] / bounds[0]
+        eta_spread = 1.0 if believed else calibration.eta_spread
+        eta_high = math.inf
+        if believed and eta_left is not None:
+            eta_high = eta_left * (calibration.eta_high or 1.0)
+        progress_high = bounds[1] * (calibration.progress_high or 1.0)
+        agree = max(from_eta, from_progress) <= min(eta_high, progress_high)
+        if agree and eta_spread < progress_spread:
+            from_progress = None
+        elif agree and progress_spread < eta_spread:
+            from_eta = None
+    if from_eta is not None and (from_progress is None or from_eta <= from_progress):
+        delay = from_eta - schedule.eta_lead
+        return _clamped(delay, schedule, obs.age + from_eta, eta_left, progress_left)
+    if from_progress is not None:
         lead = schedule.progress_lead
-        delay = believed - lead if believed > 2 * lead else lead
-    elif obs.typical is not None and obs.age < obs.typical and obs.status is not TaskStatus.UNKNOWN:
-        delay = obs.typical - obs.age
-    else:
-        delay = obs.age * schedule.backoff
+        # The estimate is the earliest end the readings allow: aim just before it. Once
+        # that is near, a check every `lead` seconds: a notice is at most that late.
+        delay = from_progress - schedule.eta_lead if from_progress > lead else lead
+        return _clamped(delay, schedule, obs.age + from_progress, eta_left, progress_left)
+
+    # Nothing estimates the end from this answer.
+    expected = obs.expected_end
+    if expected is not None:
+        # An earlier estimate of the server's said when: overdue once it has passed.
+        if obs.age < expected:
+            return _clamped(expected - obs.age, schedule, expected, eta_left, progress_left)
+        overdue_for = obs.age - expected
+        delay = min(
+            schedule.overdue_max,
+            max(schedule.overdue_interval, schedule.overdue_growth * overdue_for),
+        )
+        return _clamped(delay, schedule, expected, eta_left, progress_left)
+    # The server never estimated this task: what tasks that ended took says when to
+    # look first (at half the typical duration, where a running task shows its
+    # progress), then a backoff on its age up to blind_max.
+    typical = obs.typical
+    if typical is not None and obs.age < 0.5 * typical and obs.status is not TaskStatus.UNKNOWN:
+        return _clamped(0.5 * typical - obs.age, schedule, None, eta_left, progress_left)
+    delay = min(schedule.blind_max, obs.age * schedule.backoff)
+    return _clamped(delay, schedule, None, eta_left, progress_left)
+
+
+def _clamped(
+    delay: float,
+    schedule: PollSchedule,
+    expected_end: float | None,
+    eta_left: float | None,
+    progress_left: float | None,
+) -> Plan:
     if not math.isfinite(delay):
         delay = schedule.max_interval
-    return min(schedule.max_interval, max(schedule.min_interval, delay))
+    delay = min(schedule.max_interval, max(schedule.min_interval, delay))
+    return Plan(delay, expected_end, eta_left, progress_left)

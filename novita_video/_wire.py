@@ -191,6 +191,7 @@ def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
         eta=task.eta if task.eta is not None and task.eta > 0 else None,
         progress=0 if progress is None else min(100, max(0, round(progress))),
         videos=videos,
+        task_type=task.task_type,
     )
 
 

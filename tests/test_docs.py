@@ -267,3 +267,39 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "errors" / "index.html").is_file()
+
+
+def _table_defaults(page: str, first_column: str) -> dict[str, str]:
+    """``{name: default}`` from the markdown table whose header starts with ``first_column``."""
+    lines = (DOCS / page).read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    rows: dict[str, str] = {}
+    for line in lines[header + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def test_the_schedule_table_states_the_code_defaults() -> None:
+    documented = _table_defaults("concepts.md", "`PollSchedule` field")
+    fields = {field.name: field.default for field in novita_video.PollSchedule.__attrs_attrs__}
+    assert set(documented) == set(fields)
+    for name, default in fields.items():
+        assert float(documented[name]) == default, name
+
+
+def test_the_knobs_table_states_the_client_defaults() -> None:
+    documented = _table_defaults("concepts.md", "knob")
+    parameters = inspect.signature(novita_video.Client).parameters
+    checked = 0
+    for names, default in documented.items():
+        for name in names.split("`, `"):
+            if name not in parameters or default.endswith("()"):
+                continue  # an object's defaults are its own table's
+            expected = parameters[name].default
+            stated = default.split(", ")[names.split("`, `").index(name)].removesuffix(" s")
+            assert stated == str(expected if not isinstance(expected, float) else f"{expected:g}")
+            checked += 1
+    assert checked >= 8

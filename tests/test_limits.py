@@ -153,3 +153,53 @@ async def test_waiters_go_first_come_first_served() -> None:
 async def test_nonsense_rates_are_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(bad, clock=ManualClock())
+
+
+async def test_a_plain_unlimited_limiter_only_pauses_on_a_429() -> None:
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(None, clock=clock)
+    for _ in range(3):
+        limiter.throttled(1.0, await limiter.acquire())
+    assert limiter.per_minute is None  # no limit, as asked: each 429 paused, that is all
+    assert await times_of(limiter, clock, 3) == pytest.approx([clock.now()] * 3)
+
+
+async def test_an_adaptive_unlimited_limiter_halves_the_pace_that_drew_a_429() -> None:
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(None, clock=clock, adapt_unlimited=True)
+    assert "adapt_unlimited=True" in repr(limiter)
+    # 40 requests a second for two seconds, with no limit at all ...
+    for _ in range(80):
+        ticket = await limiter.acquire()
+        limiter.accepted()
+        clock.time += 1 / 40
+    assert limiter.per_minute is None
+    # ... then a 429: half that pace, after the pause.
+    limiter.throttled(0.5, ticket)
+    assert limiter.per_minute == pytest.approx(20 * 60, rel=0.05)
+    times = await times_of(limiter, clock, 3)
+    assert times[0] == pytest.approx(2.5)
+    assert times[2] - times[1] == pytest.approx(1.02 / 20, rel=0.05)
+    # Another 429 for a request sent at the new pace halves it again ...
+    limiter.throttled(0.0, await limiter.acquire())
+    assert limiter.per_minute == pytest.approx(10 * 60, rel=0.05)
+    # ... never below one request a second ...
+    for _ in range(20):
+        limiter.throttled(0.0, await limiter.acquire())
+    assert limiter.per_minute == pytest.approx(60)
+    # ... and a minute with no 429 lifts the limit again.
+    clock.time += 61.0
+    limiter.accepted()
+    assert limiter.per_minute is None
+    assert await times_of(limiter, clock, 3) == pytest.approx([clock.now()] * 3)
+
+
+async def test_a_burst_then_a_429_is_measured_over_the_window() -> None:
+    # 100 requests in the same instant are 50 a second over the two-second window, not
+    # an infinite rate: half of that is 25.
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(None, clock=clock, adapt_unlimited=True)
+    for _ in range(100):
+        ticket = await limiter.acquire()
+    limiter.throttled(0.0, ticket)
+    assert limiter.per_minute == pytest.approx(25 * 60)

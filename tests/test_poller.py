@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from support import simulated
 
 from novita_video import (
+    Client,
     ClientClosedError,
     NotFoundError,
     PollSchedule,
@@ -59,45 +61,89 @@ async def test_many_concurrent_waits_share_one_poller() -> None:
     assert statistics.mean(polls) <= 3.2
 
 
-@pytest.mark.parametrize(
-    ("knobs", "max_mean_polls"),
-    [
-        # The server's eta is right: learn it, then check as it runs out (in jumps of at
-        # most max_interval, two minutes, in case a real server's eta is wrong).
-        ({"eta_error": 0.0}, 4.0),
-        # No eta: progress extrapolation. The issue's target; these 30 tasks take about 12
-        # (the benchmark measures 8 on its 200).
-        ({"eta_error": None}, 15.0),
-        ({"eta_error": None, "report_progress": False}, 20.0),  # nothing: backoff
-    ],
-    ids=["accurate-eta", "progress-only", "nothing"],
-)
-async def test_minutes_long_tasks_cost_few_polls(
-    knobs: dict[str, Any], max_mean_polls: float
-) -> None:
-    clock = ScaledClock(speed=60)  # 2-5 minute tasks in 5 real seconds, as in the benchmark
+async def _wait_all(client: Client, prompts: list[str], clock: ScaledClock) -> dict[str, float]:
+    """Submit ``prompts`` and wait for each; when (clock time) each wait returned."""
     handed: dict[str, float] = {}
-    defaults = {"poll_schedule": PollSchedule()}  # the real schedule, first check at 2 s
-    async with simulated(
-        task_duration=(120, 300), clock=clock, seed=3, client=defaults, **knobs
-    ) as (fake, client):
-        async with anyio.create_task_group() as group:
-            for n in range(30):
-                task_id = await client.submit(f"clip {n}")
+    async with anyio.create_task_group() as group:
+        for prompt in prompts:
+            task_id = await client.submit(prompt)
 
-                async def wait(task_id: str = task_id) -> None:
-                    await client.wait(task_id, timeout=600)
-                    handed[task_id] = clock.now()
+            async def wait(task_id: str = task_id) -> None:
+                await client.wait(task_id, timeout=3600)
+                handed[task_id] = clock.now()
 
-                group.start_soon(wait)
-    polls = list(fake.stats.polls.values())
-    latencies = sorted(handed[t] - fake.task(t).finishes_at for t in handed)
-    assert len(handed) == 30
+            group.start_soon(wait)
+    return handed
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[math.ceil(0.95 * len(ordered)) - 1]
+
+
+QUEUE = {"queue_time": (0, 30), "eta_rounding": "round"}
+
+
+@pytest.mark.parametrize(
+    ("knobs", "max_mean_polls", "max_p95"),
+    [
+        # The server's eta is right: once a few tasks proved it, check as it runs out.
+        ({"eta_error": 0.0}, 5.0, 4.0),
+        # Real servers: a queue first, the eta rounded (0 a moment before the end).
+        (QUEUE, 5.5, 4.0),
+        # ... and each task's eta off by its own factor of 0.6-1.5: progress decides.
+        (QUEUE | {"eta_bias": (0.6, 1.5)}, 6.5, 4.0),
+        # No eta at all: two progress readings give the speed.
+        ({"eta_error": None, "queue_time": (0, 30)}, 6.0, 4.0),
+        # Nothing but durations: checks no more than blind_max (15 s) apart.
+        ({"eta_error": None, "report_progress": False}, 9.0, 15.0 + 4.0),
+    ],
+    ids=["accurate-eta", "rounded-eta-queue", "biased-eta", "progress-only", "nothing"],
+)
+async def test_minutes_long_tasks_cost_few_polls_and_little_lateness(
+    knobs: dict[str, Any], max_mean_polls: float, max_p95: float
+) -> None:
+    # Tasks of 1-2.5 minutes play out in 3-7.5 real seconds. A few end first, so the
+    # poller has learned what it will (as in any long batch); the next 24 are measured.
+    # The lateness bound is the benchmark's 3 s target plus 1 s (50 ms of real time) for
+    # a machine whose CPU other processes compete for; the flaw this guards against
+    # noticed ends 20 s late (benchmarks/README.md holds the 3 s target itself).
+    clock = ScaledClock(speed=20)
+    async with simulated(task_duration=(60, 150), clock=clock, seed=3, **knobs) as (fake, client):
+        await _wait_all(client, [f"warm-up {n}" for n in range(8)], clock)
+        handed = await _wait_all(client, [f"clip {n}" for n in range(24)], clock)
+    polls = [fake.stats.polls[task_id] for task_id in handed]
+    lateness = [handed[task_id] - fake.task(task_id).finishes_at for task_id in handed]
+    assert len(handed) == 24
+    assert min(lateness) >= 0
     assert statistics.mean(polls) <= max_mean_polls, polls
     assert max(polls) <= max_mean_polls + 5, polls  # no task runs away
-    assert min(latencies) >= 0
-    if knobs.get("eta_error") == 0.0:
-        assert latencies[int(0.95 * len(latencies)) - 1] <= 3.0, latencies
+    assert _p95(lateness) <= max_p95, sorted(lateness)
+
+
+async def test_overdue_tasks_are_noticed_soon_whatever_their_age() -> None:
+    # Each eta runs out halfway through the task's run, and progress says nothing: from
+    # then on the task is overdue, for 20 to 200 seconds. Checks come at most
+    # overdue_max (4 s) apart, so the end is noticed that soon, however long the task
+    # (a backoff on the age would notice a 400 s task minutes late).
+    schedule = PollSchedule()
+    clock = ScaledClock(speed=40)
+    async with simulated(
+        task_duration=(40, 400),
+        queue_time=(0, 0),
+        eta_bias=(0.5, 0.5),
+        eta_rounding="floor",
+        report_progress=False,
+        clock=clock,
+        seed=11,
+    ) as (fake, client):
+        handed = await _wait_all(client, [f"clip {n}" for n in range(20)], clock)
+    lateness = {task_id: handed[task_id] - fake.task(task_id).finishes_at for task_id in handed}
+    longest = sorted(handed, key=lambda task_id: fake.task(task_id).duration)[-5:]
+    assert fake.task(longest[0]).duration > 250
+    slack = 6.0  # seconds of the clock: loop and HTTP delays (150 ms), times 40
+    assert max(lateness.values()) <= schedule.overdue_max + slack, lateness
+    assert max(lateness[task_id] for task_id in longest) <= schedule.overdue_max + slack
 
 
 async def test_wait_times_out_on_the_injected_clock() -> None:
