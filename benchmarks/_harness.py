@@ -54,6 +54,12 @@ class SimulatorSpec:
     no_eta: bool = False
     #: At most this many submits accepted in any this many seconds: (requests, per).
     submit_limit: tuple[int, float] | None = None
+    #: QUEUED for U(lo, hi) seconds before running for task_duration (None: 10 % of it).
+    queue_time: tuple[float, float] | None = None
+    #: How the server rounds its eta to whole seconds: ceil, round or floor.
+    eta_rounding: str = "ceil"
+    #: The server believes a task runs U(lo, hi) times its real time (None: exact).
+    eta_bias: tuple[float, float] | None = None
 
     def argv(self, origin: float) -> list[str]:
         low, high = self.task_duration
@@ -66,6 +72,12 @@ class SimulatorSpec:
         if self.submit_limit is not None:
             requests, per = self.submit_limit
             argv += ["--submit-limit", f"{requests}/{per:g}"]
+        if self.queue_time is not None:
+            argv += ["--queue-time", *(str(t) for t in self.queue_time)]
+        if self.eta_rounding != "ceil":
+            argv += ["--eta-rounding", self.eta_rounding]
+        if self.eta_bias is not None:
+            argv += ["--eta-bias", *(str(b) for b in self.eta_bias)]
         return argv
 
 

@@ -24,6 +24,21 @@ HAND_LOOP = ContenderSpec("hand_loop", "contender_hand_loop", ("--concurrency", 
 NOVITA_CLIENT = ContenderSpec("novita_client", "contender_novita_client", ("--workers", "100"))
 
 
+def hand_loop(label: str, interval: float) -> ContenderSpec:
+    """The hand loop polling every ``interval`` seconds of task time."""
+    return ContenderSpec(
+        label, "contender_hand_loop", ("--concurrency", "32", "--poll-interval", str(interval))
+    )
+
+
+def ours_at_defaults(label: str, **flags: str) -> ContenderSpec:
+    """Our client with its defaults (what users get), but for the given flags."""
+    argv: tuple[str, ...] = ()
+    for name, setting in flags.items():
+        argv += (f"--{name.replace('_', '-')}", setting)
+    return ContenderSpec(label, "contender_novita_video", argv)
+
+
 def ours(label: str, n: int, *, submit_rpm: str, webhook: str = "off") -> ContenderSpec:
     """Our client as configured for a batch of ``n``: see the README for why these values.
 
@@ -91,6 +106,11 @@ def scenario_1(run: Runner, *, quick: bool) -> ScenarioResult:
     n, repeats = (200, 1) if quick else (1000, 3)
     result = ScenarioResult("1", f"{n} tasks of 2-6 s, no server limit")
     mine = ours("novita_video", n, submit_rpm="inf")
+    # The same batch with the client's own poll settings (budget, checks in flight).
+    default_polls = ours_at_defaults(
+        "novita_video, default polls", concurrency="32", submit_rpm="inf", max_outstanding=str(n)
+    )
+    default_runs: list[RunResult] = []
     pairs: list[tuple[RunResult, RunResult]] = []
     for repeat in range(repeats):
         # Both contenders of a repeat face the same seed, so the same task durations;
@@ -100,7 +120,8 @@ def scenario_1(run: Runner, *, quick: bool) -> ScenarioResult:
         first, second = (run("1", repeat, sim, spec, n) for spec in order)
         pair = (first, second) if repeat % 2 == 0 else (second, first)
         pairs.append(pair)
-        result.runs += [first, second]
+        default_runs.append(run("1", repeat, sim, default_polls, n))
+        result.runs += [first, second, default_runs[-1]]
         if repeat == 0:
             # The synchronous SDK is too slow to repeat; once shows where it stands.
             result.runs.append(run("1", repeat, sim, NOVITA_CLIENT, n))
@@ -118,6 +139,14 @@ def scenario_1(run: Runner, *, quick: bool) -> ScenarioResult:
             "1b",
             "notice latency p95, novita_video",
             median([value(r, r.latency_p95_s) for r in our_runs]),
+            1.0,
+            "s",
+            of,
+        ),
+        Target(
+            "1e",
+            "notice latency p95, default poll settings",
+            median([value(r, r.latency_p95_s) for r in default_runs]),
             1.0,
             "s",
             of,
@@ -329,6 +358,71 @@ def scenario_5(run: Runner, *, quick: bool) -> ScenarioResult:
     return result
 
 
+#: Scenario 6's regimes: how the server's eta relates to the real end.
+REGIMES: dict[str, dict[str, object]] = {
+    "exact": {},
+    "biased": {"eta_bias": (0.6, 1.5)},
+    "absent": {"no_eta": True},
+}
+
+
+def scenario_6(run: Runner, *, quick: bool) -> ScenarioResult:
+    """Real Minimax tasks at the client's defaults: 2-5 minutes after a 0-60 s queue.
+
+    The eta is whole seconds (rounded, so it may read 0 a moment before the end), in
+    three regimes: exact, off by a per-task factor of 0.6-1.5, and absent (progress
+    only). Submits are limited as Novita's default (20 a minute), the client keeps its
+    defaults, and hand loops polling every 5 and every 30 seconds face the same tasks.
+    """
+    n, repeats, speed = (60, 1, 30.0) if quick else (200, 2, 30.0)
+    result = ScenarioResult(
+        "6", f"{n} tasks of 2-5 min + 0-60 s queue, defaults, ScaledClock speed {speed:g}"
+    )
+    mine = ours_at_defaults("novita_video defaults")
+    loops = (hand_loop("hand_loop 5 s", 5.0), hand_loop("hand_loop 30 s", 30.0))
+    targets: list[Target] = []
+    for regime, knobs in REGIMES.items():
+        ours_runs: list[RunResult] = []
+        for repeat in range(repeats):
+            sim = SimulatorSpec(
+                task_duration=(120.0, 300.0),
+                seed=600 + repeat,
+                speed=speed,
+                submit_limit=(20, 60.0),
+                queue_time=(0.0, 60.0),
+                eta_rounding="round",
+                **knobs,  # type: ignore[arg-type]
+            )
+            spec = ContenderSpec(f"{mine.label}, {regime}", mine.module, mine.flags)
+            ours_runs.append(run("6", repeat, sim, spec, n))
+            if repeat == 0:
+                # The baselines once, on the same seed, so on the same task durations.
+                for loop in loops:
+                    labelled = ContenderSpec(f"{loop.label}, {regime}", loop.module, loop.flags)
+                    result.runs.append(run("6", repeat, sim, labelled, n))
+        result.runs += ours_runs
+        of = f"median of {repeats}, virtual s"
+        targets += [
+            Target(
+                f"6-{regime}-latency",
+                f"notice latency p95, {regime} eta",
+                median([value(r, r.latency_p95_s) for r in ours_runs]),
+                3.0,
+                "s",
+                of,
+            ),
+            Target(
+                f"6-{regime}-polls",
+                f"polls per task, {regime} eta",
+                median([value(r, r.polls_per_task) for r in ours_runs]),
+                6.0,
+                note=f"median of {repeats}",
+            ),
+        ]
+    result.targets = targets
+    return result
+
+
 class Scenario(Protocol):
     def __call__(self, run: Runner, *, quick: bool) -> ScenarioResult: ...
 
@@ -339,4 +433,5 @@ SCENARIOS: dict[str, Scenario] = {
     "3": scenario_3,
     "4": scenario_4,
     "5": scenario_5,
+    "6": scenario_6,
 }

@@ -5,8 +5,9 @@
 as a strawman: one ``ClientSession`` with keep-alive, a semaphore bounding the
 requests in flight, and a 429 waits out ``Retry-After`` and is retried.
 
-It sleeps real seconds (``asyncio.sleep``), as such a loop does; under a
-ScaledClock one real second is ``speed`` seconds of task time.
+Its ``--poll-interval`` is in task seconds: under a ScaledClock it sleeps
+``interval / speed`` real seconds, as the same loop would against tasks that take
+``speed`` times longer (so does its wait on a ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class _Loop:
     ) -> None:
         self._session = session
         self._requests = asyncio.Semaphore(args.concurrency)
-        self._interval: float = args.poll_interval
+        self._interval: float = args.poll_interval / args.speed
+        self._speed: float = args.speed
         self._meter = meter
         self._wall = _report.SharedWall(args.speed, args.origin)
         self.retries_429 = 0
@@ -42,7 +44,8 @@ class _Loop:
                     return await response.json()
                 wait = float(response.headers.get("Retry-After", "1"))
             self.retries_429 += 1
-            await asyncio.sleep(wait)  # outside the semaphore: others may go meanwhile
+            # Outside the semaphore: others may go meanwhile.
+            await asyncio.sleep(wait / self._speed)
 
     async def one(self, prompt: str) -> None:
         submitted = await self._call("POST", _report.SUBMIT_PATH, json={"prompt": prompt})
@@ -76,7 +79,7 @@ async def _run(args: argparse.Namespace, meter: _report.Meter) -> dict[str, Any]
 def main() -> None:
     p = _report.parser(__doc__ or "")
     p.add_argument("--concurrency", type=int, required=True, help="requests in flight at most")
-    p.add_argument("--poll-interval", type=float, default=1.0, help="real seconds")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="task seconds")
     args = p.parse_args()
     meter = _report.Meter()
     extra = asyncio.run(_run(args, meter))

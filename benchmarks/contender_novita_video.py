@@ -1,7 +1,8 @@
 """Contender: this project's client, one ``Client.generate`` batch over all the tasks.
 
 Every knob that shapes the run is a flag, so the harness states (and the JSON
-results record) exactly how the client was configured in each scenario.
+results record) exactly how the client was configured in each scenario; a flag left
+out keeps the client's default (what users get).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from novita_video import Client, Clock, ScaledClock, SystemClock
 from novita_video.webhooks import aiohttp_handler
 
 from . import _report
+
+#: A flag left out: the client's own default applies.
+_DEFAULT: Any = object()
 
 
 def _rate(text: str) -> float | None:
@@ -56,14 +60,21 @@ async def _run(args: argparse.Namespace, meter: _report.Meter) -> dict[str, Any]
     )
     async with _receiver(args.webhook) as (webhook_url, clients):
         meter.start()
+        knobs = {
+            name: getattr(args, name)
+            for name in (
+                "concurrency",
+                "submit_rpm",
+                "poll_rpm",
+                "poll_concurrency",
+                "max_outstanding",
+            )
+            if getattr(args, name) is not _DEFAULT
+        }
         async with Client(
             args.api_key,
             base_url=args.url,
-            concurrency=args.concurrency,
-            submit_rpm=args.submit_rpm,
-            poll_rpm=args.poll_rpm,
-            poll_concurrency=args.poll_concurrency,
-            max_outstanding=args.max_outstanding,
+            **knobs,
             webhook_url=webhook_url,
             trust_webhooks=args.webhook == "trust",
             clock=clock,
@@ -81,17 +92,19 @@ async def _run(args: argparse.Namespace, meter: _report.Meter) -> dict[str, Any]
         "client_retries": stats.retries,
         "client_rate_limited": stats.rate_limited,
         "client_submit_rpm_at_end": stats.submit_rpm,
+        "client_poll_rpm_at_end": stats.poll_rpm,
         "client_webhooks": stats.webhooks,
     }
 
 
 def main() -> None:
     p = _report.parser(__doc__ or "")
-    p.add_argument("--concurrency", type=int, required=True)
-    p.add_argument("--submit-rpm", type=_rate, required=True, help="a number, inf or none")
-    p.add_argument("--poll-rpm", type=_rate, required=True, help="a number, inf or none")
-    p.add_argument("--poll-concurrency", type=int, required=True)
-    p.add_argument("--max-outstanding", type=int, required=True)
+    default = {"default": _DEFAULT, "help": "(default: the client's)"}
+    p.add_argument("--concurrency", type=int, **default)
+    p.add_argument("--submit-rpm", type=_rate, **default | {"help": "a number, inf or none"})
+    p.add_argument("--poll-rpm", type=_rate, **default | {"help": "a number, inf or none"})
+    p.add_argument("--poll-concurrency", type=int, **default)
+    p.add_argument("--max-outstanding", type=int, **default)
     p.add_argument(
         "--webhook",
         choices=("off", "verify", "trust"),
