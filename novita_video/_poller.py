@@ -11,7 +11,7 @@ error that retrying cannot mend) or plans the next one from the answer
 (:func:`plan_next_check`). A 429 pauses and slows every poll, not just one.
 
 The dispatcher never waits for a worker: due checks queue in order, and a check that
-takes longer than ``slow_check`` seconds (a server dripping its answer) stops counting
+takes longer than ``slow_check`` (1 s: a server dripping its answer) stops counting
 against ``concurrency``, so a few stuck answers cannot hold up every other task's
 checks; each task has at most one check in flight, so stragglers stay bounded too.
 
@@ -63,8 +63,9 @@ _LEARN_HORIZON = 20.0
 #: An end is known to within half the gap between the last two checks; it grades an
 #: estimate only if that gap is at most this share of the time the estimate gave.
 _LEARN_PRECISION = 0.1
-#: A check slower than this (seconds of the client's clock) frees its worker's place.
-SLOW_CHECK = 5.0
+#: A check slower than this (seconds of the client's clock) frees its place: answers
+#: take a fraction of a second, so one still coming after this is stuck or dripping.
+SLOW_CHECK = 1.0
 
 
 @attrs.define(eq=False)
@@ -311,6 +312,7 @@ class Poller:
                 continue
             watch.checking = True
             self._queue.append(watch)
+            self._reschedule(watch)  # its listeners' deadlines stand while it is checked
 
     async def _dispatch(self, checks: anyio.abc.TaskGroup) -> None:
         """Start the queued checks that have a place and the limiter's leave."""
