@@ -37,6 +37,7 @@ from ._errors import ClientClosedError as ClientClosedError
 from ._errors import DownloadError as DownloadError
 from ._errors import InsufficientBalanceError as InsufficientBalanceError
 from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import LocalFileError as LocalFileError
 from ._errors import MissingAPIKeyError as MissingAPIKeyError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import NovitaError as NovitaError
@@ -84,6 +85,7 @@ __all__ = [
     "InsufficientBalanceError",
     "InvalidRequestError",
     "KlingI2VRequest",
+    "LocalFileError",
     "MissingAPIKeyError",
     "NotFoundError",
     "NovitaError",

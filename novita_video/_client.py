@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 
 from ._batch import Batch, PromptInput, _BatchRun
@@ -150,8 +151,17 @@ class Client:
     ``poll_rpm`` caps task-result requests a minute. By default (``"adaptive"``) polls go
     as fast as the schedule asks until the server answers 429, then at half the pace
     that drew it, slowed by more 429s and unlimited again after a minute without one;
-    ``None`` means no limit at all (a 429 only pauses polling). ``timeout`` is the
-    per-request read timeout. ``retry_unsafe_submits=True``
+    ``None`` means no limit at all (a 429 only pauses polling).
+
+    Nothing waits without end: ``timeout`` bounds each read of a request and
+    ``connect_timeout`` its connection, while ``deadline`` (default: the two added, 70 s)
+    bounds a whole API request, however slowly its answer drips in. A submit whose
+    request left is not cancelled before then (it may have created a task, whose id is
+    worth waiting for); past it, the submit ends as unknown, never resent. An API answer
+    may be at most ``max_response_bytes`` (1 MiB; they are a few KB), decoded; a clip
+    download ``download_timeout`` seconds (600) and ``max_clip_bytes`` (1 GiB).
+
+    ``retry_unsafe_submits=True``
     lets the client resend a submit that may already have created a task (it may then
     pay twice; off by default). ``clock`` and ``poll_schedule`` are for tests and tuning.
 
@@ -175,6 +185,10 @@ class Client:
         poll_concurrency: int = 8,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
+        deadline: float | None = None,
+        max_response_bytes: int = 1 << 20,
+        download_timeout: float = 600.0,
+        max_clip_bytes: int = 1 << 30,
         max_connections: int = 32,
         retry: RetryPolicy | None = None,
         retry_unsafe_submits: bool = False,
@@ -215,6 +229,16 @@ class Client:
         _positive("task_timeout", task_timeout)
         _positive("timeout", timeout)
         _positive("connect_timeout", connect_timeout)
+        _positive("deadline", deadline, allow_none=True)
+        _positive("download_timeout", download_timeout)
+        for name, size in (
+            ("max_response_bytes", max_response_bytes),
+            ("max_clip_bytes", max_clip_bytes),
+        ):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1024:
+                raise InvalidRequestError(
+                    f"{name}: must be a whole number of bytes >= 1024, not {size!r}", name
+                )
         self._clock: Clock = clock or SystemClock()
         self._retry = retry or RetryPolicy()
         self._retry_unsafe_submits = retry_unsafe_submits
@@ -229,6 +253,10 @@ class Client:
             connect_timeout=connect_timeout,
             max_connections=max_connections,
             user_agent=f"novita-video/{__version__}",
+            deadline=timeout + connect_timeout if deadline is None else deadline,
+            max_response_bytes=max_response_bytes,
+            download_timeout=download_timeout,
+            max_clip_bytes=max_clip_bytes,
         )
         self._counters = _Counters()
         self._submit_limiter = self.rate_limiter(submit_rpm)
@@ -417,6 +445,8 @@ class Client:
             )
             if decision is Decision.UNKNOWN_SUBMISSION:
                 self._counters.unknown_submissions += 1
+                # A caller who cancelled while the shielded POST ran is told so now.
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 raise SubmissionUnknownError(
                     f"the submit may have created a task, but no task id came back ({failure}); "
                     "it was not sent again, to avoid paying twice",

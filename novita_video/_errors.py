@@ -22,6 +22,7 @@ The tree::
     ├── TaskFailedError                       a task ended TASK_STATUS_FAILED (raise_for_status)
     ├── TaskTimeoutError (TimeoutError)       a task was not final by its deadline
     ├── DownloadError                         storage refused a clip (403 once a URL expired)
+    ├── LocalFileError (OSError)              a clip could not be written here (a full disk)
     └── BatchAbortedError                     a prompt never sent: the batch was stopped first
 
 Every error answers :attr:`NovitaError.dooms_batch`: ``True`` when the same request with
@@ -50,6 +51,7 @@ __all__ = [
     "DownloadError",
     "InsufficientBalanceError",
     "InvalidRequestError",
+    "LocalFileError",
     "MissingAPIKeyError",
     "NotFoundError",
     "NovitaError",
@@ -297,6 +299,19 @@ class DownloadError(NovitaError):
     def status_code(self) -> int:
         """The HTTP status storage answered (403: expired or refused)."""
         return int(self.args[1])
+
+
+class LocalFileError(NovitaError, OSError):
+    """A clip could not be written to this machine (a full disk, a read-only file system).
+
+    The network was fine, so no retry mends it: it is raised at once.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class BatchAbortedError(NovitaError):

@@ -6,6 +6,14 @@ the API key in the ``Authorization`` header of requests to the API base URL, now
 else: not in the session's default headers (so a video download cannot carry it), not
 in a log line, not in an exception.
 
+Nothing it reads can hang or grow without bound: every API request has a total
+deadline (``deadline`` seconds of real time, however slowly the answer drips in) and
+every body a size cap, counted after decoding (it decodes gzip and deflate itself, so
+a small compressed bomb stops at the cap); clip downloads have their own deadline and
+cap. The key is redacted from every body and header it hands on, so a proxy echoing
+the Authorization header cannot put it into an exception, and no aiohttp exception
+(which keeps the request's headers) stays chained to the SDK's own.
+
 Two connection pools: polls (GET) keep connections alive as usual, while submits (POST)
 reuse a connection only within :data:`SUBMIT_KEEPALIVE` seconds of its last use. A
 server that closes an idle connection just as we reuse it makes a request fail in a way
@@ -19,13 +27,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import SimpleNamespace
 from typing import Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+import anyio
 import attrs
 
 from ._errors import (
@@ -33,6 +44,9 @@ from ._errors import (
     APIStatusError,
     APITimeoutError,
     ClientClosedError,
+    DownloadError,
+    LocalFileError,
+    ProtocolError,
     status_error_class,
 )
 from ._retry import parse_retry_after
@@ -42,6 +56,14 @@ logger = logging.getLogger("novita_video")
 
 #: Seconds a submit connection may sit idle and still be reused (see the docstring).
 SUBMIT_KEEPALIVE = 3.0
+#: What stands in a body or header where the API key was.
+REDACTED = "[redacted]"
+#: Query parameters of presigned links that are credentials (S3, GCS, Azure, ours).
+_SIGNATURE = re.compile(
+    r"((?:signature|x-amz-signature|x-goog-signature|sig|token|x-amz-security-token)=)[^&\s'\"]+",
+    re.IGNORECASE,
+)
+_CHUNK = 1 << 16
 
 _REQUEST_ID_HEADERS = ("x-request-id", "x-trace-id", "request-id")
 
@@ -146,6 +168,48 @@ def _detail(err: BaseException) -> str:
     return type(err).__name__
 
 
+class TransportError(Exception):
+    """What an aiohttp or socket error said, detached from it: the ``__cause__`` of the
+    SDK's connection errors. aiohttp's own exceptions keep the request (and so its
+    Authorization header); this keeps only their type and redacted message."""
+
+
+def _decoder(encoding: str, what: str) -> zlib._Decompress | None:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    raise ProtocolError(f"{what}: the answer is encoded as {encoding!r}, which is not supported")
+
+
+async def _decoded(
+    chunks: AsyncIterator[bytes], encoding: str, limit: int, what: str
+) -> AsyncIterator[bytes]:
+    """The body's bytes decoded, raising :class:`ProtocolError` past ``limit`` of them."""
+    decoder = _decoder(encoding, what)
+    total = 0
+    async for chunk in chunks:
+        pieces = [chunk]
+        if decoder is not None:
+            try:
+                # Never more than the cap at once: a bomb stops here, not in memory.
+                pieces = [decoder.decompress(chunk, limit + 1 - total)]
+                while decoder.unconsumed_tail and total + len(pieces[-1]) <= limit:
+                    room = limit + 1 - total - sum(map(len, pieces))
+                    pieces.append(decoder.decompress(decoder.unconsumed_tail, max(1, room)))
+            except zlib.error as err:
+                raise ProtocolError(f"{what}: the answer does not decode as {encoding}") from err
+        for piece in pieces:
+            total += len(piece)
+            if total > limit:
+                raise ProtocolError(f"{what}: the answer is more than {limit} bytes")
+            if piece:
+                yield piece
+
+
 class HTTPTransport:
     """Sends requests to the Novita API (the key in each one's Authorization header) and
     downloads clips from storage (with no key at all)."""
@@ -159,25 +223,62 @@ class HTTPTransport:
         connect_timeout: float,
         max_connections: int,
         user_agent: str,
+        deadline: float,
+        max_response_bytes: int,
+        download_timeout: float,
+        max_clip_bytes: int,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._auth = f"Bearer {api_key}"
+        self._secret = api_key.encode()
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=timeout
         )
+        self._deadline = deadline
+        self._max_response_bytes = max_response_bytes
+        self._download_timeout = download_timeout
+        self._max_clip_bytes = max_clip_bytes
         self._max_connections = max_connections
-        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        # The SDK decodes bodies itself (aiohttp would decode a bomb whole): it asks for
+        # what it can decode under a cap.
+        self._headers = {
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        }
         self._pooled: aiohttp.ClientSession | None = None
         self._submits: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"HTTPTransport(base_url={self._base_url!r})"
 
+    def redact(self, data: bytes) -> bytes:
+        """``data`` with the API key replaced by :data:`REDACTED`."""
+        return data.replace(self._secret, REDACTED.encode()) if self._secret in data else data
+
+    def _redact_text(self, text: str) -> str:
+        return self.redact(text.encode("utf-8", "surrogateescape")).decode(
+            "utf-8", "surrogateescape"
+        )
+
+    def _failure(
+        self, err: BaseException, mapped: APIConnectionError, *, url: str = ""
+    ) -> APIConnectionError:
+        # Chained to a detached copy: aiohttp's exception keeps the request's headers, and
+        # its message may quote a storage link whose query string is a signature.
+        text = self._redact_text(f"{type(err).__name__}: {err}")
+        query = urlsplit(url).query
+        if query:
+            text = text.replace(query, REDACTED)
+        mapped.__cause__ = TransportError(_SIGNATURE.sub(rf"\1{REDACTED}", text))
+        return mapped
+
     async def open(self) -> None:
         self._pooled = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._max_connections),
             timeout=self._timeout,
             headers=self._headers,
+            auto_decompress=False,
         )
         self._submits = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
@@ -186,6 +287,7 @@ class HTTPTransport:
             timeout=self._timeout,
             headers=self._headers,
             trace_configs=[_trace_sending()],
+            auto_decompress=False,
         )
 
     async def close(self) -> None:
@@ -212,60 +314,121 @@ class HTTPTransport:
         """Send one API request; any status comes back as a :class:`Response`.
 
         Raises :class:`APIConnectionError` (``maybe_sent`` says whether it may have
-        reached the server) or :class:`APITimeoutError` when there is no answer. A POST
-        may pass a :class:`Sending` to learn when it left, and to be told.
+        reached the server) or :class:`APITimeoutError` when there is no whole answer
+        within the total deadline, and :class:`ProtocolError` for an answer over the
+        size cap. A POST may pass a :class:`Sending` to learn when it left, and to be
+        told. The key is redacted from the body and headers of the answer.
         """
         session = self._session(submit=method == "POST")
         what = f"{method} {path}"
         started = time.perf_counter()
-        try:
-            async with session.request(
-                method,
-                self._base_url + path,
-                params=params,
-                json=json,
-                headers={"Authorization": self._auth},
-                # The API never redirects; following one could carry the key elsewhere.
-                allow_redirects=False,
-                trace_request_ctx=sending,
-            ) as answer:
-                body = await answer.read()
-                # Lower-cased keys make header lookups case-blind.
-                headers = {key.lower(): value for key, value in answer.headers.items()}
-                response = Response(answer.status, body, headers)
-        except (TimeoutError, aiohttp.ClientError, OSError) as err:
-            mapped = _map_error(err, what, sending)
-            logger.debug("%s -> no answer: %s", what, mapped)
-            raise mapped from err
+        failure: APIConnectionError | None = None
+        response: Response | None = None
+        with anyio.move_on_after(self._deadline) as deadline:
+            try:
+                async with session.request(
+                    method,
+                    self._base_url + path,
+                    params=params,
+                    json=json,
+                    headers={"Authorization": self._auth},
+                    # The API never redirects; following one could carry the key elsewhere.
+                    allow_redirects=False,
+                    trace_request_ctx=sending,
+                ) as answer:
+                    encoding = answer.headers.get("Content-Encoding", "")
+                    chunks = _decoded(
+                        answer.content.iter_chunked(_CHUNK),
+                        encoding,
+                        self._max_response_bytes,
+                        what,
+                    )
+                    body = b"".join([chunk async for chunk in chunks])
+                    response = self._response(answer, body)
+            except (TimeoutError, aiohttp.ClientError, OSError) as err:
+                failure = self._failure(err, _map_error(err, what, sending))
+        if deadline.cancelled_caught:
+            maybe_sent = sending is None or sending.sent
+            failure = APITimeoutError(
+                f"{what}: no whole answer within the total deadline of {self._deadline:g} s",
+                maybe_sent,
+            )
+        if failure is not None:
+            # Raised here, outside the except block, so that no aiohttp exception is its
+            # __context__ either.
+            logger.debug("%s -> no answer: %s", what, failure)
+            raise failure
+        assert response is not None
         logger.debug(
             "%s -> %d in %.0f ms", what, response.status, (time.perf_counter() - started) * 1e3
         )
         return response
+
+    def _response(self, answer: aiohttp.ClientResponse, body: bytes) -> Response:
+        # Lower-cased keys make header lookups case-blind.
+        headers = {key.lower(): self._redact_text(value) for key, value in answer.headers.items()}
+        return Response(answer.status, self.redact(body), headers)
 
     async def download(self, url: str, file: BinaryIO) -> Response:
         """Stream ``url`` into ``file``; the answer's status and headers, with an empty body.
 
         No Authorization header is sent: the URL is presigned storage, not the API, and a
         redirect cannot carry a key that this request never had. A non-2xx answer writes
-        nothing. A body shorter than its Content-Length raises :class:`APIConnectionError`.
+        nothing. A body shorter than its Content-Length raises :class:`APIConnectionError`,
+        one that does not end within ``download_timeout`` :class:`APITimeoutError`, one
+        over ``max_clip_bytes`` (decoded) :class:`DownloadError`; a failed write to
+        ``file`` (a full disk) :class:`LocalFileError`, which no retry can mend.
         """
         session = self._session(submit=False)
         what = f"GET {urlsplit(url).path}"  # never the query string: it is a signature
+        received = 0
         written = 0
-        try:
-            async with session.get(url, headers={"Accept": "*/*"}) as answer:
-                headers = {key.lower(): value for key, value in answer.headers.items()}
-                if 200 <= answer.status < 300:
-                    async for chunk in answer.content.iter_chunked(1 << 16):
-                        file.write(chunk)
-                        written += len(chunk)
-                else:
-                    await answer.read()
-                response = Response(answer.status, b"", headers)
-        except (aiohttp.ClientError, OSError, TimeoutError) as err:
-            raise _map_error(err, what) from err
+        failure: APIConnectionError | None = None
+        response: Response | None = None
+        with anyio.move_on_after(self._download_timeout) as deadline:
+            try:
+                async with session.get(url, headers={"Accept": "*/*"}) as answer:
+                    headers = {key.lower(): value for key, value in answer.headers.items()}
+                    if 200 <= answer.status < 300:
+
+                        async def counted() -> AsyncIterator[bytes]:
+                            nonlocal received
+                            async for chunk in answer.content.iter_chunked(_CHUNK):
+                                received += len(chunk)
+                                yield chunk
+
+                        encoding = headers.get("content-encoding", "")
+                        try:
+                            async for piece in _decoded(
+                                counted(), encoding, self._max_clip_bytes, what
+                            ):
+                                _write(file, piece, what)
+                                written += len(piece)
+                        except ProtocolError as err:
+                            raise DownloadError(f"{err} (the clip cap)", answer.status) from None
+                    else:
+                        await answer.read()
+                    response = Response(answer.status, b"", headers)
+            except LocalFileError:
+                raise  # this machine's fault, not the network's
+            except (aiohttp.ClientError, OSError, TimeoutError) as err:
+                failure = self._failure(err, _map_error(err, what), url=url)
+        if deadline.cancelled_caught:
+            failure = APITimeoutError(
+                f"{what}: the clip did not arrive within {self._download_timeout:g} s", True
+            )
+        if failure is not None:
+            raise failure
+        assert response is not None
         expected = response.headers.get("content-length")
-        if 200 <= response.status < 300 and expected is not None and expected != str(written):
-            raise APIConnectionError(f"{what}: got {written} of {expected} bytes", True)
+        if 200 <= response.status < 300 and expected is not None and expected != str(received):
+            raise APIConnectionError(f"{what}: got {received} of {expected} bytes", True)
         logger.debug("%s -> %d, %d bytes", what, response.status, written)
         return response
+
+
+def _write(file: BinaryIO, data: bytes, what: str) -> None:
+    try:
+        file.write(data)
+    except OSError as err:
+        raise LocalFileError(f"{what}: could not write the clip ({err.strerror or err})") from None

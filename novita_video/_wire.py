@@ -30,8 +30,9 @@ class _WireTask:
     task_id: str
     status: str
     reason: str = ""
-    eta: float | None = None
-    progress_percent: float | None = None
+    # Estimates are hints: read leniently in from_wire, never a reason to refuse an answer.
+    eta: Any = None
+    progress_percent: Any = None
     task_type: str = ""
 
 
@@ -81,6 +82,17 @@ def _structure_number(value: Any, _: type) -> float:
     if not math.isfinite(number):
         raise ValueError("expected a finite number")
     return number
+
+
+def hint(value: Any) -> float | None:
+    """A number the server gives as a hint (``eta``, ``progress_percent``), or ``None``
+    when it cannot be read as a finite number >= 0: a hint that cannot be read is a
+    missing hint, not a broken answer about a healthy task."""
+    try:
+        number = _structure_number(value, float)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
 
 
 def _make_converter() -> cattrs.Converter:
@@ -182,14 +194,15 @@ def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
         for video in wire.videos or ()
         if video.video_url
     )
-    progress = task.progress_percent
+    eta = hint(task.eta)
+    progress = hint(task.progress_percent)
     return TaskResult(
         task_id=task.task_id,
         status=TaskStatus.parse(task.status),
         raw_status=task.status,
         reason=task.reason,
-        eta=task.eta if task.eta is not None and task.eta > 0 else None,
-        progress=0 if progress is None else min(100, max(0, round(progress))),
+        eta=eta if eta is not None and eta > 0 else None,
+        progress=0 if progress is None else min(100, round(progress)),
         videos=videos,
         task_type=task.task_type,
     )

@@ -18,6 +18,7 @@ from novita_video import (
     DownloadError,
     InsufficientBalanceError,
     InvalidRequestError,
+    LocalFileError,
     MissingAPIKeyError,
     NotFoundError,
     NovitaError,
@@ -94,6 +95,7 @@ EVERY_ERROR: list[NovitaError] = [
     TaskFailedError("failed", RESULT),
     TaskTimeoutError("late", "t1", RESULT),
     DownloadError("expired", 403),
+    LocalFileError("no space left"),
     BatchAbortedError("not sent", AuthenticationError("403", 403, "INVALID_API_KEY")),
 ]
 

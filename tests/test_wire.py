@@ -100,8 +100,6 @@ def test_numbers_in_any_reasonable_form(
         (b'{"task": null}', "documented shape"),
         (b'{"task": {"status": "TASK_STATUS_QUEUED"}}', "documented shape"),
         (b'{"task": {"task_id": {"a": 1}, "status": "x"}}', "documented shape"),
-        (b'{"task": {"task_id": "t", "status": "x", "eta": "soon"}}', "documented shape"),
-        (b'{"task": {"task_id": "t", "status": "x", "eta": true}}', "documented shape"),
         (b'{"task": {"task_id": "", "status": "x"}}', "empty task_id"),
         (
             b'{"task": {"task_id": "t", "status": "x"}, "videos": [{"video_url_ttl": "3600"}]}',
@@ -209,3 +207,20 @@ def test_any_json_is_a_result_or_a_protocol_error(value: Any) -> None:
 def test_any_bytes_are_a_result_or_a_protocol_error(raw: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         parse_task_result(raw, wall=WALL)
+
+
+@pytest.mark.parametrize(
+    "eta", ['"soon"', "true", '"NaN"', "1e400", "-3", "[1]", '{"a": 1}', "null", '""']
+)
+def test_an_unreadable_eta_is_a_missing_hint(eta: str) -> None:
+    # A hint that cannot be read is a missing hint, not a broken answer about a task.
+    body = f'{{"task": {{"task_id": "t", "status": "TASK_STATUS_PROCESSING", "eta": {eta}}}}}'
+    result = parse_task_result(body.encode(), wall=0.0)
+    assert result.status is TaskStatus.PROCESSING
+    assert result.eta is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [("12.5", 12.5), (7, 7.0), ("  3 ", 3.0)])
+def test_a_readable_eta_is_read_however_it_is_written(value: object, expected: float) -> None:
+    body = {"task": {"task_id": "t", "status": "TASK_STATUS_PROCESSING", "eta": value}}
+    assert parse_task_result(json.dumps(body).encode(), wall=0.0).eta == expected

@@ -24,6 +24,11 @@ Each row also keeps what was asked for: the ``model`` (the submit endpoint) and 
 switch stores its documented default there, true, and the truth in ``request``). A ledger
 made before there were other models gains the two columns when it is opened.
 
+A ledger is the only memory of what was paid for, so losing it must never mean paying
+again: a ledger that holds no prompt while the folder's ``manifest.jsonl`` lists some as
+sent (the ledger was deleted, emptied or replaced) is refused, as is a damaged one, with
+one sentence and nothing sent.
+
 One run at a time: a second run on the same directory would submit every prompt again,
 so the ledger holds an exclusive lock (``DIR/.novita/lock``) that the OS drops when the
 process dies. The API key is never written here; the API's base URL is, because task ids
@@ -90,6 +95,26 @@ class Record:
     error: str | None
 
 
+def _sent_in_manifest(manifest: Path) -> int:
+    """How many prompts ``manifest.jsonl`` says were sent (a task id, or maybe one);
+    a manifest that cannot be read counts as one that says so."""
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError):
+        return 1
+    sent = 0
+    for line in lines:
+        try:
+            entry = json.loads(line) if line.strip() else {}
+        except ValueError:
+            return max(sent, 1)
+        if isinstance(entry, dict) and (entry.get("task_id") or entry.get("status") == "unknown"):
+            sent += 1
+    return sent
+
+
 class LedgerError(Exception):
     """The ledger cannot be used: another run holds it, or it belongs to another API."""
 
@@ -114,17 +139,42 @@ class Ledger:
             raise LedgerError(
                 f"another novita-video run is using {out}; wait for it or choose another --out"
             ) from None
+        path = home / "ledger.sqlite"
         try:
-            db = sqlite3.connect(home / "ledger.sqlite", isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            cls._check_meta(db, out, api)
-            cls._add_columns(db)
+            db = sqlite3.connect(path, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+                cls._check_meta(db, out, api)
+                cls._add_columns(db)
+                cls._check_not_lost(db, out)
+            except BaseException:
+                db.close()
+                raise
+        except sqlite3.DatabaseError as error:
+            os.close(lock)
+            raise LedgerError(
+                f"{path} is damaged ({error}); nothing was sent. It is the record of what "
+                "was paid for: restore it from a backup, or choose another --out"
+            ) from None
         except BaseException:
             os.close(lock)
             raise
         return cls(db, lock)
+
+    @staticmethod
+    def _check_not_lost(db: sqlite3.Connection, out: Path) -> None:
+        if db.execute("SELECT 1 FROM prompts LIMIT 1").fetchone() is not None:
+            return
+        sent = _sent_in_manifest(out / "manifest.jsonl")
+        if sent:
+            raise LedgerError(
+                f"{out}/manifest.jsonl lists {sent} prompt(s) already sent to Novita, but "
+                f"{out}/.novita/ledger.sqlite has no record of them (deleted or emptied): "
+                "running again would pay for them twice. Restore the ledger, or choose "
+                "another --out; nothing was sent"
+            )
 
     @staticmethod
     def _check_meta(db: sqlite3.Connection, out: Path, api: str) -> None:

@@ -219,3 +219,45 @@ async def test_a_second_ctrl_c_quits_without_waiting_for_the_wire(tmp_path: Path
     assert stderr.splitlines()[-1] == "novita-video: interrupted"
     assert "Traceback" not in stderr
     assert [row["state"] for row in ledger(out)] == ["sending"]  # shown as unknown next time
+
+
+async def test_a_lost_or_emptied_ledger_never_means_paying_again(tmp_path: Path) -> None:
+    path = prompts_file(tmp_path / "p.txt", PROMPTS)
+    out = tmp_path / "out"
+    args = ("batch", str(path), "--out", str(out), "--rpm", "120")
+    async with simulator() as fake:
+        env = cli_env(fake.url)
+        first = await run_cli(*args, env=env)
+        assert first.code == 0, first.stderr
+        paid = fake.stats.task_count
+        assert paid == len(PROMPTS)
+        before = {p.name: p.read_bytes() for p in clips(out)}
+        for lose in ("emptied", "deleted"):
+            database = out / ".novita" / "ledger.sqlite"
+            if lose == "emptied":
+                with sqlite3.connect(database) as db:
+                    db.execute("DELETE FROM prompts")
+            else:
+                for leftover in (out / ".novita").glob("ledger.sqlite*"):
+                    leftover.unlink()
+            again = await run_cli(*args, env=env)
+            assert again.code == 2, (lose, again.stderr)
+            assert "would pay for them twice" in again.stderr
+            assert f"lists {len(PROMPTS)} prompt(s) already sent" in again.stderr
+            assert len(again.stderr.strip().splitlines()) == 1  # one sentence, no traceback
+            assert fake.stats.task_count == paid  # nothing sent
+            assert {p.name: p.read_bytes() for p in clips(out)} == before
+
+
+async def test_a_damaged_ledger_is_one_sentence_and_nothing_sent(tmp_path: Path) -> None:
+    path = prompts_file(tmp_path / "p.txt", PROMPTS)
+    out = tmp_path / "out"
+    (out / ".novita").mkdir(parents=True)
+    (out / ".novita" / "ledger.sqlite").write_bytes(b"this is not a database" * 200)
+    async with simulator() as fake:
+        ran = await run_cli("batch", str(path), "--out", str(out), env=cli_env(fake.url))
+        assert ran.code == 2
+        assert "is damaged" in ran.stderr
+        assert "Traceback" not in ran.stderr
+        assert len(ran.stderr.strip().splitlines()) == 1
+        assert fake.stats.requests["submit"] == 0
