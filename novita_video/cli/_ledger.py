@@ -97,7 +97,9 @@ class Record:
 
 def _sent_in_manifest(manifest: Path) -> int:
     """How many prompts ``manifest.jsonl`` says were sent (a task id, or maybe one);
-    a manifest that cannot be read counts as one that says so."""
+    a manifest file that cannot be read counts as one that says so."""
+    if not manifest.is_file():
+        return 0  # none, or something else in its place: it lists nothing
     try:
         lines = manifest.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
