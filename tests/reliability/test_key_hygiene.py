@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from cli_support import FAST, KEY, cli_env, manifest, prompts_file, run_cli, simulator
 from reliability_support import CLIP, Stub, every_fault, json_answer, succeeded
+from support import serve_app
 
 from novita_video import (
     APIStatusError,
@@ -273,3 +274,36 @@ def test_plain_http_to_another_host_warns(
     kinds = [w.category for w in caught]
     assert kinds == ([InsecureTransportWarning] if warns else [])
     assert all(SECRET not in str(w.message) for w in caught)
+
+
+@pytest.mark.anyio
+async def test_a_proxy_echoing_the_key_puts_it_in_no_file_of_the_command(
+    tmp_path: Path,
+) -> None:
+    # A proxy in front of the API answers every submit 400 with the Authorization header
+    # it received in its message, and every poll with it in an HTML page: the command
+    # quotes those errors in the manifest, the gallery and the ledger.
+    async def echo(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        echoed = request.headers.get("Authorization", "")
+        if request.method == "POST":
+            body = {"code": 400, "reason": "ILLEGAL_PROMPT", "message": f"no: {echoed}"}
+            return web.json_response(body, status=400, headers={"X-Seen": echoed})
+        return web.Response(status=404, text=f"<p>{echoed}</p>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    path = prompts_file(tmp_path / "p.txt", [f"a heron, take {i}" for i in range(3)])
+    out = tmp_path / "out"
+    async with serve_app(app) as url:
+        ran = await run_cli("batch", str(path), "--out", str(out), *FAST, env=cli_env(url))
+        status = await run_cli("status", "some-task", env=cli_env(url))
+    assert ran.code == 1, ran.stderr
+    assert [line["status"] for line in manifest(out)] == ["rejected"] * 3
+    assert all("[redacted]" in (line["error"] or "") for line in manifest(out))
+    for stream in (ran.stdout, ran.stderr, status.stdout, status.stderr):
+        assert KEY not in stream
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {"manifest.jsonl", "index.html", "ledger.sqlite"} <= {p.name for p in files}
+    for file in files:
+        assert KEY.encode() not in file.read_bytes(), file
