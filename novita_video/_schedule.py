@@ -22,7 +22,8 @@ bounded intervals:
    percent, so the speed is known to within a percent over the readings' span: the plan
    takes the fastest speed the readings allow, which errs early, aims ``eta_lead``
    before it, and each check that lands early widens the span and sharpens the
-   estimate. Once the end is ``progress_lead`` away, checks come that often.
+   estimate. Once the end is ``progress_lead`` away, checks come that often, or at the
+   latest end the readings allow when that is sooner.
 3. **Durations seen so far.** Without either, the typical duration of tasks that ended
    (the poller passes its 10th percentile) says when to look first: at half of it,
    where a running task shows its progress.
@@ -80,7 +81,21 @@ _DONE = 100.0
 class PollSchedule:
     """The constants of the poll schedule, in seconds of the client's clock.
 
-    See the module docstring for how each one is used.
+    Each check aims at the earliest plausible end of its task, from the server's eta,
+    from two progress readings, or from the durations of tasks that ended. A task is
+    first checked ``first_check`` after submission (later, once tasks ended: at half their
+    typical duration). A check aims ``eta_lead`` before the estimated end; near the end
+    of a progress estimate, checks come every ``progress_lead``. Before the server's etas
+    proved right, one of up to ``trusted_eta`` is believed and a longer one only
+    ``unverified_eta`` of the way; learned etas within ``eta_tight`` (high over low
+    ratio) need no check by progress, and ones scattering more than ``eta_spread_limit``
+    are not planned from. An **overdue** task (its estimated end passed) is checked
+    ``overdue_interval`` after that end, then every ``overdue_growth`` times how overdue
+    it is, at most ``overdue_max`` apart, whatever its age. A task the server never
+    estimated waits ``backoff`` times its age, at most ``blind_max``. Every wait lies in
+    ``[min_interval, max_interval]``. The concepts page of the docs has the whole story.
+
+    >>> schedule = PollSchedule(overdue_max=2.0)  # an overdue end noticed within 2 s
     """
 
     first_check: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
@@ -340,11 +355,13 @@ def _plan_from_estimates(obs: Observation, schedule: PollSchedule) -> Plan:
     if from_eta is not None and (from_progress is None or from_eta <= from_progress):
         delay = from_eta - schedule.eta_lead
         return _clamped(delay, schedule, obs.age + from_eta, eta_left, progress_left)
-    if from_progress is not None:
+    if from_progress is not None and bounds is not None:
         lead = schedule.progress_lead
         # The estimate is the earliest end the readings allow: aim just before it. Once
-        # that is near, a check every `lead` seconds: a notice is at most that late.
-        delay = from_progress - schedule.eta_lead if from_progress > lead else lead
+        # that is near, a check every `lead` seconds (a notice is at most that late), or
+        # sooner when the readings say the end comes sooner still.
+        latest = bounds[1] * (calibration.progress_high or 1.0)
+        delay = from_progress - schedule.eta_lead if from_progress > lead else min(lead, latest)
         return _clamped(delay, schedule, obs.age + from_progress, eta_left, progress_left)
 
     # Nothing estimates the end from this answer.

@@ -73,8 +73,13 @@ def fastest(gained: float, seconds: float) -> float:
             ),
             1.1 * 59 / fastest(20, 30) - 0.3,
         ),
-        # ... and near the end, a check every 1.5 s.
+        # ... and near the end, a check every 1.5 s ...
         (Observation(age=60.0, status=P, progress=98, since=(30.0, 60)), 1.5),
+        # ... or sooner, when the readings say the end comes sooner still (a short task:
+        # 4 % left at 5-5.7 % a second, so 0.8 s at the latest).
+        (Observation(age=5.0, status=P, progress=96, since=(2.0, 80)), 4 / (15 / 3)),
+        # A short eta (believed) disagrees with that progress: the earlier plan wins.
+        (Observation(age=5.0, status=P, eta=1.0, progress=96, since=(2.0, 80)), 4 / (15 / 3)),
         # Both speak, nothing learned: the earlier end wins.
         (
             Observation(age=60.0, status=P, eta=200.0, progress=40, since=(30.0, 20)),
