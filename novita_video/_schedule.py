@@ -277,8 +277,8 @@ def next_check_delay(obs: Observation, schedule: PollSchedule, *, fallback: floa
 
 
 def _plan(obs: Observation, schedule: PollSchedule) -> Plan:
-    plan = _plan_from_estimates(obs, schedule)
     believed = _eta_believed(obs, schedule)
+    plan = _plan_from_estimates(obs, schedule, believed=believed)
     probe = None if believed else second_reading(obs)
     # A second progress reading before the end: what comes after it plans better. It
     # replaces the looks of a blind task when the quick runs bound how soon it can end.
@@ -304,7 +304,7 @@ def _eta_believed(obs: Observation, schedule: PollSchedule) -> bool:
     return obs.calibration.eta_spread <= schedule.eta_tight
 
 
-def _plan_from_estimates(obs: Observation, schedule: PollSchedule) -> Plan:
+def _plan_from_estimates(obs: Observation, schedule: PollSchedule, *, believed: bool) -> Plan:
     calibration = obs.calibration
     eta_left = obs.eta if obs.eta is not None and obs.eta > 0 else None
     bounds = remaining_from_progress(obs)
@@ -317,18 +317,19 @@ def _plan_from_estimates(obs: Observation, schedule: PollSchedule) -> Plan:
     # task): progress, durations and the overdue checks plan instead.
     eta_useless = schedule.eta_spread_limit < calibration.eta_spread < math.inf
     if eta_left is not None and not eta_useless:
+        # How much of the eta to believe.
         if calibration.eta_low is not None:
-            believed = calibration.eta_low
+            share = calibration.eta_low
         elif eta_left <= schedule.trusted_eta:
-            believed = 1.0
+            share = 1.0
         elif obs.status is TaskStatus.PROCESSING and bounds is None:
             # An eta's error is in seconds, not in shares of what is left: near the end
             # a wrong one is wrong by more than it says. Until two progress readings
             # can check it, believe half as much, so a second reading comes in time.
-            believed = schedule.unverified_eta / 2
+            share = schedule.unverified_eta / 2
         else:
-            believed = schedule.unverified_eta
-        from_eta = eta_left * believed
+            share = schedule.unverified_eta
+        from_eta = eta_left * share
     from_progress = None
     if progress_left is not None:
         from_progress = progress_left * (calibration.progress_low or 1.0)
@@ -338,7 +339,6 @@ def _plan_from_estimates(obs: Observation, schedule: PollSchedule) -> Plan:
         # least wins; progress that taught nothing yet is as sure as its own readings
         # allow. Where they disagree, or nothing is known, the earlier plan wins: a
         # calibration learned from a few tasks may be wrong, a task's readings less so.
-        believed = _eta_believed(obs, schedule)
         progress_spread = calibration.progress_spread
         if progress_spread == math.inf and bounds[0] > 0:
             progress_spread = bounds[1] / bounds[0]

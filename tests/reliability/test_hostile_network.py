@@ -76,6 +76,25 @@ async def hostile(
         yield url
 
 
+@asynccontextmanager
+async def raw_server(answer: bytes) -> AsyncIterator[str]:
+    """A server that reads a request's head and answers ``answer``, bytes as they are
+    (a malformed status line, a nonsense header); yields its base URL."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 def client(url: str, **options: Any) -> Client:
     retry = RetryPolicy(max_attempts=options.pop("retry_max_attempts", 1))
     return Client(KEY, base_url=url, **{"timeout": 1.0, "retry": retry} | options)
@@ -331,46 +350,23 @@ async def test_a_proxy_echoing_the_key_is_redacted_everywhere() -> None:
 
 async def test_no_exception_in_the_chain_holds_the_key() -> None:
     # A malformed status line: aiohttp's own exception would carry the request's headers.
-    async def serve_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 2OO NOT-A-STATUS\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve_garbage, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with client(f"http://127.0.0.1:{port}") as opened:
-            with pytest.raises(APIConnectionError) as caught:
-                await opened.get_result("t")
-        assert_no_key(caught.value)
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_server(b"HTTP/1.1 2OO NOT-A-STATUS\r\n\r\n") as url, client(url) as opened:
+        with pytest.raises(APIConnectionError) as caught:
+            await opened.get_result("t")
+    assert_no_key(caught.value)
 
 
 async def test_a_broken_storage_answer_shows_no_signature(tmp_path: Path) -> None:
     # What a user's logger.exception prints of the failed download: no signature in it.
-    async def serve_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: nonsense\r\n\r\n")
-        await writer.drain()
-        writer.close()
+    async with raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: nonsense\r\n\r\n") as link:
+        signed = f"{link}/clip.mp4?expires=9999999999&signature=c2VjcmV0LXNpZ25hdHVyZQ"
 
-    storage = await asyncio.start_server(serve_garbage, "127.0.0.1", 0)
-    link = f"http://127.0.0.1:{storage.sockets[0].getsockname()[1]}/clip.mp4"
-    signed = f"{link}?expires=9999999999&signature=c2VjcmV0LXNpZ25hdHVyZQ"
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.json_response(succeeded("t", signed))
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.json_response(succeeded("t", signed))
-
-    try:
         async with hostile(handler) as url, client(url) as opened:
             with pytest.raises(APIConnectionError) as caught:
                 await opened.download("t", tmp_path / "clip.mp4")
-    finally:
-        storage.close()
-        await storage.wait_closed()
     printed = "".join(traceback.format_exception(caught.value))
     assert "c2VjcmV0LXNpZ25hdHVyZQ" not in printed, printed
     assert_no_key(caught.value)
