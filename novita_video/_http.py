@@ -185,6 +185,18 @@ def _decoder(encoding: str, what: str) -> zlib._Decompress | None:
     raise ProtocolError(f"{what}: the answer is encoded as {encoding!r}, which is not supported")
 
 
+def _inflate(decoder: zlib._Decompress, data: bytes, room: int) -> list[bytes]:
+    """``data`` decoded, never more than ``room`` bytes in all (at least one byte more
+    is asked for, to tell "exactly full" from "over"): a bomb stops here, not in memory."""
+    pieces: list[bytes] = []
+    while data and room > 0:
+        piece = decoder.decompress(data, room)
+        pieces.append(piece)
+        room -= len(piece)
+        data = decoder.unconsumed_tail
+    return pieces
+
+
 async def _decoded(
     chunks: AsyncIterator[bytes], encoding: str, limit: int, what: str
 ) -> AsyncIterator[bytes]:
@@ -192,22 +204,21 @@ async def _decoded(
     decoder = _decoder(encoding, what)
     total = 0
     async for chunk in chunks:
-        pieces = [chunk]
-        if decoder is not None:
-            try:
-                # Never more than the cap at once: a bomb stops here, not in memory.
-                pieces = [decoder.decompress(chunk, limit + 1 - total)]
-                while decoder.unconsumed_tail and total + len(pieces[-1]) <= limit:
-                    room = limit + 1 - total - sum(map(len, pieces))
-                    pieces.append(decoder.decompress(decoder.unconsumed_tail, max(1, room)))
-            except zlib.error as err:
-                raise ProtocolError(f"{what}: the answer does not decode as {encoding}") from err
+        try:
+            pieces = [chunk] if decoder is None else _inflate(decoder, chunk, limit + 1 - total)
+        except zlib.error as err:
+            raise ProtocolError(f"{what}: the answer does not decode as {encoding}") from err
         for piece in pieces:
             total += len(piece)
             if total > limit:
                 raise ProtocolError(f"{what}: the answer is more than {limit} bytes")
-            if piece:
-                yield piece
+            yield piece
+    if decoder is not None:
+        rest = decoder.flush(limit + 1 - total)  # what the decoder still held back
+        if total + len(rest) > limit:
+            raise ProtocolError(f"{what}: the answer is more than {limit} bytes")
+        if rest:
+            yield rest
 
 
 class HTTPTransport:

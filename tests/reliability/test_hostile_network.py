@@ -224,6 +224,28 @@ async def test_a_gzipped_answer_within_the_cap_is_read() -> None:
     assert (result.task_id, result.eta) == ("t", 5)
 
 
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+@pytest.mark.parametrize(("size", "fits"), [(4096, True), (4097, False)])
+async def test_the_cap_is_exact(encoding: str, size: int, fits: bool) -> None:
+    # A JSON answer of exactly 4,096 bytes once decoded is read; one byte more is not.
+    text = json.dumps(task_body("t"))
+    body = (text[:-1] + " " * (size - len(text)) + "}").encode()
+    assert len(body) == size
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        packed = gzip.compress(body) if encoding == "gzip" else body
+        return web.Response(
+            body=packed, headers={"Content-Encoding": encoding, "Content-Type": "application/json"}
+        )
+
+    async with hostile(handler) as url, client(url, max_response_bytes=4096) as opened:
+        if fits:
+            assert (await opened.get_result("t")).task_id == "t"
+        else:
+            with pytest.raises(ProtocolError, match="more than 4096 bytes"):
+                await opened.get_result("t")
+
+
 async def test_a_clip_over_the_cap_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         if request.path == RESULT:
