@@ -5,7 +5,7 @@ Whoever wants a task's final result (a :meth:`Client.wait` call, a batch of
 task id share one :class:`_Watch`; watches sit in a heap ordered by when each is due
 (its next check, or its earliest listener's deadline). The poller sleeps until the top
 of the heap is due, expires the listeners whose deadline passed (also while their task
-is being checked), and hands the due checks to a fixed pool of workers, paced by its
+is being checked), and starts each due check as a short task of its own, paced by its
 own :class:`RateLimiter`. A check either finishes the watch (a final status, or an
 error that retrying cannot mend) or plans the next one from the answer
 (:func:`plan_next_check`). A 429 pauses and slows every poll, not just one.
@@ -121,6 +121,14 @@ class _Flight:
     holds_place: bool = True
 
 
+def _quick(seconds: deque[float]) -> float | None:
+    """The 10th percentile, once there are enough: it errs towards quick, so a guess
+    costs a poll rather than a late notice."""
+    if len(seconds) < _DURATIONS_AFTER:
+        return None
+    return statistics.quantiles(seconds, n=10)[0]
+
+
 class _Learned:
     """What ended tasks of one ``task_type`` taught: durations and estimate ratios."""
 
@@ -136,16 +144,12 @@ class _Learned:
     def learn(self, watch: _Watch, age: float) -> None:
         """Learn from ``watch``'s task, seen final at ``age`` (since its submission)."""
         self.durations.append(age)
-        if len(self.durations) >= _DURATIONS_AFTER:
-            # The 10th percentile: "typical" errs towards quick, so a guess costs a poll
-            # rather than a late notice.
-            self.typical = statistics.quantiles(self.durations, n=10)[0]
+        self.typical = _quick(self.durations)
         if watch.since is not None:
             # It ran at least from the first check that saw it running to the last
             # check that saw it unfinished.
             self.runs.append(max(0.0, watch.last_age - watch.since[0]))
-            if len(self.runs) >= _DURATIONS_AFTER:
-                self.quick_run = statistics.quantiles(self.runs, n=10)[0]
+            self.quick_run = _quick(self.runs)
         # The task ended between the last check that saw it running and this one.
         gap = age - watch.last_age
         end_age = age - gap / 2
@@ -210,11 +214,6 @@ class Poller:
         return Counter(
             None if watch.last is None else watch.last.status for watch in self._watches.values()
         )
-
-    def calibration(self, task_type: str = "") -> Calibration:
-        """What ended tasks of ``task_type`` taught about the server's estimates so far."""
-        learned = self._learned.get(task_type)
-        return Calibration() if learned is None else learned.calibration
 
     # Registration (synchronous: safe to call from callbacks and shielded sections).
 

@@ -67,7 +67,6 @@ __all__ = [
     "Observation",
     "Plan",
     "PollSchedule",
-    "next_check_delay",
     "plan_next_check",
     "remaining_from_progress",
     "second_reading",
@@ -269,11 +268,6 @@ def plan_next_check(obs: Observation, schedule: PollSchedule, *, fallback: float
             delay = plan.delay + fallback
         return attrs.evolve(plan, delay=delay)
     return plan
-
-
-def next_check_delay(obs: Observation, schedule: PollSchedule, *, fallback: float = 0.0) -> float:
-    """Seconds from now until the next check (:func:`plan_next_check`'s ``delay``)."""
-    return plan_next_check(obs, schedule, fallback=fallback).delay
 
 
 def _plan(obs: Observation, schedule: PollSchedule) -> Plan:

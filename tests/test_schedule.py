@@ -9,7 +9,6 @@ from novita_video import PollSchedule, TaskStatus
 from novita_video._schedule import (
     Calibration,
     Observation,
-    next_check_delay,
     plan_next_check,
     remaining_from_progress,
 )
@@ -201,7 +200,7 @@ def fastest(gained: float, seconds: float) -> float:
     ],
 )
 def test_next_check_delay(observation: Observation, expected: float) -> None:
-    assert next_check_delay(observation, S) == pytest.approx(expected)
+    assert plan_next_check(observation, S).delay == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -291,4 +290,4 @@ def test_a_schedule_must_make_sense() -> None:
     ],
 )
 def test_next_check_delay_behind_webhooks(observation: Observation, expected: float) -> None:
-    assert next_check_delay(observation, S, fallback=30.0) == pytest.approx(expected)
+    assert plan_next_check(observation, S, fallback=30.0).delay == pytest.approx(expected)
