@@ -42,8 +42,8 @@ intervals that grow with how overdue it is (``overdue_growth``), never beyond
 ``overdue_max``. So how late its end is noticed is
 bounded by ``overdue_max``, whatever the task's age.
 
-A queued task cannot end sooner than the quick tasks seen so far took to run (their
-10th percentile, from the first check that saw each running to its end): unless its eta
+A queued task cannot end sooner than the quickest task seen so far took to run (from
+the first check that saw it running to the last that saw it unfinished): unless its eta
 is believed, it is not looked at more often than every half of that.
 
 A task the server never estimated (no eta, no progress speed yet) is **blind**: after
@@ -177,8 +177,8 @@ class Observation:
     it just out of the queue); ``queued_until`` the age of the last check that saw it
     queued (0: none did), before which it did not run. ``expected_end`` is the age at
     which an earlier plan expected the task to end, if one did. ``typical`` is the
-    typical duration of tasks that ended (``None`` until some did), ``quick_run`` how
-    long the quick ones ran at least, from their first running reading to their end;
+    typical duration of tasks that ended (``None`` until some did), ``quick_run`` the
+    shortest run seen, from a task's first running reading to its last unfinished one;
     ``calibration`` what their ends taught.
     """
 
@@ -236,9 +236,10 @@ def second_reading(obs: Observation) -> float | None:
     The task ran at most since it was last seen queued, so it goes at least
     ``progress / that`` percent a second, and has at most ``(100 - progress)`` over that
     speed left: half of that is a look well apart from the first reading. Once the
-    quick runs are known (``quick_run``), the task has run at least ``progress`` percent
-    of one, so it goes at most ``100 / quick_run`` percent a second, and a look no later
-    than the time left at that speed comes before its end.
+    shortest run seen is known (``quick_run``), the task is taken to run at least half
+    as long (a few runs need not include the shortest there is), so it goes at most
+    ``200 / quick_run`` percent a second, and a look no later than the time left at that
+    speed comes before its end.
     """
     if obs.status is not TaskStatus.PROCESSING or obs.progress < 1 or obs.progress >= _DONE:
         return None
@@ -249,7 +250,9 @@ def second_reading(obs: Observation) -> float | None:
         return None
     look = 0.5 * (_DONE - obs.progress) * ran_at_most / obs.progress
     if obs.quick_run is not None:
-        look = min(look, max(0.0, _DONE - obs.progress - 1) * obs.quick_run / _DONE)
+        # Half of it: the few runs seen need not include the shortest there is.
+        least = 0.5 * obs.quick_run
+        look = min(look, max(0.0, _DONE - obs.progress - 1) * least / _DONE)
     return look
 
 
