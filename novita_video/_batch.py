@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import anyio.abc
 
-from ._errors import BatchAbortedError, InvalidRequestError, NovitaError
+from ._errors import BatchAbortedError, InvalidRequestError, NovitaError, TaskFailedError
 from ._models import Outcome, TaskResult
 from ._requests import Request, to_request
 
@@ -211,6 +211,9 @@ class _BatchRun:
             self._listeners.pop(index, None)
             if error is not None and error.dooms_batch and self._fatal is None:
                 self._doom(error)  # a revoked key shows on a poll as well as on a submit
+            if error is None and result is not None and not result.ok:
+                # Every outcome that is not ok says why, a failed task's reason included.
+                error = TaskFailedError(f"task {task_id} {result.failure()}", result)
             self._emit(Outcome(index, request, task_id, result, error))
 
         self._listeners[index] = self._poller.listen(

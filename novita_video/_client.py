@@ -34,6 +34,7 @@ from ._errors import (
     InvalidRequestError,
     MissingAPIKeyError,
     NovitaError,
+    ProtocolError,
     RateLimitError,
     SubmissionUnknownError,
     UsageError,
@@ -46,7 +47,7 @@ from ._requests import MODELS, Request, VideoRequest, check_http_url, to_request
 from ._retry import Decision, RetryPolicy, decide, error_retry_after, retry_delay
 from ._schedule import PollSchedule
 from ._version import __version__
-from ._wire import dump_request, parse_submitted, parse_task_result, parse_webhook
+from ._wire import dump_request, parse_submitted, parse_task_result, parse_webhook, snippet
 
 __all__ = ["Client", "ClientStatistics", "InsecureTransportWarning"]
 
@@ -497,7 +498,14 @@ class Client:
         response = await self._http.request("GET", TASK_RESULT_PATH, params={"task_id": task_id})
         if not 200 <= response.status < 300:
             raise response.error(f"task-result of {task_id}", now_wall=self._clock.wall())
-        return parse_task_result(response.body, wall=self._clock.wall())
+        result = parse_task_result(response.body, wall=self._clock.wall())
+        if result.task_id != task_id:
+            # A confused proxy or cache: an answer about another task is no answer.
+            raise ProtocolError(
+                f"task-result: asked for task {task_id}, the answer is for {result.task_id}",
+                snippet(response.body),
+            )
+        return result
 
     async def download(
         self, source: Outcome | TaskResult | str, destination: str | os.PathLike[str]

@@ -19,7 +19,7 @@ The tree::
     │   ├── NotFoundError                     404 TASK_NOT_FOUND, API_NOT_FOUND
     │   ├── RateLimitError                    429 RATE_LIMIT_EXCEEDED (carries retry_after)
     │   └── ServerError                       5xx
-    ├── TaskFailedError                       a task ended TASK_STATUS_FAILED (raise_for_status)
+    ├── TaskFailedError                       a task ended without a clip (FAILED, CANCELLED)
     ├── TaskTimeoutError (TimeoutError)       a task was not final by its deadline
     ├── DownloadError                         storage refused a clip (403 once a URL expired)
     ├── LocalFileError (OSError)              a clip could not be written here (a full disk)
@@ -257,7 +257,9 @@ class ServerError(APIStatusError):
 
 
 class TaskFailedError(NovitaError):
-    """A task ended ``TASK_STATUS_FAILED``; ``result`` is its final :class:`TaskResult`."""
+    """A task ended without a clip (``TASK_STATUS_FAILED``, cancelled, or a success
+    without a video); ``result`` is its final :class:`TaskResult`, ``reason`` the
+    server's word for why."""
 
     def __init__(self, message: str, result: TaskResult) -> None:
         super().__init__(message, result)

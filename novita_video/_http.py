@@ -241,7 +241,11 @@ class HTTPTransport:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._auth = f"Bearer {api_key}"
+        # The key as a whole token: a short test key ("sk") must not mangle "task".
         self._secret = api_key.encode()
+        self._secret_token = re.compile(
+            rb"(?<![A-Za-z0-9_\-])" + re.escape(self._secret) + rb"(?![A-Za-z0-9_\-])"
+        )
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=timeout
         )
@@ -264,8 +268,11 @@ class HTTPTransport:
         return f"HTTPTransport(base_url={self._base_url!r})"
 
     def redact(self, data: bytes) -> bytes:
-        """``data`` with the API key replaced by :data:`REDACTED`."""
-        return data.replace(self._secret, REDACTED.encode()) if self._secret in data else data
+        """``data`` with the API key (wherever it stands as a whole token) replaced by
+        :data:`REDACTED`."""
+        if self._secret not in data:
+            return data
+        return self._secret_token.sub(REDACTED.encode(), data)
 
     def _redact_text(self, text: str) -> str:
         return self.redact(text.encode("utf-8", "surrogateescape")).decode(

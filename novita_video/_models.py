@@ -21,26 +21,41 @@ __all__ = ["Outcome", "TaskResult", "TaskStatus", "Video"]
 
 
 class TaskStatus(enum.Enum):
-    """Where a task stands. Anything the server says that is not known is ``UNKNOWN``."""
+    """Where a task stands. Anything the server says that is not known is ``UNKNOWN``
+    (``TaskResult.raw_status`` keeps its word)."""
 
     QUEUED = "TASK_STATUS_QUEUED"
     PROCESSING = "TASK_STATUS_PROCESSING"
     SUCCEED = "TASK_STATUS_SUCCEED"
     FAILED = "TASK_STATUS_FAILED"
+    #: Not in Novita's reference, but reported by a third party: final, and no clip.
+    CANCELLED = "TASK_STATUS_CANCELLED"
     UNKNOWN = "TASK_STATUS_UNKNOWN"
 
     @classmethod
     def parse(cls, value: object) -> TaskStatus:
-        """The status for a wire value; never raises."""
-        try:
-            return cls(value)
-        except ValueError:
+        """The status for a wire value; never raises.
+
+        Case and the ``TASK_STATUS_`` prefix do not matter, and both spellings of
+        cancelled are known: ``"succeed"`` and ``"TASK_STATUS_CANCELED"`` are read.
+
+        >>> TaskStatus.parse("task_status_succeed").name, TaskStatus.parse("Canceled").name
+        ('SUCCEED', 'CANCELLED')
+        """
+        if not isinstance(value, str):
             return cls.UNKNOWN
+        word = value.strip().upper()
+        word = word.removeprefix("TASK_STATUS_")
+        return _STATUS_WORDS.get(word, cls.UNKNOWN)
 
     @property
     def is_final(self) -> bool:
-        """SUCCEED and FAILED are final; nothing changes after them."""
-        return self in (TaskStatus.SUCCEED, TaskStatus.FAILED)
+        """SUCCEED, FAILED and CANCELLED are final; nothing changes after them."""
+        return self in (TaskStatus.SUCCEED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+_STATUS_WORDS = {status.value.removeprefix("TASK_STATUS_"): status for status in TaskStatus}
+_STATUS_WORDS["CANCELED"] = TaskStatus.CANCELLED
 
 
 @attrs.frozen
@@ -66,8 +81,9 @@ class TaskResult:
 
     ``status`` is a :class:`TaskStatus` (``raw_status`` keeps the server's word),
     ``reason`` why a task failed, ``eta`` the server's estimate of the seconds left
-    (``None`` when it gave none), ``progress`` 0 to 100, ``task_type`` the kind of task
-    (``"MINIMAX_VIDEO_01"``; empty when the server left it out).
+    (``None`` when it gave none), ``progress`` 0 to 100 (fractions as the server sent
+    them), ``task_type`` the kind of task (``"MINIMAX_VIDEO_01"``; empty when the server
+    left it out).
     """
 
     task_id: str
@@ -75,7 +91,7 @@ class TaskResult:
     raw_status: str = ""
     reason: str = ""
     eta: float | None = None
-    progress: int = 0
+    progress: float = 0
     videos: tuple[Video, ...] = ()
     task_type: str = ""
 
@@ -95,17 +111,31 @@ class TaskResult:
         return self.videos[0].url if self.videos else None
 
     def raise_for_status(self) -> TaskResult:
-        """Return ``self``, or raise :class:`~novita_video.TaskFailedError` if the task failed.
+        """Return ``self``, or raise :class:`~novita_video.TaskFailedError` if the task ended
+        without a clip (failed, cancelled, or succeeded without a video).
 
         >>> result = await client.wait(task_id)               # doctest: +SKIP
         >>> url = result.raise_for_status().video_url          # doctest: +SKIP
         """
-        if self.status is TaskStatus.FAILED:
+        failure = self.failure()
+        if failure:
             from ._errors import TaskFailedError
 
-            why = self.reason or "no reason given"
-            raise TaskFailedError(f"task {self.task_id} failed: {why}", self)
+            raise TaskFailedError(f"task {self.task_id} {failure}", self)
         return self
+
+    def failure(self) -> str:
+        """Why this final task made no clip, in a few words (empty if it made one).
+
+        >>> TaskResult("t1", TaskStatus.FAILED, reason="ILLEGAL_PROMPT").failure()
+        'failed: ILLEGAL_PROMPT'
+        """
+        if self.ok or not self.is_final:
+            return ""
+        if self.status is TaskStatus.SUCCEED:
+            return "succeeded without a video"
+        verb = "was cancelled" if self.status is TaskStatus.CANCELLED else "failed"
+        return f"{verb}: {self.reason or 'no reason given'}"
 
 
 @attrs.frozen

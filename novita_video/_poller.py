@@ -106,6 +106,7 @@ class _Watch:
     queued_until: float = 0.0
     eta_said: tuple[float, float] | None = None  # (age, time left) of a long eta
     progress_said: tuple[float, float] | None = None
+    unknown_since: float | None = None  # when a run of statuses this client cannot read began
 
     def earliest_deadline(self) -> float:
         while self.deadlines and self.deadlines[0][2].done:
@@ -410,7 +411,7 @@ class Poller:
 
     async def _check(self, watch: _Watch, flight: _Flight) -> None:
         try:
-            result = await self._fetch_result(watch.task_id)
+            result = await self._fetch(watch.task_id)
         except NovitaError as error:
             self._failed(watch, error)
         else:
@@ -423,14 +424,6 @@ class Poller:
                 self._reschedule(watch)
             if self._queue:
                 self._wake()  # a place is free: a queued check may go
-
-    async def _fetch_result(self, task_id: str) -> TaskResult:
-        result = await self._fetch(task_id)
-        if result.task_id != task_id:
-            raise ProtocolError(
-                f"task-result: asked for task {task_id}, the answer is for {result.task_id}"
-            )
-        return result
 
     def _answered(self, watch: _Watch, result: TaskResult) -> None:
         watch.failures = 0
@@ -445,6 +438,24 @@ class Poller:
         for listener in list(watch.listeners):
             if listener.on_progress is not None and not listener.done:
                 listener.on_progress(result)
+        if result.status is TaskStatus.UNKNOWN:
+            if watch.unknown_since is None:
+                watch.unknown_since = now
+            elif now - watch.unknown_since >= self._schedule.unknown_status_limit:
+                # A status this client cannot read may be final: it never waits on it forever.
+                self._end(
+                    watch,
+                    result,
+                    ProtocolError(
+                        f"task {watch.task_id}: the server has answered status "
+                        f"{result.raw_status!r} for {now - watch.unknown_since:.0f} s; this "
+                        "client does not know that status, so it stopped waiting (the task "
+                        "may still end on Novita's side: check it with get_result)"
+                    ),
+                )
+                return
+        else:
+            watch.unknown_since = None
         if result.status is TaskStatus.QUEUED:
             watch.queued_until = age
         elif watch.since is None and result.status is TaskStatus.PROCESSING:

@@ -92,7 +92,10 @@ class PollSchedule:
     ``overdue_interval`` after that end, then every ``overdue_growth`` times how overdue
     it is, at most ``overdue_max`` apart, whatever its age. A task the server never
     estimated waits ``backoff`` times its age, at most ``blind_max``. Every wait lies in
-    ``[min_interval, max_interval]``. The concepts page of the docs has the whole story.
+    ``[min_interval, max_interval]``. A task whose status this client cannot read (not
+    one of :class:`TaskStatus`) for ``unknown_status_limit`` in a row ends in a
+    :class:`~novita_video.ProtocolError` quoting it. The concepts page of the docs has
+    the whole story.
 
     >>> schedule = PollSchedule(overdue_max=2.0)  # an overdue end noticed within 2 s
     """
@@ -113,6 +116,7 @@ class PollSchedule:
     overdue_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     overdue_growth: float = attrs.field(default=0.1, validator=attrs.validators.ge(0))
     overdue_max: float = attrs.field(default=4.0, validator=attrs.validators.gt(0))
+    unknown_status_limit: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:

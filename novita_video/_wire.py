@@ -9,6 +9,7 @@ The converter is configured here and nowhere else (cattrs advises against its gl
 from __future__ import annotations
 
 import json
+import logging
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -20,9 +21,13 @@ from ._errors import ProtocolError
 from ._models import TaskResult, TaskStatus, Video
 from ._requests import AsyncRequest, HailuoRequest, KlingI2VRequest, Request, VideoRequest
 
+logger = logging.getLogger("novita_video")
+
 SNIPPET_LENGTH = 200
 #: Ten years: anything longer is not a presigned link's lifetime but a broken answer.
 MAX_TTL = 10 * 365 * 24 * 3600
+#: Novita's documented lifetime of a video URL, assumed when an answer does not say.
+DEFAULT_TTL = 3600
 
 
 @attrs.frozen
@@ -38,9 +43,10 @@ class _WireTask:
 
 @attrs.frozen
 class _WireVideo:
-    video_url: str
-    video_url_ttl: int = 3600
-    video_type: str = "mp4"
+    video_url: str = ""
+    # Documented as a string of seconds; "" or null (or nonsense) means the documented hour.
+    video_url_ttl: Any = None
+    video_type: str = ""
 
 
 @attrs.frozen
@@ -112,6 +118,16 @@ def _make_converter() -> cattrs.Converter:
             },
         )
     converter.register_unstructure_hook(AsyncRequest, lambda request: dict(request.body))
+    # Every field of a video may be missing, but a video is still an object.
+    structure_video = converter.get_structure_hook(_WireVideo)
+
+    def _structure_video(value: Any, cls: type) -> _WireVideo:
+        if not isinstance(value, dict):
+            raise TypeError(f"a video must be an object, not {type(value).__name__}")
+        video: _WireVideo = structure_video(value, cls)
+        return video
+
+    converter.register_structure_hook(_WireVideo, _structure_video)
     return converter
 
 
@@ -177,20 +193,8 @@ def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
     task = wire.task
     if not task.task_id:
         raise ProtocolError("task-result: the answer has an empty task_id", snippet(body))
-    for video in wire.videos or ():
-        if not 0 <= video.video_url_ttl <= MAX_TTL:
-            raise ProtocolError(
-                f"task-result: video_url_ttl {video.video_url_ttl} is not a number of seconds "
-                f"from 0 to {MAX_TTL}",
-                snippet(body),
-            )
     videos = tuple(
-        Video(
-            url=video.video_url,
-            type=video.video_type,
-            ttl=video.video_url_ttl,
-            expires_at=datetime.fromtimestamp(wall + video.video_url_ttl, UTC),
-        )
+        _video(video, wall=wall, task_id=task.task_id)
         for video in wire.videos or ()
         if video.video_url
     )
@@ -202,9 +206,28 @@ def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
         raw_status=task.status,
         reason=task.reason,
         eta=eta if eta is not None and eta > 0 else None,
-        progress=0 if progress is None else min(100, round(progress)),
+        progress=0 if progress is None else min(100.0, progress),
         videos=videos,
         task_type=task.task_type,
+    )
+
+
+def _video(video: _WireVideo, *, wall: float, task_id: str) -> Video:
+    # A finished, paid-for clip is never lost to a field the client can do without.
+    ttl = hint(video.video_url_ttl)
+    if ttl is None or ttl > MAX_TTL:
+        logger.info(
+            "task %s: video_url_ttl %r is not a number of seconds; assuming Novita's documented %d",
+            task_id,
+            video.video_url_ttl,
+            DEFAULT_TTL,
+        )
+        ttl = DEFAULT_TTL
+    return Video(
+        url=video.video_url,
+        type=video.video_type or "mp4",
+        ttl=int(ttl),
+        expires_at=datetime.fromtimestamp(wall + ttl, UTC),
     )
 
 
