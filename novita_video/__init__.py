@@ -58,8 +58,12 @@ from ._requests import MODELS as MODELS
 from ._requests import AsyncRequest as AsyncRequest
 from ._requests import HailuoRequest as HailuoRequest
 from ._requests import KlingI2VRequest as KlingI2VRequest
+from ._requests import KlingT2VRequest as KlingT2VRequest
+from ._requests import Lora as Lora
 from ._requests import Request as Request
 from ._requests import VideoRequest as VideoRequest
+from ._requests import WanI2VRequest as WanI2VRequest
+from ._requests import WanT2VRequest as WanT2VRequest
 from ._retry import RetryPolicy as RetryPolicy
 from ._schedule import PollSchedule as PollSchedule
 from ._version import __version__ as __version__
@@ -85,7 +89,9 @@ __all__ = [
     "InsufficientBalanceError",
     "InvalidRequestError",
     "KlingI2VRequest",
+    "KlingT2VRequest",
     "LocalFileError",
+    "Lora",
     "MissingAPIKeyError",
     "NotFoundError",
     "NovitaError",
@@ -107,5 +113,7 @@ __all__ = [
     "UsageError",
     "Video",
     "VideoRequest",
+    "WanI2VRequest",
+    "WanT2VRequest",
     "__version__",
 ]

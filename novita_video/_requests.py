@@ -8,41 +8,63 @@ it is made, before anything is sent, and a bad value raises
 
 * :class:`VideoRequest`: Minimax Video-01 (``minimax-video-01``), the default.
 * :class:`HailuoRequest`: Minimax Hailuo-02 (``minimax-hailuo-02``): 6 or 10 s, 768P or 1080P.
-* :class:`KlingI2VRequest`: Kling v1.6 image-to-video (``kling-v1.6-i2v``).
+* :class:`KlingT2VRequest`, :class:`KlingI2VRequest`: Kling v1.6 (``kling-v1.6-t2v``,
+  ``kling-v1.6-i2v``).
+* :class:`WanT2VRequest`, :class:`WanI2VRequest`: Wan 2.1 (``wan-t2v``, ``wan-i2v``).
 * :class:`AsyncRequest`: any other async endpoint, by name, with a JSON body of your own.
 
-:data:`MODELS` maps endpoint names to the typed classes; :func:`to_request` turns a str or
-a mapping into the right one.
+The fields, ranges and defaults come from one table per model (``_catalog``), the same
+tables the simulator serves; a field left ``None`` is not sent, so the server applies its
+own default. :data:`MODELS` maps endpoint names to the typed classes; :func:`to_request`
+turns a str or a mapping into the right one.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, NoReturn, TypeAlias
 from urllib.parse import urlsplit
 
 import attrs
+
+from ._catalog import (
+    KLING_V16_I2V,
+    KLING_V16_T2V,
+    MAX_IMAGE_BYTES,
+    MINIMAX_HAILUO_02,
+    MINIMAX_VIDEO_01,
+    WAN_I2V,
+    WAN_T2V,
+    Model,
+    check_field,
+)
 
 __all__ = [
     "MODELS",
     "AsyncRequest",
     "HailuoRequest",
     "KlingI2VRequest",
+    "KlingT2VRequest",
+    "Lora",
     "Request",
     "VideoRequest",
+    "WanI2VRequest",
+    "WanT2VRequest",
     "to_request",
 ]
 
 MAX_PROMPT_LENGTH = 2000
 MAX_URL_LENGTH = 8192
-KLING_MODES = ("Standard", "Professional")
 _ENDPOINT = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 
-def _reject(field: str, message: str) -> None:
+def _reject(field: str, message: str) -> NoReturn:
     from ._errors import InvalidRequestError  # late: _errors imports the models for types
 
     raise InvalidRequestError(f"{field}: {message}", field)
@@ -95,46 +117,93 @@ def check_http_url(field: str, value: object) -> None:
         _reject(field, "must be an absolute http(s) URL with a host")
 
 
-def _prompt(_: object, attribute: attrs.Attribute[str], value: object) -> None:
-    check_text(attribute.name, value, limit=MAX_PROMPT_LENGTH)
+def _table(model: Model, name: str) -> Any:
+    """The attrs validator of ``model``'s field ``name``: the SDK's own clear words for
+    text and URLs first (blank, NUL, lone surrogates, a missing scheme), then the rule
+    of the model's table, which the simulator applies too. ``None`` is "not sent"."""
+    field = model.field(name)
 
-
-def _negative_prompt(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
-    # Unlike a prompt, a negative prompt may be empty (Novita's reference: 0 to 2000).
-    if value == "":
-        return
-    check_text(attribute.name, value, limit=MAX_PROMPT_LENGTH, required=False)
-
-
-def _url(_: object, attribute: attrs.Attribute[str], value: object) -> None:
-    check_http_url(attribute.name, value)
-
-
-def _optional_url(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
-    if value is not None:
-        check_http_url(attribute.name, value)
-
-
-def _bool(_: object, attribute: attrs.Attribute[bool], value: object) -> None:
-    if not isinstance(value, bool):
-        _reject(attribute.name, f"must be True or False, not {value!r}")
-
-
-def _one_of(*allowed: object) -> Any:
-    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        # `True == 1`: a bool is never a duration.
-        if isinstance(value, bool) or value not in allowed:
-            shown = " or ".join(repr(option) for option in allowed)
-            _reject(attribute.name, f"must be {shown}, not {value!r}")
+    def check(_: object, __: attrs.Attribute[Any], value: object) -> None:
+        if value is None and not field.required:
+            return
+        if field.kind == "text":
+            if value == "" and not field.low:
+                return  # a negative prompt may be empty
+            check_text(name, value, limit=int(field.high or MAX_PROMPT_LENGTH))
+        elif field.kind == "url":
+            check_http_url(name, value)
+        problem = check_field(field, value)
+        if problem is not None:
+            _reject(name, problem)
 
     return check
 
 
-def _unit_interval(_: object, attribute: attrs.Attribute[float | None], value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        _reject(attribute.name, f"must be a number from 0 to 1, not {value!r}")
+def _check_rules(model: Model, request: attrs.AttrsInstance) -> None:
+    """Apply ``model``'s rules between fields to ``request``, the server's defaults filled in."""
+    given = {
+        name: value
+        for name, value in attrs.asdict(request, recurse=False).items()
+        if value is not None
+    }
+    body = {field.name: field.default for field in model.fields if field.default is not None}
+    body.update(given)
+    for rule in model.rules:
+        problem = rule.check(body)
+        if problem is not None:
+            _reject(rule.field, problem)
+
+
+def _image(value: object) -> str | None:
+    """An image field's value as sent: a URL or data URI as given; the bytes of a local
+    file (a :class:`os.PathLike`) or ``bytes`` as a base64 data URI, checked first."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _data_uri("image", bytes(value))
+    if isinstance(value, os.PathLike):
+        path = Path(value)
+        try:
+            size = path.stat().st_size
+            if size > MAX_IMAGE_BYTES:
+                _reject("image", f"{path} has {size} bytes; at most {MAX_IMAGE_BYTES} are sent")
+            data = path.read_bytes()
+        except OSError as error:
+            _reject("image", f"cannot read {path} ({error.strerror or error})")
+            raise  # unreachable, for the type checker
+        return _data_uri("image", data, source=str(path))
+    return value  # type: ignore[return-value]  # the validator names what it is
+
+
+_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"))
+
+
+def _data_uri(field: str, data: bytes, *, source: str = "the bytes given") -> str:
+    if len(data) > MAX_IMAGE_BYTES:
+        _reject(field, f"{source} has {len(data)} bytes; at most {MAX_IMAGE_BYTES} are sent")
+    kind = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+    if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "webp"
+    if kind is None:
+        _reject(field, f"{source} is not a JPEG, PNG or WebP image")
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _image_check(model: Model, name: str) -> Any:
+    check = _table(model, name)
+
+    def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, str) and not value.startswith("data:"):
+            if "://" not in value:
+                _reject(
+                    name,
+                    "must be an http(s) URL or a data:image/...;base64, URI; for a local "
+                    f"file pass pathlib.Path({value[:60]!r}) (sent inline as base64)",
+                )
+            check_http_url(name, value)  # the SDK's clearer words for a bad URL
+        check(instance, attribute, value)
+
+    return validate
 
 
 @attrs.frozen
@@ -151,17 +220,18 @@ class VideoRequest:
     #: The path segment of the submit endpoint, ``POST /v3/async/<endpoint>``.
     endpoint: ClassVar[str] = "minimax-video-01"
 
-    prompt: str = attrs.field(validator=_prompt)
-    image_url: str | None = attrs.field(default=None, validator=_optional_url, kw_only=True)
-    enable_prompt_expansion: bool = attrs.field(default=True, validator=_bool, kw_only=True)
+    prompt: str = attrs.field(validator=_table(MINIMAX_VIDEO_01, "prompt"))
+    image_url: str | None = attrs.field(
+        default=None, validator=_table(MINIMAX_VIDEO_01, "image_url"), kw_only=True
+    )
+    enable_prompt_expansion: bool = attrs.field(
+        default=True, validator=_table(MINIMAX_VIDEO_01, "enable_prompt_expansion"), kw_only=True
+    )
 
 
-def _hailuo_resolution(
-    instance: HailuoRequest, attribute: attrs.Attribute[str], value: str
-) -> None:
-    _one_of("768P", "1080P")(instance, attribute, value)
-    if value == "1080P" and instance.duration != 6:
-        _reject("resolution", "1080P is only made for 6-second clips (duration=6)")
+#: What an image field takes: a public http(s) URL, a ``data:image/...;base64,`` URI, or
+#: a local file (a path) or its bytes, sent inline as base64.
+ImageInput: TypeAlias = "str | bytes | os.PathLike[str]"
 
 
 @attrs.frozen
@@ -169,19 +239,68 @@ class HailuoRequest:
     """One Minimax Hailuo-02 clip: ``duration`` 6 or 10 seconds, ``resolution`` ``"768P"``
     or ``"1080P"`` (1080P only with 6 seconds).
 
+    ``image`` (the first frame) and ``end_image`` (the last) are each a public http(s)
+    URL, a ``data:image/...;base64,`` URI, or a local file (:class:`pathlib.Path`) or
+    bytes of a JPEG, PNG or WebP image, sent inline as base64 (at most 10 MiB, checked
+    before anything is sent). ``fast_pretreatment`` shortens the prompt optimisation.
+
     >>> HailuoRequest("A kite over the dunes", duration=10).resolution
     '768P'
     """
 
     endpoint: ClassVar[str] = "minimax-hailuo-02"
 
-    prompt: str = attrs.field(validator=_prompt)
-    image_url: str | None = attrs.field(default=None, validator=_optional_url, kw_only=True)
-    duration: Literal[6, 10] = attrs.field(default=6, validator=_one_of(6, 10), kw_only=True)
-    resolution: Literal["768P", "1080P"] = attrs.field(
-        default="768P", validator=_hailuo_resolution, kw_only=True
+    prompt: str = attrs.field(validator=_table(MINIMAX_HAILUO_02, "prompt"))
+    image: str | None = attrs.field(
+        default=None,
+        converter=_image,
+        validator=_image_check(MINIMAX_HAILUO_02, "image"),
+        kw_only=True,
     )
-    enable_prompt_expansion: bool = attrs.field(default=True, validator=_bool, kw_only=True)
+    end_image: str | None = attrs.field(
+        default=None,
+        converter=_image,
+        validator=_image_check(MINIMAX_HAILUO_02, "end_image"),
+        kw_only=True,
+    )
+    duration: Literal[6, 10] = attrs.field(
+        default=6, validator=_table(MINIMAX_HAILUO_02, "duration"), kw_only=True
+    )
+    resolution: Literal["768P", "1080P"] = attrs.field(
+        default="768P", validator=_table(MINIMAX_HAILUO_02, "resolution"), kw_only=True
+    )
+    enable_prompt_expansion: bool = attrs.field(
+        default=True, validator=_table(MINIMAX_HAILUO_02, "enable_prompt_expansion"), kw_only=True
+    )
+    fast_pretreatment: bool = attrs.field(
+        default=False, validator=_table(MINIMAX_HAILUO_02, "fast_pretreatment"), kw_only=True
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _check_rules(MINIMAX_HAILUO_02, self)
+
+
+@attrs.frozen
+class KlingT2VRequest:
+    """One Kling v1.6 text-to-video clip: ``duration`` 5 or 10 seconds, ``prompt`` and
+    ``negative_prompt`` of at most 2000 characters, ``guidance_scale`` 0 to 1 (Novita's
+    default 0.5), ``mode`` ``"Standard"`` (the only one the page offers)."""
+
+    endpoint: ClassVar[str] = "kling-v1.6-t2v"
+
+    prompt: str = attrs.field(validator=_table(KLING_V16_T2V, "prompt"))
+    negative_prompt: str | None = attrs.field(
+        default=None, validator=_table(KLING_V16_T2V, "negative_prompt"), kw_only=True
+    )
+    duration: Literal[5, 10] = attrs.field(
+        default=5, validator=_table(KLING_V16_T2V, "duration"), kw_only=True
+    )
+    guidance_scale: float | None = attrs.field(
+        default=None, validator=_table(KLING_V16_T2V, "guidance_scale"), kw_only=True
+    )
+    mode: Literal["Standard"] | None = attrs.field(
+        default=None, validator=_table(KLING_V16_T2V, "mode"), kw_only=True
+    )
 
 
 @attrs.frozen
@@ -196,23 +315,108 @@ class KlingI2VRequest:
 
     endpoint: ClassVar[str] = "kling-v1.6-i2v"
 
-    image_url: str = attrs.field(validator=_url)
-    prompt: str = attrs.field(validator=_prompt)
-    end_image_url: str | None = attrs.field(default=None, validator=_optional_url, kw_only=True)
-    negative_prompt: str | None = attrs.field(
-        default=None, validator=_negative_prompt, kw_only=True
+    image_url: str = attrs.field(validator=_table(KLING_V16_I2V, "image_url"))
+    prompt: str = attrs.field(validator=_table(KLING_V16_I2V, "prompt"))
+    end_image_url: str | None = attrs.field(
+        default=None, validator=_table(KLING_V16_I2V, "end_image_url"), kw_only=True
     )
-    guidance_scale: float | None = attrs.field(default=None, validator=_unit_interval, kw_only=True)
+    negative_prompt: str | None = attrs.field(
+        default=None, validator=_table(KLING_V16_I2V, "negative_prompt"), kw_only=True
+    )
+    guidance_scale: float | None = attrs.field(
+        default=None, validator=_table(KLING_V16_I2V, "guidance_scale"), kw_only=True
+    )
     mode: Literal["Standard", "Professional"] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_one_of(*KLING_MODES)), kw_only=True
+        default=None, validator=_table(KLING_V16_I2V, "mode"), kw_only=True
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.end_image_url is not None and self.mode != "Professional":
-            _reject(
-                "end_image_url",
-                "needs mode='Professional' (Kling's Standard mode has no end frame)",
-            )
+        _check_rules(KLING_V16_I2V, self)
+
+
+@attrs.frozen
+class Lora:
+    """A LoRA for Wan: ``path`` (a URL or name Novita knows) and ``scale`` 0 to 4."""
+
+    path: str
+    scale: float = 1.0
+
+
+def _loras(value: object) -> tuple[Lora, ...] | None:
+    """Loras as given (:class:`Lora` objects, or ``{"path", "scale"}`` mappings)."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple) and all(isinstance(lora, Lora | Mapping) for lora in value):
+        problem = check_field(
+            WAN_T2V.field("loras"),
+            [
+                {"path": lora.path, "scale": lora.scale} if isinstance(lora, Lora) else dict(lora)
+                for lora in value
+            ],
+        )
+        if problem is not None:
+            _reject("loras", problem)
+        return tuple(
+            lora if isinstance(lora, Lora) else Lora(lora["path"], lora["scale"]) for lora in value
+        )
+    _reject("loras", "must be a list of at most 3 Lora(path, scale) or {path, scale} objects")
+    raise AssertionError  # unreachable, for the type checker
+
+
+@attrs.frozen
+class _WanOptions:
+    # Wan 2.1's optional fields, the same for text- and image-to-video (one table row each).
+    negative_prompt: str | None = attrs.field(
+        default=None, validator=_table(WAN_T2V, "negative_prompt"), kw_only=True
+    )
+    width: Literal[480, 720, 832, 1280] | None = attrs.field(
+        default=None, validator=_table(WAN_T2V, "width"), kw_only=True
+    )
+    height: Literal[480, 720, 832, 1280] | None = attrs.field(
+        default=None, validator=_table(WAN_T2V, "height"), kw_only=True
+    )
+    loras: tuple[Lora, ...] | None = attrs.field(default=None, converter=_loras, kw_only=True)
+    seed: int | None = attrs.field(default=None, validator=_table(WAN_T2V, "seed"), kw_only=True)
+    steps: int | None = attrs.field(default=None, validator=_table(WAN_T2V, "steps"), kw_only=True)
+    guidance_scale: float | None = attrs.field(
+        default=None, validator=_table(WAN_T2V, "guidance_scale"), kw_only=True
+    )
+    flow_shift: float | None = attrs.field(
+        default=None, validator=_table(WAN_T2V, "flow_shift"), kw_only=True
+    )
+    enable_safety_checker: bool | None = attrs.field(
+        default=None, validator=_table(WAN_T2V, "enable_safety_checker"), kw_only=True
+    )
+    fast_mode: bool | None = attrs.field(
+        default=None, validator=_table(WAN_T2V, "fast_mode"), kw_only=True
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _check_rules(WAN_T2V, self)
+
+
+@attrs.frozen
+class WanT2VRequest(_WanOptions):
+    """One Wan 2.1 text-to-video clip (5 s). Every field but ``prompt`` may stay ``None``
+    for Novita's default: ``width`` x ``height`` 832x480 (or 480x832, 1280x720,
+    720x1280), ``seed`` -1 (random), ``steps`` 30 (1 to 40), ``guidance_scale`` 5 (0 to
+    10), ``flow_shift`` 5 (1 to 10), up to 3 ``loras`` (scale 0 to 4),
+    ``enable_safety_checker`` true, ``fast_mode`` false."""
+
+    endpoint: ClassVar[str] = "wan-t2v"
+
+    prompt: str = attrs.field(validator=_table(WAN_T2V, "prompt"))
+
+
+@attrs.frozen
+class WanI2VRequest(_WanOptions):
+    """One Wan 2.1 image-to-video clip from ``image_url``; the other fields as
+    :class:`WanT2VRequest` (``width`` x ``height`` sets the clarity, the image its shape)."""
+
+    endpoint: ClassVar[str] = "wan-i2v"
+
+    image_url: str = attrs.field(validator=_table(WAN_I2V, "image_url"))
+    prompt: str = attrs.field(validator=_table(WAN_I2V, "prompt"))
 
 
 def _frozen_json(value: object) -> Mapping[str, Any]:
@@ -254,12 +458,25 @@ class AsyncRequest:
         return prompt if isinstance(prompt, str) else ""
 
 
+#: A request of one of the models this SDK has a type for.
+TypedRequest: TypeAlias = (
+    VideoRequest | HailuoRequest | KlingT2VRequest | KlingI2VRequest | WanT2VRequest | WanI2VRequest
+)
+_TYPED: Final = (
+    VideoRequest,
+    HailuoRequest,
+    KlingT2VRequest,
+    KlingI2VRequest,
+    WanT2VRequest,
+    WanI2VRequest,
+)
+
 #: Anything :meth:`Client.submit` and :meth:`Client.generate` accept as a request.
-Request: TypeAlias = VideoRequest | HailuoRequest | KlingI2VRequest | AsyncRequest
+Request: TypeAlias = TypedRequest | AsyncRequest
 
 #: The typed request class of each model, by endpoint name.
-MODELS: Final[Mapping[str, type[VideoRequest | HailuoRequest | KlingI2VRequest]]] = (
-    MappingProxyType({cls.endpoint: cls for cls in (VideoRequest, HailuoRequest, KlingI2VRequest)})
+MODELS: Final[Mapping[str, type[TypedRequest]]] = MappingProxyType(
+    {cls.endpoint: cls for cls in _TYPED}
 )
 
 
@@ -269,7 +486,7 @@ def to_request(item: object, model: str = VideoRequest.endpoint) -> Request:
     A ``None`` for a field with a default means the default (JSON's ``null``). Raises
     :class:`InvalidRequestError` naming the field that is wrong.
     """
-    if isinstance(item, VideoRequest | HailuoRequest | KlingI2VRequest | AsyncRequest):
+    if isinstance(item, (*_TYPED, AsyncRequest)):
         return item
     cls = MODELS.get(model)
     if cls is None:

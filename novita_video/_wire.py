@@ -19,7 +19,7 @@ import cattrs
 
 from ._errors import ProtocolError
 from ._models import TaskResult, TaskStatus, Video
-from ._requests import AsyncRequest, HailuoRequest, KlingI2VRequest, Request, VideoRequest
+from ._requests import MODELS, AsyncRequest, Lora, Request
 
 logger = logging.getLogger("novita_video")
 
@@ -101,22 +101,26 @@ def hint(value: Any) -> float | None:
     return number if number >= 0 else None
 
 
+def _typed_body(request: attrs.AttrsInstance) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for key, value in attrs.asdict(request, recurse=False).items():
+        if value is None:
+            continue
+        if isinstance(value, tuple) and all(isinstance(item, Lora) for item in value):
+            value = [{"path": lora.path, "scale": lora.scale} for lora in value]
+        body[key] = value
+    return body
+
+
 def _make_converter() -> cattrs.Converter:
     # Unknown keys are ignored: Novita adds fields (``extra``, ``audios``) and must not break users.
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(float, _structure_number)
     converter.register_structure_hook(int, lambda v, t: int(_structure_number(v, t)))
-    for typed in (VideoRequest, HailuoRequest, KlingI2VRequest):
+    for typed in MODELS.values():
         # Unset optional fields are left out, so the server applies its own defaults.
-        converter.register_unstructure_hook(
-            typed,
-            lambda request: {
-                key: value
-                for key, value in attrs.asdict(request, recurse=False).items()
-                if value is not None
-            },
-        )
+        converter.register_unstructure_hook(typed, _typed_body)
     converter.register_unstructure_hook(AsyncRequest, lambda request: dict(request.body))
     # Every field of a video may be missing, but a video is still an object.
     structure_video = converter.get_structure_hook(_WireVideo)

@@ -43,12 +43,12 @@ from novita_video import (
         (
             {"prompt": "ok", "enable_prompt_expansion": "yes"},
             "enable_prompt_expansion",
-            "True or False",
+            "true or false",
         ),
         (
             {"prompt": "ok", "enable_prompt_expansion": 1},
             "enable_prompt_expansion",
-            "True or False",
+            "true or false",
         ),
     ],
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support import scripted_server
 
 from novita_video import (
     Client,
@@ -19,7 +20,6 @@ from novita_video import (
     TaskFailedError,
     TaskStatus,
 )
-from support import scripted_server
 
 pytestmark = pytest.mark.anyio
 
@@ -111,7 +111,7 @@ async def test_get_result_refuses_an_answer_about_another_task() -> None:
     async with scripted_server() as server:
         server.script(RESULT, *[answer("someone-else", "TASK_STATUS_SUCCEED")] * 2)
         async with Client("sk", base_url=server.url, retry=RETRY) as client:
-            with pytest.raises(ProtocolError, match="asked for task t1.*someone-else"):
+            with pytest.raises(ProtocolError, match=r"asked for task t1.*someone-else"):
                 await client.get_result("t1")
     assert server.count("GET", RESULT) == 2  # retried once (a confused cache may mend)
 

@@ -32,7 +32,8 @@ IMG = "https://x.example/first.png"
             "6-second",
         ),
         (lambda: HailuoRequest("", duration=6), "prompt", "empty"),
-        (lambda: HailuoRequest("ok", image_url="ftp://x/y.png"), "image_url", "'ftp'"),
+        (lambda: HailuoRequest("ok", image="ftp://x/y.png"), "image", "'ftp'"),
+        (lambda: HailuoRequest("ok", end_image="cat.png"), "end_image", "pathlib.Path"),
         (lambda: KlingI2VRequest("cat.png", "a cat"), "image_url", "scheme is none"),
         (lambda: KlingI2VRequest(IMG, "x" * 2001), "prompt", "2000"),
         (lambda: KlingI2VRequest(IMG, "ok", negative_prompt="x" * 2001), "negative_prompt", "2000"),
@@ -63,6 +64,7 @@ def test_bodies_carry_what_was_set_and_nothing_more() -> None:
         "duration": 10,
         "resolution": "768P",
         "enable_prompt_expansion": True,
+        "fast_pretreatment": False,
     }
     assert KlingI2VRequest(IMG, "a cat", negative_prompt="").negative_prompt == ""
     assert KlingI2VRequest(IMG, "a", end_image_url=IMG, mode="Professional").mode == "Professional"
@@ -71,7 +73,7 @@ def test_bodies_carry_what_was_set_and_nothing_more() -> None:
         "prompt": "a cat",
         "guidance_scale": 0.5,
     }
-    body = {"model_name": "wan", "prompt": "a fox", "width": 832, "height": 480, "seed": -1}
+    body = {"prompt": "a fox", "width": 832, "height": 480, "seed": -1}
     request = AsyncRequest("wan-t2v", body)
     body["prompt"] = "changed later"  # the request keeps its own copy
     assert dump_request(request)["prompt"] == "a fox"
@@ -90,7 +92,14 @@ def test_to_request_by_model() -> None:
     )
     request = AsyncRequest("wan-t2v", {"prompt": "x"})
     assert to_request(request, "kling-v1.6-i2v") is request
-    assert set(MODELS) == {"minimax-video-01", "minimax-hailuo-02", "kling-v1.6-i2v"}
+    assert set(MODELS) == {
+        "minimax-video-01",
+        "minimax-hailuo-02",
+        "kling-v1.6-t2v",
+        "kling-v1.6-i2v",
+        "wan-t2v",
+        "wan-i2v",
+    }
 
 
 @pytest.mark.parametrize(

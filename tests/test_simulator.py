@@ -162,6 +162,20 @@ async def test_auth_missing_blank_and_wrong_keys() -> None:
         assert fake.stats.task_count == 1
 
 
+@pytest.mark.parametrize(("knob", "status"), [("refuse", 401), ("accept", 200)])
+async def test_a_key_without_bearer_is_a_knob_not_a_silent_403(knob: str, status: int) -> None:
+    # Novita's JS SDK sends "Authorization: <key>"; the real API's answer is unconfirmed.
+    async with serve(api_key="sk-right", bare_key=knob) as (fake, _):
+        async with aiohttp.ClientSession(fake.url) as anon:
+            answer = await submit(anon, headers={"Authorization": "sk-right"})
+            assert answer.status == status
+            if status != 200:
+                assert answer.reason == "INVALID_API_KEY"
+                assert "Bearer" in answer.json()["message"]
+            wrong = await submit(anon, headers={"Authorization": "sk-wrong"})
+            assert wrong.status == 403
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -282,7 +296,8 @@ def _exact_body_shape(body: dict[str, Any]) -> None:
     assert body["task"]["task_type"] == "MINIMAX_VIDEO_01"
     assert body["images"] == []
     assert body["audios"] == []
-    assert set(body["extra"]) == {"seed", "debug_info"}
+    assert set(body["extra"]) == {"seed", "debug_info", "enable_nsfw_detection"}
+    assert body["extra"]["enable_nsfw_detection"] is False
     assert set(body["extra"]["debug_info"]) == {
         "request_info",
         "submit_time_ms",

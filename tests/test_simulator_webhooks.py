@@ -124,14 +124,14 @@ def hook(fake: FakeNovita, task_id: str) -> WebhookStats:
 
 
 async def test_one_event_per_task_with_its_task_result() -> None:
-    wan = {"model_name": "wan2.1-t2v", "width": 832, "height": 480, "seed": 7}
+    wan = {"width": 832, "height": 480, "seed": 7}
     async with setup(failure_rate=0.0) as (fake, http, receiver):
         ids = {
             await submit(http, receiver.url + "/hooks/a"): "MINIMAX_VIDEO_01",
             await submit(http, receiver.url + "/hooks/b", "minimax-hailuo-02", duration=10): (
                 "MINIMAX_HAILUO_02"
             ),
-            await submit(http, receiver.url + "/hooks/c", "wan-t2v", **wan): "WAN_T2V",
+            await submit(http, receiver.url + "/hooks/c", "wan-t2v", **wan): "WAN_TXT_TO_VIDEO",
         }
         quiet = await submit(http, None)  # no webhook: no event
         await until(lambda: fake.stats.webhook_totals["delivered"] == 3)
@@ -152,6 +152,9 @@ async def test_one_event_per_task_with_its_task_result() -> None:
                 polled = await r.json()
             assert payload["task"] == polled["task"]
             assert payload["extra"] == polled["extra"]
+            # The submit's own extra comes back: its webhook, and the NSFW check's setting.
+            assert payload["extra"]["webhook"]["url"].startswith(receiver.url + "/hooks/")
+            assert payload["extra"]["enable_nsfw_detection"] is False
             async with http.get(payload["videos"][0]["video_url"], headers={}) as video:
                 assert video.status == 200
             assert hook(fake, task_id) == WebhookStats(
@@ -355,3 +358,26 @@ def test_command_line_sets_the_webhook_timeout() -> None:
     assert _fake_from_args(build_parser().parse_args([])).config.webhook_timeout == 5.0
     with pytest.raises(ValueError, match="webhook_timeout"):
         FakeNovita(webhook_timeout=0)
+
+
+async def test_test_mode_sends_a_mock_event_at_once_with_the_status_asked_for() -> None:
+    async with setup(task_duration=(600.0, 600.0)) as (fake, http, receiver):
+        test_mode = {"enabled": True, "return_task_status": "TASK_STATUS_FAILED"}
+        body = {
+            "prompt": "a kite",
+            "extra": {"webhook": {"url": receiver.url + "/hooks/t", "test_mode": test_mode}},
+        }
+        async with http.post("/v3/async/minimax-video-01", json=body) as response:
+            task_id = (await response.json())["task_id"]
+        await until(lambda: fake.stats.webhook_totals["delivered"] == 1)
+        [event] = receiver.events_for(task_id)
+        payload = event["payload"]
+        assert payload["task"]["status"] == "TASK_STATUS_FAILED"
+        assert payload["videos"] == []
+        assert payload["extra"]["webhook"]["test_mode"] == test_mode
+        # Long before the task itself could end: the mock went at once.
+        assert fake.task(task_id).finishes_at - fake.clock.now() > 300
+        bad = dict(body, extra={"webhook": {"url": receiver.url, "test_mode": {"enabled": 1}}})
+        async with http.post("/v3/async/minimax-video-01", json=bad) as response:
+            assert response.status == 400
+            assert "test_mode.enabled" in (await response.json())["message"]

@@ -174,6 +174,7 @@ class SimulatorConfig:
     illegal_marker: str = attrs.field(default="[illegal]", validator=_check_text)
     balance: int | None = attrs.field(default=None, validator=_check_balance)
     webhook_timeout: float = attrs.field(default=5.0, validator=_check_seconds)
+    bare_key: str = attrs.field(default="refuse", validator=_one_of("refuse", "accept"))
 
     def __attrs_post_init__(self) -> None:
         # Two ways of making an eta wrong would hide each other: one at a time.

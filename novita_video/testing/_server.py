@@ -40,7 +40,7 @@ from ._endpoints import ENDPOINTS
 from ._ratelimit import RateLimit, SlidingWindowLog
 from ._stats import Counters, SimulatorStats
 from ._storage import STORAGE_PREFIX, LinkCheck, Presigner, clip_bytes, s3_error_body
-from ._tasks import FINAL_STATUSES, QUEUED, SUCCEED, TaskRecord, draw_task
+from ._tasks import FINAL_STATUSES, QUEUED, SUCCEED, TaskRecord, TaskState, draw_task
 from ._webhooks import WebhookDispatcher
 from ._wire import (
     ApiError,
@@ -100,7 +100,8 @@ class FakeNovita:
     * ``queue_time=(lo, hi)``: each task is QUEUED U(lo, hi) seconds, then runs for its
       ``task_duration`` (instead of ``queue_fraction`` of it).
     * ``eta_rounding``: ``"ceil"`` (default; never 0 before the end), ``"round"`` or
-      ``"floor"`` (0 up to a second before the end), as a real server's whole seconds.
+      ``"floor"`` (0 up to a second before the end), as a real server's whole seconds;
+      ``"none"`` sends fractions (tenths of a second, and of a percent of progress).
     * ``eta_bias=(lo, hi)``: the server believes each task runs ``b`` times its real
       running time, ``b`` from U(lo, hi): its eta runs out early (0 while the task is
       still PROCESSING) or late (the task ends while the eta counts down).
@@ -117,6 +118,10 @@ class FakeNovita:
     * ``seed``: replay the same task ids, durations and failures.
     * ``illegal_marker``: a prompt containing it is refused with 400 ``ILLEGAL_PROMPT``.
     * ``balance``: after this many accepted tasks, submits get 400 ``BILLING_BALANCE_NOT_ENOUGH``.
+    * ``bare_key``: what an ``Authorization`` header with the key but without ``Bearer ``
+      gets (Novita's JS SDK sends that; the real API's answer is unconfirmed):
+      ``"refuse"`` (default) answers 401 ``INVALID_API_KEY`` saying so, ``"accept"``
+      takes it.
     * ``webhook_timeout``: a submit with ``"extra": {"webhook": {"url": ...}}`` (any endpoint;
       loopback URLs only, others are refused with 400) gets its task's result POSTed there
       when the task ends, as ``{"event_type": "ASYNC_TASK_RESULT", "payload": <task-result
@@ -125,7 +130,9 @@ class FakeNovita:
       Deliveries wait on ``clock.sleep``, so give a clock whose sleep really waits
       (:class:`SystemClock`, ``ScaledClock``) when a test uses webhooks. ``Chaos`` knobs
       ``webhook_loss`` and ``webhook_duplicates`` lose or double events; the stats count
-      each task's event (``SimulatorStats.webhooks``).
+      each task's event (``SimulatorStats.webhooks``). With ``extra.webhook.test_mode``
+      ``{"enabled": true, "return_task_status": ...}`` a mock event with that status (and
+      no clip) goes at once instead of the task's real one.
     * ``chaos``: how the simulator misbehaves (:class:`Chaos`; off by default). Unlike the
       knobs above (fixed, in :attr:`config`) it may change at run time: :attr:`chaos`,
       :meth:`set_chaos`.
@@ -155,6 +162,7 @@ class FakeNovita:
         illegal_marker: str = "[illegal]",
         balance: int | None = None,
         webhook_timeout: float = 5.0,
+        bare_key: str = "refuse",
         chaos: Chaos | None = None,
     ) -> None:
         self.config: Final = SimulatorConfig(
@@ -178,6 +186,7 @@ class FakeNovita:
             illegal_marker=illegal_marker,
             balance=balance,
             webhook_timeout=webhook_timeout,
+            bare_key=bare_key,
         )
         if clock is not None and not isinstance(clock, Clock):
             raise ValueError(f"clock must implement now(), wall() and sleep(), not {clock!r}")
@@ -450,10 +459,20 @@ class FakeNovita:
             raise ApiError(
                 400, "MISSING_API_KEY", "missing API key: send Authorization: Bearer <key>"
             )
+        expected = self.config.api_key.encode()
+        if not key and hmac.compare_digest(scheme.encode(), expected):
+            # The key without "Bearer " (as Novita's JS SDK sends it): a knob, since the
+            # real API's answer is unconfirmed; refused with words that say what to send.
+            if self.config.bare_key == "accept":
+                key, scheme = scheme, "Bearer"
+            else:
+                raise ApiError(
+                    401,
+                    "INVALID_API_KEY",
+                    "the key came without its scheme: send Authorization: Bearer <key>",
+                )
         # The key sent is never echoed back: it may be a real one sent here by mistake.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            key.encode(), self.config.api_key.encode()
-        ):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.encode(), expected):
             raise ApiError(403, "INVALID_API_KEY", "invalid API key")
         limiter = self._limiter(endpoint, model)
         if limiter is None:
@@ -518,11 +537,14 @@ class FakeNovita:
             self._counters.fired("stuck_task", "submit")
         if job.webhook_url is not None:
             lost, duplicated = self._saboteur.webhook_fate()
+            due = None if plan is not None else task.finishes_at
+            if job.webhook_test_status is not None:
+                due = self.clock.now()  # test mode: a mock event, at once
             self._webhooks.schedule(
                 task.task_id,
                 job.webhook_url,
                 # A stuck task never ends, so its event never comes.
-                due=None if plan is not None else task.finishes_at,
+                due=due,
                 lost=lost,
                 duplicated=duplicated,
             )
@@ -534,6 +556,12 @@ class FakeNovita:
         task = self._counters.tasks[task_id]
         config = self.config
         state = task.state_at(task.finishes_at)
+        test_status = task.request.webhook_test_status
+        if test_status is not None:
+            # Test mode: the status asked for, and no clip (the task itself runs on).
+            reason = "test mode" if test_status != SUCCEED else ""
+            mock = TaskState(test_status, 100, 0, reason)
+            return event_body(task_result_body(task, mock, video_url=None, video_ttl=0))
         video_url = None
         if state.status == SUCCEED:
             # Signed now, like a poll's: valid video_ttl from the delivery.

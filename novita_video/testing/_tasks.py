@@ -33,6 +33,8 @@ from typing import Any
 
 import attrs
 
+from .._catalog import CATALOG
+
 __all__ = [
     "ETA_ROUNDINGS",
     "FAILED",
@@ -48,9 +50,10 @@ __all__ = [
     "draw_task",
 ]
 
-#: How a server may round its eta to whole seconds.
-ETA_ROUNDINGS: Mapping[str, Callable[[float], int]] = MappingProxyType(
-    {"ceil": math.ceil, "round": round, "floor": math.floor}
+#: How a server may round its eta to whole seconds; ``"none"`` sends fractions (tenths of
+#: a second, and of a percent of progress: the reference types both as a number).
+ETA_ROUNDINGS: Mapping[str, Callable[[float], float]] = MappingProxyType(
+    {"ceil": math.ceil, "round": round, "floor": math.floor, "none": lambda x: round(x, 1)}
 )
 
 
@@ -95,9 +98,11 @@ class SubmitRequest:
     ``endpoint`` is the model's path segment (``"minimax-hailuo-02"``); ``body`` holds the
     fields that endpoint knows, validated, with their documented defaults filled in, so
     leaving ``enable_prompt_expansion`` out and sending ``true`` count as the same request.
-    ``webhook_url`` (from ``extra.webhook.url``) says where the result goes, not what was
-    asked for, so it is no part of the identity: two requests are equal when their
-    endpoint and body are.
+    ``webhook_url`` (from ``extra.webhook.url``, with ``webhook_test_status`` when its test
+    mode is on) says where the result goes, not what was asked for, so it is no part of
+    the identity: two requests are equal when their endpoint and body are. ``extra`` keeps
+    the submit's ``extra`` (echoed in webhook events), ``task_type`` is what its results
+    say, ``ignored`` names the fields the endpoint's page does not list.
 
     >>> SubmitRequest("minimax-video-01", {"prompt": "a cat"}).prompt
     'a cat'
@@ -106,6 +111,12 @@ class SubmitRequest:
     endpoint: str
     body: Mapping[str, Any] = attrs.field(converter=_frozen_body, eq=False)
     webhook_url: str | None = attrs.field(default=None, kw_only=True, eq=False)
+    webhook_test_status: str | None = attrs.field(default=None, kw_only=True, eq=False)
+    extra: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_frozen_body, kw_only=True, eq=False
+    )
+    task_type: str = attrs.field(kw_only=True, eq=False)
+    ignored: tuple[str, ...] = attrs.field(default=(), kw_only=True, eq=False)
     # The canonical JSON of (endpoint, body): a mapping cannot be hashed, a str can.
     identity: str = attrs.field(
         init=False, repr=False, default=attrs.Factory(_identity, takes_self=True)
@@ -117,11 +128,21 @@ class SubmitRequest:
         prompt = self.body.get("prompt")
         return prompt if isinstance(prompt, str) else ""
 
+    @task_type.default
+    def _task_type(self) -> str:
+        model = CATALOG.get(self.endpoint)
+        if model is not None:
+            return model.task_type_of(self.body)
+        return re.sub(r"[^A-Za-z0-9]+", "_", self.endpoint).upper()
+
     @property
     def image_url(self) -> str | None:
-        """The body's ``image_url``, if it has one."""
-        url = self.body.get("image_url")
-        return url if isinstance(url, str) else None
+        """The first frame the task starts from (``image_url``, or Hailuo-02's ``image``;
+        a data URI as its first 40 characters), if it has one."""
+        url = self.body.get("image_url", self.body.get("image"))
+        if not isinstance(url, str):
+            return None
+        return url if not url.startswith("data:") else url[:40] + "..."
 
     @property
     def enable_prompt_expansion(self) -> bool | None:
@@ -129,19 +150,14 @@ class SubmitRequest:
         value = self.body.get("enable_prompt_expansion")
         return value if isinstance(value, bool) else None
 
-    @property
-    def task_type(self) -> str:
-        """The ``task_type`` of its task-result answers (``kling-v1.6-i2v``: ``KLING_V1_6_I2V``)."""
-        return re.sub(r"[^A-Za-z0-9]+", "_", self.endpoint).upper()
-
 
 @attrs.frozen
 class TaskState:
     """What a task-result answer says about a task at one moment."""
 
     status: str
-    progress_percent: int
-    eta: int
+    progress_percent: float
+    eta: float
     reason: str
 
 
@@ -197,7 +213,7 @@ class TaskRecord:
         """
         if now >= self.finishes_at:
             return TaskState(self.final_status, 100, 0, self.reason)
-        eta = 0
+        eta: float = 0
         if give_eta:
             if self.believed_end is not None:
                 left = self.believed_end - now  # runs out early or late
@@ -205,15 +221,16 @@ class TaskRecord:
                 left = (self.finishes_at - now) * self.eta_factor
             # An eta of 0 means "done, or no estimate": a rounding that may read 0 does
             # so only as the task is (or the server believes it is) about to end.
-            eta = max(0, int(ETA_ROUNDINGS[eta_rounding](left))) if left > 0 else 0
+            eta = max(0, ETA_ROUNDINGS[eta_rounding](left)) if left > 0 else 0
         if now < self.processing_at:
             return TaskState(QUEUED, 0, eta, "")
-        progress = 0
+        progress: float = 0
         if report_progress:
             # processing_at < finishes_at here, so the span is never zero.
             span = self.finishes_at - self.processing_at
             share = PROGRESS_CURVES[progress_curve]((now - self.processing_at) / span)
-            progress = min(99, int(99 * share))
+            exact = 99 * share
+            progress = min(99, round(exact, 1) if eta_rounding == "none" else int(exact))
         return TaskState(PROCESSING, progress, eta, "")
 
     def wall_at(self, at: float) -> float:

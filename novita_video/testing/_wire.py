@@ -118,6 +118,9 @@ def task_result_body(
         "videos": [],
         "audios": [],
         "extra": {
+            # What the submit's own extra said comes back (its webhook, its NSFW check).
+            **task.request.extra,
+            "enable_nsfw_detection": task.request.extra.get("enable_nsfw_detection", False),
             "seed": str(task.seed),
             "debug_info": {
                 "request_info": "",
@@ -140,5 +143,5 @@ def task_result_body(
 
 
 def _ms(wall: float | None) -> str:
-    # Novita sends these as strings of epoch milliseconds; "0" while not yet reached.
-    return "0" if wall is None else str(int(wall * 1000))
+    # Novita sends these as strings of epoch milliseconds; "" while not yet reached.
+    return "" if wall is None else str(int(wall * 1000))

@@ -84,7 +84,7 @@ def test_format_option_wins_over_the_name(tmp_path: Path) -> None:
         ("d.jsonl", '{"image_url": "https://a/b"}\n', 1, "no 'prompt'"),
         ("e.jsonl", '{"prompt": "x", "image_url": "file:///etc/passwd"}\n', 1, "image_url"),
         ("f.jsonl", '{"prompt": "x", "id": [1]}\n', 1, "id: must be"),
-        ("g.jsonl", '{"prompt": "x", "enable_prompt_expansion": "yes"}\n', 1, "True or False"),
+        ("g.jsonl", '{"prompt": "x", "enable_prompt_expansion": "yes"}\n', 1, "true or false"),
         ("h.txt", "fine\n\n" + "x" * 2001 + "\n", 3, "at most 2000 characters"),
         ("i.txt", b"fine\n\xff\xfe oops\n", 2, "not UTF-8"),
         ("j.csv", "text,id\nhello,1\n", 1, "no 'prompt' column"),
