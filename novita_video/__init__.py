@@ -30,6 +30,7 @@ from ._clock import SystemClock as SystemClock
 from ._errors import APIConnectionError as APIConnectionError
 from ._errors import APIStatusError as APIStatusError
 from ._errors import APITimeoutError as APITimeoutError
+from ._errors import APIUnreachableError as APIUnreachableError
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import BadRequestError as BadRequestError
 from ._errors import BatchAbortedError as BatchAbortedError
@@ -73,6 +74,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "APIUnreachableError",
     "AdaptiveRate",
     "AsyncRequest",
     "AuthenticationError",

@@ -14,7 +14,6 @@ import os
 import random
 import warnings
 from collections.abc import AsyncIterable, Callable, Iterable
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -401,8 +400,10 @@ class Client:
     ) -> str:
         """POST ``request``, retrying only when no task can have been created.
 
-        ``abort`` is asked right before each POST (a batch's fatal error stops it there),
-        then ``before_post`` is told (a ledger records the intent there);
+        ``abort`` is asked right before each POST (a batch's fatal error stops it there);
+        ``before_post`` is told as the request leaves the machine, before the server can
+        have created anything (a ledger records the intent there; a request that could
+        not connect never tells it);
         ``on_accepted`` is told the task id inside the shielded section, so a task that
         was created is never lost to a cancellation that arrives while the POST runs; a
         cancellation that arrives before the request left stops it, and nothing is sent.
@@ -420,12 +421,17 @@ class Client:
             cause = abort()
             if cause is not None:
                 raise BatchAbortedError(f"not submitted: {cause}", cause)
-            if before_post is not None:
-                before_post()
             # Cancellable until the request leaves; from then on shielded, so that a task
-            # that may be created (and billed) is never lost to a cancellation.
+            # that may be created (and billed) is never lost to a cancellation. The intent
+            # is told as it leaves: a request that never left created nothing.
             with anyio.CancelScope() as guard:
-                sending = Sending(on_sent=partial(setattr, guard, "shield", True))
+
+                def on_sent(guard: anyio.CancelScope = guard) -> None:
+                    guard.shield = True
+                    if before_post is not None:
+                        before_post()
+
+                sending = Sending(on_sent=on_sent)
                 try:
                     response = await self._http.request("POST", path, json=body, sending=sending)
                     task_id = self._submitted(response)
@@ -623,7 +629,9 @@ class Client:
         ...     async for outcome in outcomes:
         ...         print(outcome.index, outcome.video_url or outcome.error)
 
-        ``before_submit(index, request)`` is called right before each POST of a prompt and
+        ``before_submit(index, request)`` is called as each POST of a prompt leaves (its
+        connection open, before the server can have created a task; never for a request
+        that could not connect) and
         ``after_submit(index, task_id)`` right after the task id comes back, even if the batch
         is being cancelled just then: a crash-safe ledger writes its records there. Both run
         on the event loop and must be quick.

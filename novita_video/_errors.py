@@ -8,7 +8,8 @@ The tree::
     ├── InvalidRequestError (ValueError)      bad input or settings, found before anything is sent
     │   └── MissingAPIKeyError                no key given and NOVITA_API_KEY unset or blank
     ├── APIConnectionError                    no answer: the connection failed or dropped
-    │   └── APITimeoutError                   no answer in time
+    │   ├── APITimeoutError                   no answer in time
+    │   └── APIUnreachableError               the API was never reached (dooms a batch)
     ├── SubmissionUnknownError                a POST may have created a task, but we cannot know
     ├── ProtocolError                         an answer that is not the documented shape
     ├── APIStatusError                        the server answered no (status, reason, message)
@@ -44,6 +45,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "APIUnreachableError",
     "AuthenticationError",
     "BadRequestError",
     "BatchAbortedError",
@@ -136,6 +138,28 @@ class APIConnectionError(NovitaError):
 
 class APITimeoutError(APIConnectionError):
     """No answer in time."""
+
+
+class APIUnreachableError(APIConnectionError):
+    """The API has never answered this client: its host does not resolve, or a short run
+    of connections to it failed. Nothing was sent, so nothing was created or billed; a
+    batch stops at once (a mistyped ``base_url`` fails every prompt alike). ``host`` is
+    the host that could not be reached."""
+
+    dooms_batch = True
+
+    def __init__(self, message: str, host: str) -> None:
+        Exception.__init__(self, message, host)
+
+    @property
+    def maybe_sent(self) -> bool:
+        """Always ``False``: no connection was ever made."""
+        return False
+
+    @property
+    def host(self) -> str:
+        """The host that could not be reached."""
+        return str(self.args[1])
 
 
 class SubmissionUnknownError(NovitaError):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -43,6 +44,7 @@ from ._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    APIUnreachableError,
     ClientClosedError,
     DownloadError,
     LocalFileError,
@@ -58,6 +60,9 @@ logger = logging.getLogger("novita_video")
 SUBMIT_KEEPALIVE = 3.0
 #: What stands in a body or header where the API key was.
 REDACTED = "[redacted]"
+#: Connections in a row that may fail, before the API has ever answered, until a client
+#: says it cannot reach the API (a host that does not resolve says so at once).
+UNREACHABLE_AFTER = 3
 #: Query parameters of presigned links that are credentials (S3, GCS, Azure, ours).
 _SIGNATURE = re.compile(
     r"((?:signature|x-amz-signature|x-goog-signature|sig|token|x-amz-security-token)=)[^&\s'\"]+",
@@ -263,6 +268,10 @@ class HTTPTransport:
         }
         self._pooled: aiohttp.ClientSession | None = None
         self._submits: aiohttp.ClientSession | None = None
+        # Until the API answers once, connections that fail count towards giving up.
+        self._host = urlsplit(self._base_url).hostname or self._base_url
+        self.reached = False
+        self._unreached = 0
 
     def __repr__(self) -> str:
         return f"HTTPTransport(base_url={self._base_url!r})"
@@ -364,7 +373,7 @@ class HTTPTransport:
                     body = b"".join([chunk async for chunk in chunks])
                     response = self._response(answer, body)
             except (TimeoutError, aiohttp.ClientError, OSError) as err:
-                failure = self._failure(err, _map_error(err, what, sending))
+                failure = self._unreachable(err, self._failure(err, _map_error(err, what, sending)))
         if deadline.cancelled_caught:
             maybe_sent = sending is None or sending.sent
             failure = APITimeoutError(
@@ -382,7 +391,34 @@ class HTTPTransport:
         )
         return response
 
+    def _unreachable(self, err: BaseException, failure: APIConnectionError) -> APIConnectionError:
+        """``failure``, or :class:`APIUnreachableError` if the API has never answered and
+        this failure proves it cannot: a host that does not resolve, or the
+        :data:`UNREACHABLE_AFTER`-th connection in a row that could not be made."""
+        if self.reached or failure.maybe_sent:
+            return failure
+        os_error = err.os_error if isinstance(err, aiohttp.ClientConnectorError) else err
+        if isinstance(os_error, socket.gaierror):
+            cause = f"the name {self._host} does not resolve"
+        else:
+            self._unreached += 1
+            if self._unreached < UNREACHABLE_AFTER:
+                return failure
+            if isinstance(failure, APITimeoutError):
+                cause = "connecting timed out"
+            elif isinstance(os_error, ConnectionRefusedError):
+                cause = "the connection was refused"
+            else:
+                cause = _detail(err)
+        unreachable = APIUnreachableError(
+            f"cannot reach the Novita API at {self._base_url}: {cause}; nothing was sent",
+            self._host,
+        )
+        unreachable.__cause__ = failure.__cause__
+        return unreachable
+
     def _response(self, answer: aiohttp.ClientResponse, body: bytes) -> Response:
+        self.reached = True
         # Lower-cased keys make header lookups case-blind.
         headers = {key.lower(): self._redact_text(value) for key, value in answer.headers.items()}
         return Response(answer.status, self.redact(body), headers)

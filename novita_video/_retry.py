@@ -22,6 +22,7 @@ import attrs
 from ._errors import (
     APIConnectionError,
     APIStatusError,
+    APIUnreachableError,
     NovitaError,
     ProtocolError,
     RateLimitError,
@@ -77,6 +78,8 @@ def submit_may_have_landed(error: NovitaError) -> bool:
 
 
 def _transient(error: NovitaError) -> bool:
+    if isinstance(error, APIUnreachableError):
+        return False  # the API was never reached: retrying a wrong host only wastes time
     return isinstance(error, APIConnectionError | RateLimitError | ServerError | ProtocolError)
 
 

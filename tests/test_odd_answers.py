@@ -13,6 +13,8 @@ import pytest
 from support import scripted_server
 
 from novita_video import (
+    APIConnectionError,
+    APIUnreachableError,
     Client,
     PollSchedule,
     ProtocolError,
@@ -136,3 +138,37 @@ async def test_every_outcome_that_is_not_ok_says_why() -> None:
     assert failed.error.reason == "ILLEGAL_PROMPT"
     assert isinstance(empty.error, TaskFailedError)
     assert "without a video" in str(empty.error)
+
+
+async def test_an_api_never_reached_fails_fast_and_says_nothing_was_sent() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    retry = RetryPolicy(initial_delay=0.01, max_delay=0.01)
+    async with Client("sk", base_url=url, retry=retry, submit_rpm=None) as client:
+        with pytest.raises(APIUnreachableError, match="refused; nothing was sent") as raised:
+            await client.submit("a cat")
+        assert raised.value.maybe_sent is False
+        assert raised.value.host == "127.0.0.1"
+        outcomes = [o async for o in client.generate(["a", "b", "c"])]
+    assert all(o.task_id is None for o in outcomes)
+    for outcome in outcomes:  # the first says why; the rest were never sent
+        assert outcome.error is not None
+        assert "cannot reach the Novita API" in str(outcome.error)
+
+
+async def test_once_the_api_answered_a_lost_connection_is_retried_not_called_unreachable() -> None:
+    async with scripted_server() as server:
+        url = server.url
+        client = Client("sk", base_url=url, retry=RETRY, submit_rpm=None)
+        await client.__aenter__()
+        await client.get_result("t1")  # the API answered once
+    try:  # the server is gone now: its port refuses
+        with pytest.raises(APIConnectionError, match="could not") as raised:
+            await client.submit("a cat")
+    finally:
+        await client.__aexit__(None, None, None)
+    assert not isinstance(raised.value, APIUnreachableError)
+    assert raised.value.maybe_sent is False

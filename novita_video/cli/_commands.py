@@ -24,6 +24,7 @@ import anyio
 
 from .._client import DEFAULT_BASE_URL, Client, check_base_url
 from .._errors import (
+    APIUnreachableError,
     AuthenticationError,
     InsufficientBalanceError,
     InvalidRequestError,
@@ -62,6 +63,10 @@ NO_KEY: Final = (
 )
 
 
+def _base_url() -> str:
+    return os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
+
+
 def _say(message: str) -> None:
     print(f"novita-video: {message}", file=sys.stderr, flush=True)
 
@@ -75,6 +80,8 @@ def _explain(error: NovitaError) -> str:
         )
     if isinstance(error, AuthenticationError):
         return f"Novita refused the API key ({error}); check NOVITA_API_KEY"
+    if isinstance(error, APIUnreachableError):
+        return f"{error}; check NOVITA_BASE_URL (it is {_base_url()})"
     return f"Novita refused every further request ({error})"
 
 
@@ -129,7 +136,7 @@ def _batch(args: argparse.Namespace) -> int:
             _say(f"no prompts in {source.name}; nothing to do")
             return USAGE
         out = Path(args.out)
-        base_url = os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
+        base_url = _base_url()
         api = "simulator" if args.simulate else base_url.rstrip("/")
         if not args.simulate:
             try:  # before the ledger records this API for the folder
@@ -219,6 +226,10 @@ async def _run_batch(
         manifest,
     )
     write_gallery(manifest, out / "index.html")
+    if isinstance(run.fatal, APIUnreachableError):
+        # One sentence: nothing left the machine, so there is nothing else to report.
+        _say(_explain(run.fatal))
+        return USAGE
     if not args.quiet:
         _summarize(run, tally, out, time.monotonic() - started)
     if run.interrupted:
@@ -278,6 +289,9 @@ def _client_errors(error: NovitaError) -> int:
     if isinstance(error, NotFoundError):
         _say(f"no such task ({error})")
         return SOME_FAILED
+    if isinstance(error, APIUnreachableError):
+        _say(_explain(error))
+        return USAGE
     if error.dooms_batch:
         _say(_explain(error))
         return FATAL

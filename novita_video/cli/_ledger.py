@@ -117,6 +117,12 @@ def _sent_in_manifest(manifest: Path) -> int:
     return sent
 
 
+# A prompt that has (or may have) a task at the API the folder was used with.
+_TIED: Final = (
+    "SELECT 1 FROM prompts WHERE task_id IS NOT NULL OR state IN ('sending', 'unknown') LIMIT 1"
+)
+
+
 class LedgerError(Exception):
     """The ledger cannot be used: another run holds it, or it belongs to another API."""
 
@@ -190,10 +196,14 @@ class Ledger:
         if meta.get("schema") != _SCHEMA_VERSION:
             raise LedgerError(f"{out}/.novita was written by another version of novita-video")
         if meta.get("api") != api:
-            raise LedgerError(
-                f"{out} holds a run against {meta.get('api')}, not {api}: its task ids mean "
-                "nothing there; choose another --out"
-            )
+            # A folder is tied to an API only once something may exist there: a run that
+            # never reached its API (a mistyped base URL) leaves it free.
+            if db.execute(_TIED).fetchone() is not None:
+                raise LedgerError(
+                    f"{out} holds a run against {meta.get('api')}, not {api}: its task ids "
+                    "mean nothing there; choose another --out"
+                )
+            db.execute("UPDATE meta SET value = ? WHERE name = 'api'", (api,))
 
     @staticmethod
     def _add_columns(db: sqlite3.Connection) -> None:
@@ -218,6 +228,11 @@ class Ledger:
             return None
         state, task_id, file, error = found
         return Record(State(state), task_id, file, error)
+
+    def forget(self, row: Row) -> None:
+        """Drop the record of ``row``, a prompt that never reached Novita (one committed
+        statement): the next run sends it as new."""
+        self._db.execute("DELETE FROM prompts WHERE key = ? AND task_id IS NULL", (row.key,))
 
     def write(
         self,

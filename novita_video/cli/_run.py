@@ -32,8 +32,14 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import Client
-from .._errors import BatchAbortedError, NotFoundError, NovitaError, SubmissionUnknownError
-from .._models import TaskResult, TaskStatus
+from .._errors import (
+    APIConnectionError,
+    BatchAbortedError,
+    NotFoundError,
+    NovitaError,
+    SubmissionUnknownError,
+)
+from .._models import TaskResult
 from .._requests import Request
 from ._inputs import InputError, PromptSource, Row
 from ._ledger import Ledger, Record, State
@@ -214,14 +220,15 @@ class Run:
         async with batch:
             async for outcome in batch:
                 row = self._pending.pop(outcome.index)
-                if outcome.error is not None:
+                result = outcome.result
+                if outcome.error is not None and (result is None or not result.is_final):
                     self._failed(row, outcome.task_id, outcome.error)
                     continue
-                assert outcome.result is not None
+                assert result is not None
                 assert outcome.task_id is not None
-                if self._settle(row, outcome.task_id, outcome.result):
+                if self._settle(row, outcome.task_id, result):
                     await self._backlog.acquire()
-                    work.start_soon(self._download_later, row, outcome.task_id, outcome.result)
+                    work.start_soon(self._download_later, row, outcome.task_id, result)
 
     async def _resume(self, row: Row, record: Record) -> None:
         task_id = record.task_id
@@ -245,9 +252,12 @@ class Run:
         """Record a prompt that ended with an error (its task, if any, may live on)."""
         if error.dooms_batch and self.fatal is None:
             self.fatal = error
-        if isinstance(error, BatchAbortedError):
+        never_left = isinstance(error, APIConnectionError) and not error.maybe_sent
+        if isinstance(error, BatchAbortedError) or (task_id is None and never_left):
             # Never sent: no record, so the manifest says not_submitted and the next run
-            # sends it (it was read before the batch was doomed, not refused by Novita).
+            # sends it (it was read before the batch was doomed, or could not connect; it
+            # was not refused by Novita, and nothing was made or billed).
+            self._ledger.forget(row)  # an earlier try of it may have left (and been refused)
             self._finish(row, "queued", "failed", unsent=True)
             return
         if task_id is None:
@@ -272,10 +282,7 @@ class Run:
                 return True
             self._finish(row, "processing", "done")
             return False
-        if result.status is TaskStatus.FAILED:
-            error = f"the task failed: {result.reason or 'no reason given'}"
-        else:
-            error = f"the task ended {result.status.name} without a video"
+        error = f"the task {result.failure()}"
         self._ledger.write(row, State.FAILED, task_id=task_id, error=error)
         self._finish(row, "processing", "failed")
         return False

@@ -1,0 +1,65 @@
+"""A mistyped base URL, through the real command as a subprocess (issue: an unreachable API).
+
+A request that never connected created nothing and is said so: after a short run of
+refused connections, or at once for a host that does not resolve, the batch stops with
+one sentence naming the host and the cause, exit code 2; no prompt is called unknown or
+rejected; and the same folder then works with the right URL.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from cli_support import cli_env, prompts_file, run_cli, simulator
+
+pytestmark = pytest.mark.anyio
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again when the probe goes
+
+
+def statuses(out: Path) -> set[str]:
+    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return {json.loads(line)["status"] for line in lines}
+
+
+@pytest.mark.parametrize(
+    ("url", "cause"),
+    [
+        (f"http://127.0.0.1:{closed_port()}", "the connection was refused"),
+        ("https://no-such-host.invalid", "the name no-such-host.invalid does not resolve"),
+    ],
+    ids=["refused", "no-dns"],
+)
+async def test_a_wrong_url_stops_the_batch_in_one_sentence_and_frees_the_folder(
+    tmp_path: Path, url: str, cause: str
+) -> None:
+    prompts = prompts_file(tmp_path / "p.txt", [f"prompt {n}" for n in range(60)])
+    out = tmp_path / "out"
+    began = time.monotonic()
+    wrong = await run_cli("batch", str(prompts), "--out", str(out), env=cli_env(url))
+    took = time.monotonic() - began
+    assert wrong.code == 2, wrong.stderr
+    said = [line for line in wrong.stderr.splitlines() if "cannot reach" in line]
+    assert len(said) == 1
+    assert url in said[0]
+    assert cause in said[0]
+    assert "nothing was sent" in said[0]
+    assert "unknown" not in wrong.stderr
+    assert "rejected" not in wrong.stderr
+    # Three submits at the default 20 a minute are 6 s; before, 60 prompts ground on.
+    assert took < 45, took
+    assert statuses(out) == {"not_submitted"}
+    async with simulator() as fake:
+        again = ("batch", str(prompts), "--out", str(out), "--rpm", "6000")
+        right = await run_cli(*again, env=cli_env(fake.url))
+        assert right.code == 0, right.stderr
+        assert fake.stats.task_count == 60
+    assert statuses(out) == {"succeeded"}
