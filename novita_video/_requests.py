@@ -112,7 +112,14 @@ def check_http_url(field: str, value: object) -> None:
         raise  # unreachable, for the type checker
     if parts.scheme not in ("http", "https"):
         shown = f"{parts.scheme!r}" if parts.scheme else "none"
-        _reject(field, f"must be an absolute http(s) URL; its scheme is {shown}")
+        hint = ""
+        if not parts.scheme or len(parts.scheme) == 1:  # "cat.png", "/img/cat.png", "C:\\..."
+            hint = (
+                f" ({value[:60]!r} looks like a file: Novita fetches images by public URL; "
+                "put it online, or send it inline where a model takes one, as "
+                "minimax-hailuo-02's image does)"
+            )
+        _reject(field, f"must be an absolute http(s) URL; its scheme is {shown}{hint}")
     if not parts.hostname:
         _reject(field, "must be an absolute http(s) URL with a host")
 

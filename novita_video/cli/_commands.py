@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import itertools
 import json
 import math
 import os
-import signal
 import sqlite3
 import sys
 import time
@@ -36,8 +37,15 @@ from .._models import TaskResult
 from .._requests import MODELS, VideoRequest
 from .._version import __version__
 from ._inputs import FORMATS, InputError, PromptSource, model_fields
-from ._ledger import Ledger, LedgerError
-from ._outputs import Entry, remove_leftovers, slugify, write_gallery, write_manifest
+from ._ledger import Ledger, LedgerError, State
+from ._outputs import (
+    Entry,
+    failures,
+    remove_leftovers,
+    slugify,
+    write_gallery,
+    write_manifest,
+)
 from ._progress import Tally, format_duration, make_reporter
 from ._run import Run, Settings
 
@@ -147,11 +155,16 @@ def _batch(args: argparse.Namespace) -> int:
         try:
             out.mkdir(parents=True, exist_ok=True)
             ledger = Ledger.open(out, api)
-        except (LedgerError, OSError) as error:
+        except LedgerError as error:
             _say(str(error))
+            return USAGE
+        except OSError as error:
+            _say(f"--out {out}: {_out_problem(out, error)}; nothing was submitted")
             return USAGE
         with contextlib.closing(ledger):
             remove_leftovers(out)
+            if not args.quiet:
+                _say_resumed(out, ledger.counts(), resubmit=args.resubmit_unknown)
             try:
                 return anyio.run(_run_batch, args, key, source, ledger, validation.count)
             except Exception as error:
@@ -161,6 +174,42 @@ def _batch(args: argparse.Namespace) -> int:
                     raise
                 _say(f"cannot write to {out}: {cause}")
                 return SOME_FAILED
+
+
+def _out_problem(out: Path, error: OSError) -> str:
+    """Why the output folder cannot be used, in words."""
+    if isinstance(error, FileExistsError | NotADirectoryError) or (
+        out.exists() and not out.is_dir()
+    ):
+        return "a file is in the way (it must be a folder, or not exist yet: it is made)"
+    if isinstance(error, PermissionError):
+        return "no permission to write there; choose a folder you can write to"
+    if error.errno == errno.EROFS:
+        return "the file system is read-only; choose a folder you can write to"
+    if error.errno == errno.ENOSPC:
+        return "the disk is full"
+    if isinstance(error, FileNotFoundError):
+        return "cannot be made there (its parent folder cannot be created)"
+    return f"cannot be used ({error.strerror or error})"
+
+
+def _say_resumed(out: Path, counts: dict[State, int], *, resubmit: bool) -> None:
+    """What an earlier run left in ``out``, before this one goes on from there."""
+    if not counts:
+        return
+    made = counts.get(State.SUCCEEDED, 0)
+    failed = counts.get(State.FAILED, 0) + counts.get(State.REJECTED, 0)
+    running = counts.get(State.SUBMITTED, 0)
+    unknown = counts.get(State.SENDING, 0) + counts.get(State.UNKNOWN, 0)
+    parts = [f"{made} clip(s) made"]
+    if running:
+        parts.append(f"{running} task(s) still being made (waiting for them, not resubmitting)")
+    if failed:
+        parts.append(f"{failed} failed (refused ones are sent again)")
+    if unknown:
+        what = "sending them again (--resubmit-unknown)" if resubmit else "not sent again"
+        parts.append(f"{unknown} unknown ({what})")
+    _say(f"resuming {out}: an earlier run left " + ", ".join(parts))
 
 
 def _innermost(error: BaseException) -> BaseException:
@@ -232,6 +281,7 @@ async def _run_batch(
         return USAGE
     if not args.quiet:
         _summarize(run, tally, out, time.monotonic() - started)
+        _list_failures(manifest)
     if run.interrupted:
         return INTERRUPTED
     if run.fatal is not None:
@@ -262,6 +312,24 @@ def _summarize(run: Run, tally: Tally, out: Path, seconds: float) -> None:
             "flight, so Novita may have made (and billed) their tasks; check your dashboard, "
             "then run again with --resubmit-unknown to send them again"
         )
+
+
+#: Failed prompts listed by name at the end of a run; the manifest has the rest.
+FAILURES_SHOWN: Final = 5
+
+
+def _list_failures(manifest: Path) -> None:
+    failed = failures(manifest)
+    shown = list(itertools.islice(failed, FAILURES_SHOWN))
+    if not shown:
+        return
+    _say("failed:")
+    for entry in shown:
+        prompt = entry.prompt if len(entry.prompt) <= 40 else entry.prompt[:39] + "…"
+        print(f"  #{entry.index} {prompt!r}: {entry.error or entry.status}", file=sys.stderr)
+    more = sum(1 for _ in failed)
+    if more:
+        print(f"  and {more} more, see {manifest}", file=sys.stderr)
 
 
 def _result_json(result: TaskResult) -> dict[str, Any]:
@@ -299,21 +367,31 @@ def _client_errors(error: NovitaError) -> int:
     return SOME_FAILED
 
 
-def _key_for_one_task() -> str | None:
-    """The API key for ``status`` and ``wait``, or ``None`` having said how to set one."""
-    key = _api_key()
+#: Where ``novita-video simulate`` serves by default, and the key it accepts.
+SIMULATOR_URL: Final = "http://127.0.0.1:8000"
+SIMULATOR_KEY: Final = "sk-simulated"
+
+
+def _one_task_client(args: argparse.Namespace) -> Client | None:
+    """The client for ``status`` and ``wait``, or ``None`` having said how to set a key."""
+    key = SIMULATOR_KEY if args.simulate else _api_key()
     if key is None:
-        _say(f"{NO_KEY}, or point NOVITA_BASE_URL at a simulator (novita-video simulate)")
-    return key
+        _say(f"{NO_KEY}, or add --simulate to ask a running `novita-video simulate`")
+        return None
+    try:
+        return Client(key, base_url=SIMULATOR_URL if args.simulate else None)
+    except InvalidRequestError as error:  # NOVITA_BASE_URL is not a URL
+        _say(str(error))
+        return None
 
 
 def _status(args: argparse.Namespace) -> int:
-    if (key := _key_for_one_task()) is None:
+    if (opened := _one_task_client(args)) is None:
         return USAGE
 
     async def check() -> int:
         try:
-            async with Client(key) as client:
+            async with opened as client:
                 result = await client.get_result(args.task_id)
         except InvalidRequestError as error:
             _say(str(error))
@@ -329,12 +407,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    if (key := _key_for_one_task()) is None:
+    if (opened := _one_task_client(args)) is None:
         return USAGE
 
     async def wait() -> int:
         try:
-            async with Client(key) as client:
+            async with opened as client:
                 result = await client.wait(args.task_id, timeout=args.timeout)
                 path = None
                 if result.ok and args.out is not None:
@@ -363,22 +441,11 @@ def _wait(args: argparse.Namespace) -> int:
     return anyio.run(wait)
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    async def serve() -> int:
-        try:
-            async with _simulator(args.port) as fake:
-                print(f"Simulated Novita API on {fake.url} (key: {fake.api_key})")
-                print(f"  export NOVITA_BASE_URL={fake.url} NOVITA_API_KEY={fake.api_key}")
-                print("Ctrl-C stops it.", flush=True)
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        break
-        except OSError as error:
-            _say(f"cannot listen on port {args.port}: {error}")
-            return SOME_FAILED
-        return OK
+def _simulate(argv: Sequence[str]) -> int:
+    # The simulator's own command, knobs, defaults and output: one way to start it.
+    from ..testing.__main__ import main as serve  # the server side: only when asked
 
-    return anyio.run(serve)
+    return serve(argv, prog="novita-video simulate")
 
 
 # The parser.
@@ -404,16 +471,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0..65535, not {text!r}")
-    return value
-
-
 _SIMULATOR_HELP: Final = (
     f"tasks take {SIMULATED_TASK_SECONDS[0]:g} to {SIMULATED_TASK_SECONDS[1]:g} s, at most "
     f"{SIMULATED_SUBMITS_PER_MINUTE} submits a minute, key sk-simulated"
@@ -426,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="novita-video",
         description=(
             "Make video clips with Novita AI's API (Minimax Video-01 and Hailuo-02, Kling "
-            "v1.6 image-to-video), many prompts at once."
+            "v1.6, Wan 2.1; see --model), many prompts at once."
         ),
         epilog=(
             "The API key comes from NOVITA_API_KEY, the API from NOVITA_BASE_URL "
@@ -518,14 +575,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--quiet", action="store_true", help="show no progress")
 
-    status = commands.add_parser("status", help="show where one task stands")
+    simulated = (
+        "ask the simulator that `novita-video simulate` serves (http://127.0.0.1:8000, "
+        "key sk-simulated) instead of Novita"
+    )
+    task_id_help = "the task id a submit returned (batch runs list them in DIR/manifest.jsonl)"
+    status = commands.add_parser(
+        "status",
+        help="show where one task stands",
+        description=(
+            "Ask Novita once where one task stands: queued, processing (with progress and "
+            "the time left), succeeded (with its video URL, valid for an hour) or failed "
+            "(with the reason)."
+        ),
+    )
     status.set_defaults(command=_status)
-    status.add_argument("task_id", metavar="TASK_ID")
+    status.add_argument("task_id", metavar="TASK_ID", help=task_id_help)
     status.add_argument("--json", action="store_true", help="print the answer as JSON")
+    status.add_argument("--simulate", action="store_true", help=simulated)
 
-    wait = commands.add_parser("wait", help="wait for one task, and download its clip")
+    wait = commands.add_parser(
+        "wait",
+        help="wait for one task, and download its clip",
+        description=(
+            "Wait until one task ends (checking it as the SDK's poller does), print how it "
+            "ended, and with --out download its clip. Exit 0 when the clip was made."
+        ),
+    )
     wait.set_defaults(command=_wait)
-    wait.add_argument("task_id", metavar="TASK_ID")
+    wait.add_argument("task_id", metavar="TASK_ID", help=task_id_help)
     wait.add_argument("--out", metavar="DIR", help="download the clip to DIR/<task id>.mp4")
     wait.add_argument(
         "--timeout",
@@ -535,21 +613,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after this long (default: %(default)g)",
     )
     wait.add_argument("--json", action="store_true", help="print the answer as JSON")
+    wait.add_argument("--simulate", action="store_true", help=simulated)
 
-    simulate = commands.add_parser(
+    # Parsed by the simulator's own parser (see run_command): listed here for --help.
+    commands.add_parser(
         "simulate",
-        help="serve the built-in simulator until Ctrl-C",
-        description=f"Serve a simulated Novita API on 127.0.0.1 ({_SIMULATOR_HELP}).",
-    )
-    simulate.set_defaults(command=_simulate)
-    simulate.add_argument(
-        "--port", type=_port, default=8000, help="0 picks a free one (default: %(default)s)"
+        help="serve the simulator until Ctrl-C (as python -m novita_video.testing; --help)",
+        add_help=False,
     )
     return parser
 
 
 def run_command(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run its command; the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["simulate"]:
+        return _simulate(argv[1:])
     args = build_parser().parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.command
     return command(args)

@@ -35,6 +35,7 @@ from typing import IO, Any, Final, Protocol
 
 import attrs
 
+from .._catalog import CATALOG
 from .._errors import InvalidRequestError
 from .._requests import MODELS, AsyncRequest, Request, VideoRequest, to_request
 
@@ -122,6 +123,20 @@ class Validation:
     error_count: int
 
 
+def _local_images(item: Mapping[str, Any], model: str, name: str) -> Mapping[str, Any]:
+    """Image fields that name a local file (not a URL or a data URI) as paths, relative to
+    the prompts file (or, for stdin, the working directory): the SDK sends them inline."""
+    changed = dict(item)
+    base = Path.cwd() if name == "<stdin>" else Path(name).parent
+    for field in CATALOG[model].fields:
+        value = item.get(field.name)
+        if field.kind != "image" or not isinstance(value, str) or not value.strip():
+            continue
+        if "://" not in value and not value.startswith("data:"):
+            changed[field.name] = base / value
+    return changed
+
+
 def _request(item: Mapping[str, Any], model: str, where: tuple[str, int]) -> Request:
     # Values come straight from JSON or CSV: the SDK checks their types and says what is
     # wrong. The prompt is stripped: surrounding blanks are never meant, and a trailing
@@ -129,6 +144,7 @@ def _request(item: Mapping[str, Any], model: str, where: tuple[str, int]) -> Req
     prompt = item.get("prompt")
     if isinstance(prompt, str):
         item = {**item, "prompt": prompt.strip()}
+    item = _local_images(item, model, where[0])
     try:
         return to_request(item, model)
     except InvalidRequestError as error:
@@ -204,9 +220,26 @@ def _user_id(value: object, where: tuple[str, int]) -> str | None:
     return str(value)
 
 
+_ONE_OBJECT: Final = 'each line must be one JSON object, such as {"prompt": "a red kite"}'
+
+
+def _json_problem(text: str, error: json.JSONDecodeError) -> str:
+    """Why a line is not JSON, in words about the line (not the decoder's own lines)."""
+    if error.pos >= len(text.rstrip()):
+        return (
+            "the line ends before its JSON does (a missing closing brace or quote, or a "
+            f"line break inside a value?); {_ONE_OBJECT}"
+        )
+    column = error.pos + 1
+    near = text[max(0, error.pos - 15) : error.pos + 15].strip()
+    return f"not valid JSON at column {column} ({error.msg.lower()}, near {near!r}); {_ONE_OBJECT}"
+
+
 def _jsonl_row(text: str, index: int, model: str, where: tuple[str, int]) -> Row:
     try:
         item = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(*where, _json_problem(text, error)) from None
     except ValueError as error:
         raise InputError(*where, f"not valid JSON ({error})") from None
     except RecursionError:

@@ -229,6 +229,11 @@ class Ledger:
         state, task_id, file, error = found
         return Record(State(state), task_id, file, error)
 
+    def counts(self) -> dict[State, int]:
+        """How many prompts the ledger holds in each state (what a resumed run finds)."""
+        found = self._db.execute("SELECT state, COUNT(*) FROM prompts GROUP BY state")
+        return {State(state): count for state, count in found.fetchall()}
+
     def forget(self, row: Row) -> None:
         """Drop the record of ``row``, a prompt that never reached Novita (one committed
         statement): the next run sends it as new."""

@@ -15,6 +15,7 @@ import io
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Final
@@ -29,6 +30,8 @@ from ._ledger import Record, State
 __all__ = [
     "Entry",
     "clip_name",
+    "counts",
+    "failures",
     "remove_leftovers",
     "slugify",
     "write_gallery",
@@ -189,19 +192,51 @@ def _figure(entry: Entry) -> str:
     )
 
 
-def write_gallery(manifest: Path, path: Path) -> None:
-    """Write ``index.html`` from ``manifest.jsonl``: every clip, every failure."""
+#: Manifest statuses of prompts that ended without a clip, for good or for now.
+FAILED_STATUSES: Final = ("failed", "rejected")
+
+
+def counts(manifest: Path) -> str:
+    """``"3 of 5 clips, 1 failed, 1 not submitted"``: what the manifest says was made."""
     made = total = 0
+    others: Counter[str] = Counter()
     for entry in _entries(manifest):
         total += 1
-        made += entry.file is not None
+        if entry.file is not None:
+            made += 1
+        elif _failed(entry):
+            others["failed"] += 1
+        elif entry.status == "succeeded":
+            others["not downloaded"] += 1
+        else:
+            others[entry.status.replace("_", " ")] += 1
+    parts = [f"{made} of {total} clips"]
+    parts += [f"{count} {status}" for status, count in sorted(others.items())]
+    return ", ".join(parts)
+
+
+def failures(manifest: Path) -> Iterator[Entry]:
+    """The manifest's prompts that failed (refused, failed, or not downloaded), in order."""
+    return (entry for entry in _entries(manifest) if _failed(entry))
+
+
+def _failed(entry: Entry) -> bool:
+    # A clip made whose download failed has an error; one not asked to be downloaded has none.
+    if entry.file is not None:
+        return False
+    return entry.status in FAILED_STATUSES or (entry.status == "succeeded" and bool(entry.error))
+
+
+def write_gallery(manifest: Path, path: Path) -> None:
+    """Write ``index.html`` from ``manifest.jsonl``: every clip, every failure."""
+    heading = html.escape(counts(manifest))
     with _replacing(path) as file:
         file.write(
             '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>novita-video: {made} of {total} clips</title>\n"
+            f"<title>novita-video: {heading}</title>\n"
             f"<style>{_STYLE}</style>\n</head>\n<body>\n"
-            f"<h1>{made} of {total} clips</h1>\n<main>\n"
+            f"<h1>{heading}</h1>\n<main>\n"
         )
         for entry in _entries(manifest):
             file.write(_figure(entry))

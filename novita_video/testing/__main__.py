@@ -5,6 +5,9 @@ benchmarks that start it as a subprocess and parse the URL out of it::
 
     Simulated Novita API on http://127.0.0.1:54321 (key: sk-simulated)
 
+and, on stderr, how to point a client at it. ``novita-video simulate`` is this same
+command, with the same knobs, defaults and output.
+
 It serves until SIGINT or SIGTERM, then closes its sockets and exits 0.
 
 Chaos is off unless asked for: every :class:`Chaos` knob has a ``--chaos-<knob>``
@@ -26,6 +29,7 @@ import attrs
 
 from .._clock import Clock, ScaledClock
 from ._chaos import Chaos
+from ._endpoints import ENDPOINTS
 from ._ratelimit import RateLimit
 from ._server import FakeNovita
 
@@ -113,13 +117,13 @@ def chaos_from_args(args: argparse.Namespace) -> Chaos:
     return Chaos(**knobs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line's flags, one per :class:`FakeNovita` knob."""
     parser = argparse.ArgumentParser(
-        prog="python -m novita_video.testing",
+        prog=prog or "python -m novita_video.testing",
         description=(
-            "Serve a simulated Novita video API (minimax-video-01, minimax-hailuo-02, "
-            "kling-v1.6-i2v, wan-t2v; webhooks to loopback URLs) on this machine."
+            f"Serve a simulated Novita video API ({', '.join(ENDPOINTS)}; webhooks to "
+            "loopback URLs) on this machine until Ctrl-C."
         ),
     )
     add = parser.add_argument
@@ -149,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--eta-rounding",
-        choices=("ceil", "round", "floor"),
+        choices=("ceil", "round", "floor", "none"),
         default="ceil",
-        help="how the eta becomes whole seconds (default: %(default)s)",
+        help="how the eta becomes whole seconds; none sends fractions (default: %(default)s)",
     )
     add(
         "--queue-time",
@@ -177,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, help="replay the same task ids, durations and failures")
     add("--illegal-marker", default="[illegal]", help="prompts containing it get ILLEGAL_PROMPT")
     add("--balance", type=int, help="accept this many tasks, then BILLING_BALANCE_NOT_ENOUGH")
+    add(
+        "--bare-key",
+        choices=("refuse", "accept"),
+        default="refuse",
+        help="a key sent without 'Bearer ' (default: %(default)s, with a 401 saying so)",
+    )
     add(
         "--webhook-timeout",
         type=float,
@@ -216,6 +226,7 @@ def _fake_from_args(args: argparse.Namespace) -> FakeNovita:
         illegal_marker=args.illegal_marker,
         balance=args.balance,
         webhook_timeout=args.webhook_timeout,
+        bare_key=args.bare_key,
         chaos=chaos_from_args(args),
     )
 
@@ -228,15 +239,22 @@ async def _serve(fake: FakeNovita) -> None:
     try:
         async with fake:
             print(f"Simulated Novita API on {fake.url} (key: {fake.api_key})", flush=True)
+            print(
+                f"  export NOVITA_BASE_URL={fake.url} NOVITA_API_KEY={fake.api_key}\n"
+                "Ctrl-C stops it.",
+                file=sys.stderr,
+                flush=True,
+            )
             await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, serve until SIGINT/SIGTERM, return the exit status."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Parse ``argv``, serve until SIGINT/SIGTERM, return the exit status (``prog``
+    names the command in its usage: ``novita-video simulate`` runs this too)."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         fake = _fake_from_args(args)

@@ -166,6 +166,10 @@ async def test_exit_codes_and_json_lines(tmp_path: Path) -> None:
     ]
     assert "ILLEGAL_PROMPT" in next(x["error"] for x in lines if x["index"] == 2)
     assert "2 of 3 clips made, 1 failed" in refused.stderr
+    # The failed prompt is listed by index, prompt and reason.
+    listed = refused.stderr.split("novita-video: failed:\n", 1)[1].splitlines()
+    assert listed[0].startswith("  #2 ")
+    assert "ILLEGAL_PROMPT" in listed[0]
     assert "queued" in refused.stderr  # the plain progress line, on stderr
 
     failed = runs["failed"]

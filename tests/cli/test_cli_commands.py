@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,13 +15,14 @@ from cli_support import (
     FAST,
     Ran,
     cli_env,
-    command,
     manifest,
     prompts_file,
     read_all,
     run_cli,
     simulator,
 )
+
+from novita_video.testing import FakeNovita
 
 pytestmark = pytest.mark.anyio
 
@@ -93,17 +95,24 @@ async def test_status_and_wait(tmp_path: Path) -> None:
         assert "Traceback" not in ran.stderr
 
 
-async def test_simulate_serves_until_ctrl_c() -> None:
-    async with await anyio.open_process(
-        command("simulate", "--port", "0"), env=cli_env(None, None)
-    ) as process:
+@pytest.mark.parametrize(
+    "start",
+    [("-m", "novita_video", "simulate"), ("-m", "novita_video.testing")],
+    ids=["novita-video simulate", "python -m novita_video.testing"],
+)
+async def test_both_ways_to_start_the_simulator_are_one(start: tuple[str, ...]) -> None:
+    # The same knobs, defaults and output, whichever way it is started.
+    argv = [sys.executable, *start, "--port", "0", "--eta-rounding", "none"]
+    async with await anyio.open_process(argv, env=cli_env(None, None)) as process:
         assert process.stdout is not None
+        assert process.stderr is not None
         with anyio.fail_after(20):
             first = b""
             while b"\n" not in first:
                 first += await process.stdout.receive()
         line = first.decode().splitlines()[0]
         assert line.startswith("Simulated Novita API on http://127.0.0.1:")
+        assert line.endswith("(key: sk-simulated)")
         url = line.split()[4]
         async with aiohttp.ClientSession() as session, session.get(f"{url}/_simulator/stats") as r:
             assert r.status == 200
@@ -111,5 +120,54 @@ async def test_simulate_serves_until_ctrl_c() -> None:
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(20):
             rest = await read_all(process.stdout)
+            hints = await read_all(process.stderr)
             assert await process.wait() == 0
-    assert "export NOVITA_BASE_URL=" in first.decode() + rest
+    assert first.decode() + rest == line + "\n"  # one line on stdout, for scripts
+    assert f"export NOVITA_BASE_URL={url} NOVITA_API_KEY=sk-simulated" in hints
+    assert "Ctrl-C stops it." in hints
+
+
+async def test_the_simulate_command_has_the_simulators_own_help() -> None:
+    ours = await run_cli("simulate", "--help", env=cli_env(None, None))
+    done = await anyio.run_process(
+        [sys.executable, "-m", "novita_video.testing", "--help"], env=cli_env(None, None)
+    )
+    theirs = done.stdout.decode()
+    assert ours.code == 0
+    renamed = ours.stdout.replace("novita-video simulate", "python -m novita_video.testing")
+    assert " ".join(renamed.split()) == " ".join(theirs.split())  # wrapped to its name
+    for knob in ("--task-duration", "--failure-rate", "--chaos-server-errors", "--bare-key"):
+        assert knob in ours.stdout
+
+
+@pytest.mark.parametrize("name", ["status", "wait"])
+async def test_status_and_wait_explain_themselves(name: str) -> None:
+    ran = await run_cli(name, "--help", env=cli_env(None, None))
+    text = " ".join(ran.stdout.split())
+    assert ran.code == 0
+    assert "TASK_ID the task id a submit returned" in text
+    assert "--simulate ask the simulator that `novita-video simulate` serves" in text
+    assert ("Ask Novita once" if name == "status" else "Wait until one task ends") in text
+
+
+async def test_status_and_wait_simulate_talk_to_the_simulate_command() -> None:
+    try:
+        fake = FakeNovita(port=8000, task_duration=(0.1, 0.1))
+        await fake.__aenter__()
+    except OSError:
+        pytest.skip("port 8000, where `novita-video simulate` serves, is taken here")
+    try:
+        async with aiohttp.ClientSession(fake.url) as http:
+            headers = {"Authorization": f"Bearer {fake.api_key}"}
+            async with http.post(
+                "/v3/async/minimax-video-01", json={"prompt": "a cat"}, headers=headers
+            ) as posted:
+                task_id = (await posted.json())["task_id"]
+        env = cli_env(None, None)
+        waited = await run_cli("wait", task_id, "--simulate", "--json", env=env)
+        assert waited.code == 0, waited.stderr
+        assert json.loads(waited.stdout)["status"] == "succeed"
+        status = await run_cli("status", task_id, "--simulate", env=env)
+        assert status.stdout.startswith(f"{task_id}: succeed")
+    finally:
+        await fake.__aexit__(None, None, None)

@@ -73,7 +73,10 @@ def test_gallery_escapes_prompts_and_shows_reasons(tmp_path: Path) -> None:
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in page
     assert "content moderation failed" in page
-    assert "<title>novita-video: 1 of 4 clips</title>" in page
+    # The header counts what was not made, and why, as well as what was.
+    heading = "1 of 4 clips, 1 failed, 1 not submitted, 1 unknown"
+    assert f"<title>novita-video: {heading}</title>" in page
+    assert f"<h1>{heading}</h1>" in page
 
 
 def test_outputs_are_readable_like_any_file(tmp_path: Path) -> None:
@@ -90,3 +93,26 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path: Path) -> None:
     (tmp_path / "0001-a-cat.mp4").write_bytes(b"whole")
     remove_leftovers(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0001-a-cat.mp4"]
+
+
+def test_the_summary_lists_the_first_failures_and_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from novita_video.cli._commands import FAILURES_SHOWN, _list_failures
+
+    failed = [
+        Entry.of(
+            Row(n, n, VideoRequest(f"prompt number {n} " + "x" * 50)),
+            Record(State.FAILED, f"t{n}", None, f"the task failed: reason {n}"),
+        )
+        for n in range(1, 9)
+    ]
+    write_manifest([*failed, *entries()], tmp_path / "manifest.jsonl")
+    _list_failures(tmp_path / "manifest.jsonl")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "novita-video: failed:"
+    assert lines[1].startswith("  #1 'prompt number 1 xx")
+    assert lines[1].endswith("…': the task failed: reason 1")
+    assert len(lines) == 1 + FAILURES_SHOWN + 1
+    # 8 failed tasks and the moderation failure of entries(): 5 shown, 4 more.
+    assert lines[-1] == f"  and 4 more, see {tmp_path / 'manifest.jsonl'}"
