@@ -250,6 +250,29 @@ async def test_quickstart_examples_run_against_the_simulator(
         assert (tmp_path / clip).stat().st_size > 0
 
 
+@pytest.mark.anyio
+async def test_the_readme_example_says_why_a_clip_failed(tmp_path: Path) -> None:
+    # The README's own loop prints `outcome.error` for a clip that was not made: it must
+    # say why (it printed None for a failed task), and the made clips are downloaded.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"^## Use it\n.*?^```python\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
+    assert found, "no python block under ## Use it in README.md"
+    script = tmp_path / "readme_example.py"
+    script.write_text(found[1], encoding="utf-8")
+    async with FakeNovita(task_duration=(0.2, 0.4), failure_rate=1.0) as fake:
+        env = os.environ | {"NOVITA_API_KEY": fake.api_key, "NOVITA_BASE_URL": fake.url}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        done = await anyio.run_process(
+            [sys.executable, str(script)], cwd=tmp_path, env=env, check=False
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode().splitlines()
+    assert sorted(line.split()[0] for line in lines) == ["0", "1"]
+    for line in lines:
+        assert "None" not in line
+        assert "failed: content moderation failed" in line
+
+
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     needed = ["mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"]
     absent = [name for name in needed if importlib.util.find_spec(name.split(".")[0]) is None]

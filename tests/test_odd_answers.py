@@ -172,3 +172,19 @@ async def test_once_the_api_answered_a_lost_connection_is_retried_not_called_unr
         await client.__aexit__(None, None, None)
     assert not isinstance(raised.value, APIUnreachableError)
     assert raised.value.maybe_sent is False
+
+
+async def test_a_server_that_sends_fractions_is_followed_to_the_end() -> None:
+    from novita_video.testing import FakeNovita
+
+    seen: list[tuple[float | None, float]] = []
+    async with FakeNovita(task_duration=(1.0, 1.0), eta_rounding="none") as fake:
+        async with Client(fake.api_key, base_url=fake.url, poll_schedule=QUICK) as client:
+            task_id = await client.submit("a cat")
+            result = await client.wait(
+                task_id, timeout=30, on_progress=lambda r: seen.append((r.eta, r.progress))
+            )
+    assert result.ok
+    # The simulator sent tenths; the client kept them.
+    assert any(eta is not None and eta != int(eta) for eta, _ in seen)
+    assert any(progress != int(progress) for _, progress in seen)
