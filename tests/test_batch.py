@@ -20,6 +20,7 @@ from novita_video import (
     InvalidRequestError,
     Outcome,
     ScaledClock,
+    TaskFailedError,
     TaskStatus,
     TaskTimeoutError,
     VideoRequest,
@@ -62,9 +63,11 @@ async def test_every_prompt_gets_exactly_one_outcome() -> None:
         assert outcome.video_url
         assert outcome.task_id in fake.stats.tasks
     for outcome in failed:
-        assert outcome.error is None  # a failed task is data
+        # The result is the data; the error says why in words (the README prints it).
+        assert isinstance(outcome.error, TaskFailedError)
         assert outcome.result is not None
         assert outcome.result.reason
+        assert outcome.result.reason in str(outcome.error)
     assert fake.stats.task_count == len(prompts) - 4  # nothing invalid was sent
     assert fake.stats.duplicate_submissions == 0
 

@@ -11,6 +11,7 @@ from novita_video import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    APIUnreachableError,
     AuthenticationError,
     BadRequestError,
     BatchAbortedError,
@@ -82,6 +83,7 @@ EVERY_ERROR: list[NovitaError] = [
     MissingAPIKeyError("api_key: none", "api_key"),
     APIConnectionError("refused", False),
     APITimeoutError("slow", True),
+    APIUnreachableError("cannot reach http://x", "x"),
     SubmissionUnknownError("unknown", VideoRequest("a cat")),
     ProtocolError("bad shape", "{}"),
     APIStatusError("418", 418),
@@ -125,6 +127,9 @@ def test_every_exported_error_is_covered_and_drawn() -> None:
 
 def test_the_branches_are_apart() -> None:
     assert issubclass(APITimeoutError, APIConnectionError)
+    assert issubclass(APIUnreachableError, APIConnectionError)
+    unreachable = APIUnreachableError("cannot reach", "h")
+    assert (unreachable.maybe_sent, unreachable.dooms_batch, unreachable.host) == (False, True, "h")
     assert not issubclass(APIConnectionError, APIStatusError)
     assert issubclass(ClientClosedError, RuntimeError)
     assert issubclass(InvalidRequestError, ValueError)

@@ -25,6 +25,7 @@ from novita_video import (
     InvalidRequestError,
     Outcome,
     SubmissionUnknownError,
+    TaskFailedError,
     TaskStatus,
     TaskTimeoutError,
 )
@@ -198,8 +199,8 @@ def kind_of(outcome: Outcome) -> str:
     error = outcome.error
     if outcome.ok:
         return "ok"
-    if error is None and outcome.status is TaskStatus.FAILED:
-        return "failed"
+    if isinstance(error, TaskFailedError) and outcome.status is TaskStatus.FAILED:
+        return "failed"  # a task that failed: its error says why
     if isinstance(error, TaskTimeoutError):
         return "timed_out"
     if isinstance(error, SubmissionUnknownError):

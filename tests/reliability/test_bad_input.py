@@ -103,8 +103,8 @@ def case(
 UNKNOWN = SubmissionUnknownError
 SHAPE = "not the documented shape"
 SUBMIT_ANSWER, RESULT_ANSWER = "submit answer", "result answer"
-VIDEO = {"video_url": "https://s/x.mp4", "video_url_ttl": "soon"}
-SUCCEED_TTL_WORD = {"task": {"task_id": "t", "status": "TASK_STATUS_SUCCEED"}, "videos": [VIDEO]}
+# A video that is not an object (a ttl that is not a number costs nothing: an hour is assumed).
+SUCCEED_VIDEO_WORD = {"task": {"task_id": "t", "status": "TASK_STATUS_SUCCEED"}, "videos": ["x"]}
 NOT_FOUND = {"code": 404, "reason": "TASK_NOT_FOUND", "message": "no such task"}
 OTHER_TASK = {"task": {"task_id": "other", "status": "TASK_STATUS_SUCCEED"}}
 
@@ -214,8 +214,8 @@ CASES = [
         ProtocolError,
     ),
     case(
-        "result-ttl-word", RESULT_ANSWER,
-        ("json", 200, SUCCEED_TTL_WORD), "video_url_ttl", ProtocolError,
+        "result-video-word", RESULT_ANSWER,
+        ("json", 200, SUCCEED_VIDEO_WORD), "expected _WireVideo @ $.videos[0]", ProtocolError,
     ),
     case(
         "result-status-list", RESULT_ANSWER,
