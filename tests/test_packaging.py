@@ -8,6 +8,7 @@ cache), but this is the only place the installed package is what is tested.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -21,8 +22,10 @@ USER_APP = Path(__file__).resolve().parent / "packaging" / "user_app.py"
 
 
 def run(*argv: str | Path, cwd: Path | None = None) -> str:
+    # Nothing of this checkout on the path: the installed package is what is tested.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     done = subprocess.run(
-        [str(arg) for arg in argv], cwd=cwd, capture_output=True, text=True, timeout=600
+        [str(arg) for arg in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, f"{argv}:\n{done.stdout}\n{done.stderr}"
     return done.stdout

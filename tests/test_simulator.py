@@ -894,4 +894,8 @@ async def test_cli_serves_until_signalled(signum: signal.Signals) -> None:
         rest = b"".join([chunk async for chunk in process.stdout])
         errors = b"".join([chunk async for chunk in process.stderr])
     assert rest == b""  # exactly one line
-    assert errors == b""  # no traceback, no warning (run with -W error)
+    # How to point a client at it, and nothing else: no traceback, no warning (-W error).
+    assert errors.decode().splitlines() == [
+        f"  export NOVITA_BASE_URL={match[1]} NOVITA_API_KEY=sk-cli",
+        "Ctrl-C stops it.",
+    ]

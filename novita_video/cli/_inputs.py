@@ -227,8 +227,8 @@ def _json_problem(text: str, error: json.JSONDecodeError) -> str:
     """Why a line is not JSON, in words about the line (not the decoder's own lines)."""
     if error.pos >= len(text.rstrip()):
         return (
-            "the line ends before its JSON does (a missing closing brace or quote, or a "
-            f"line break inside a value?); {_ONE_OBJECT}"
+            "not valid JSON: the line ends before its JSON does (a missing closing brace "
+            f"or quote, or a line break inside a value?); {_ONE_OBJECT}"
         )
     column = error.pos + 1
     near = text[max(0, error.pos - 15) : error.pos + 15].strip()

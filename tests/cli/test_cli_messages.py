@@ -53,7 +53,7 @@ def test_a_broken_jsonl_line_and_a_file_given_as_a_url_are_explained(tmp_path: P
         '{"prompt": "a pig", "image_url": "pictures/pig.png"}\n'
     )
     broken, trailing, file_url = problems(tmp_path, text)
-    assert broken.startswith(f"{tmp_path / 'p.jsonl'}:2: the line ends before its JSON does")
+    assert broken.startswith(f"{tmp_path / 'p.jsonl'}:2: not valid JSON: the line ends before")
     assert 'each line must be one JSON object, such as {"prompt": "a red kite"}' in broken
     assert ":3: not valid JSON at column 21" in trailing
     assert ":4: image_url: must be an absolute http(s) URL" in file_url
