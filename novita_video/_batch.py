@@ -23,7 +23,14 @@ import contextlib
 import logging
 import math
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -58,6 +65,23 @@ async def _items(prompts: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[
         for item in prompts:
             yield item
             await anyio.lowlevel.checkpoint()
+
+
+class _HookFailed(Exception):
+    """A hook of the user's raised ``error``: carried out of the submit path to its batch."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _innermost(error: Exception) -> Exception:
+    # A task group's ExceptionGroup of one: the error itself.
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if isinstance(error, _HookFailed):
+        return error.error
+    return error
 
 
 class _BatchRun:
@@ -95,12 +119,22 @@ class _BatchRun:
         self._pending = 0
         self._input_done = False
         self.input_error: Exception | None = None
+        self.user_error: Exception | None = None
         self.ended_by: NovitaError | None = None
         self.complete = False
         self.stopped = False
 
     async def drive(self) -> None:
-        """Read, validate and submit every prompt; run in the client's task group."""
+        """Read, validate and submit every prompt; run in the client's task group.
+
+        Whatever goes wrong here ends this batch (its consumer gets the error), never the
+        client's task group and the other waits and batches in it."""
+        try:
+            await self._drive()
+        except Exception as error:
+            self.fail(_innermost(error))
+
+    async def _drive(self) -> None:
         with self._scope:
             try:
                 # `concurrency` submitters take prompts from a stream with no buffer: a
@@ -164,13 +198,19 @@ class _BatchRun:
 
         def before_post() -> None:
             if self._before_submit is not None:
-                self._before_submit(index, request)
+                try:
+                    self._before_submit(index, request)
+                except Exception as error:  # the user's hook: it ends this batch alone
+                    raise _HookFailed(error) from error
 
         def on_accepted(task_id: str) -> None:
             accepted.append(task_id)
-            if self._after_submit is not None:
-                self._after_submit(index, task_id)
             self._watch(index, request, task_id, self._client.clock.now())
+            if self._after_submit is not None:
+                try:
+                    self._after_submit(index, task_id)
+                except Exception as error:
+                    raise _HookFailed(error) from error
 
         error: NovitaError | None = None
         with anyio.CancelScope() as waiting:
@@ -185,6 +225,10 @@ class _BatchRun:
                 )
             except NovitaError as failure:
                 error = failure
+            except _HookFailed as failed:
+                self._waiting.discard(waiting)
+                self.fail(failed.error)
+                return
         self._waiting.discard(waiting)
         if accepted:
             return
@@ -235,6 +279,13 @@ class _BatchRun:
             self._send.close()
             self._client._batch_done(self)
 
+    def fail(self, error: Exception) -> None:
+        """End the batch with an error of the user's code (a hook that raised): no more
+        submits or polls; its consumer gets ``error`` after the outcomes already made."""
+        if self.user_error is None:
+            self.user_error = error
+        self.stop()
+
     def stop(self, error: NovitaError | None = None) -> None:
         """Stop at once: no more submits, no more polls for this batch's tasks."""
         if self.stopped:
@@ -262,23 +313,51 @@ class Batch:
     Each prompt yields exactly one :class:`Outcome`, in the order the tasks end.
     """
 
-    def __init__(self, client: Client, prompts: Any, **limits: Any) -> None:
+    def __init__(
+        self, client: Client, prompts: Any, start: Callable[[_BatchRun], None], **limits: Any
+    ) -> None:
         send, self._receive = anyio.create_memory_object_stream[Outcome](math.inf)
         self._run = _BatchRun(client, prompts, send=send, **limits)
+        self._start: Callable[[_BatchRun], None] | None = start
         self._finalizer = weakref.finalize(self, _stop_abandoned, self._receive, self._run)
+
+    def _begin(self) -> None:
+        # Nothing is read or sent before the batch is entered or first iterated.
+        start, self._start = self._start, None
+        if start is not None and not self._run.stopped:
+            start(self._run)
 
     def __repr__(self) -> str:
         state = "complete" if self._run.complete else "stopped" if self._run.stopped else "running"
         return f"<novita_video.Batch {state}>"
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[Outcome]:
+        # A generator per loop, held by the loop alone: leaving the loop (break, an
+        # exception, a cancellation) drops it, and its finally stops the batch at once,
+        # however long the Batch itself stays referenced.
+        self._begin()
+        return self._loop()
+
+    async def _loop(self) -> AsyncGenerator[Outcome, None]:
+        try:
+            while True:
+                try:
+                    outcome = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield outcome
+        finally:
+            self._finalizer()
 
     async def __anext__(self) -> Outcome:
+        self._begin()
         try:
             outcome = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             run = self._run
+            if run.user_error is not None:
+                error, run.user_error = run.user_error, None
+                raise error from None
             if run.input_error is not None:
                 error, run.input_error = run.input_error, None
                 raise error from None
@@ -294,6 +373,7 @@ class Batch:
         await anyio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> Self:
+        self._begin()
         return self
 
     async def __aexit__(

@@ -576,7 +576,8 @@ class Client:
         API errors that retrying cannot mend (an unknown task id, a bad key). Any number
         of concurrent waits share the client's one poller. ``on_progress`` is called with
         every answer the poller gets before the final one (for a progress display); it
-        runs on the event loop and must be quick.
+        runs on the event loop and must be quick. If it raises, this wait stops and raises
+        that error; other waits, batches and the client go on.
         """
         _check_task_id(task_id)
         _positive("timeout", timeout, allow_none=True)
@@ -597,6 +598,8 @@ class Client:
         finally:
             if not answer:
                 self._poller.forget(listener)
+        if listener.user_error is not None:
+            raise listener.user_error  # what on_progress raised, for this wait alone
         result, error = answer[0]
         if error is not None:
             raise error
@@ -636,11 +639,13 @@ class Client:
         is being cancelled just then: a crash-safe ledger writes its records there. Both run
         on the event loop and must be quick.
 
-        Leaving the loop early stops submitting at once; ``async with`` (or ``aclose()``)
-        makes that deterministic, and a plain ``async for`` that breaks does it as soon as
-        the batch is garbage (at once, on CPython).
+        Nothing is read or sent until the batch is entered or first iterated. Leaving the
+        loop (a break, an exception, a cancellation) stops submitting at once, whether or
+        not the batch is still referenced; ``async with`` (or ``aclose()``) also stops a
+        batch that was entered but never iterated. A hook that raises ends this batch
+        alone: the loop raises its error, and other batches and waits go on.
         """
-        task_group = self._require_open()
+        self._require_open()
         concurrency = self._concurrency if concurrency is None else concurrency
         outstanding = self._max_outstanding if max_outstanding is None else max_outstanding
         timeout = self._task_timeout if task_timeout is None else task_timeout
@@ -661,6 +666,7 @@ class Client:
         batch = Batch(
             self,
             prompts,
+            self._start_batch,
             concurrency=concurrency,
             limiter=limiter,
             max_outstanding=outstanding,
@@ -669,9 +675,13 @@ class Client:
             before_submit=before_submit,
             after_submit=after_submit,
         )
-        self._batches.add(batch._run)
-        task_group.start_soon(batch._run.drive, name="novita_video batch")
         return batch
+
+    def _start_batch(self, run: _BatchRun) -> None:
+        # Called when a batch is entered or first iterated, not when it is made.
+        task_group = self._require_open()
+        self._batches.add(run)
+        task_group.start_soon(run.drive, name="novita_video batch")
 
     # For Batch, the other half of this room.
 

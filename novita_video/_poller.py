@@ -78,6 +78,8 @@ class Listener:
     on_done: Callable[[TaskResult | None, NovitaError | None], None]
     on_progress: Callable[[TaskResult], None] | None = None
     done: bool = False
+    #: What the listener's own ``on_progress`` raised: it ended this listener alone.
+    user_error: Exception | None = None
 
     def _finish(self, result: TaskResult | None, error: NovitaError | None) -> None:
         if not self.done:
@@ -437,7 +439,12 @@ class Poller:
             return
         for listener in list(watch.listeners):
             if listener.on_progress is not None and not listener.done:
-                listener.on_progress(result)
+                try:
+                    listener.on_progress(result)
+                except Exception as error:  # the user's callback: it harms its own wait only
+                    self._drop(watch, listener, error)
+        if self._watches.get(watch.task_id) is not watch:
+            return  # every listener went with its callback
         if result.status is TaskStatus.UNKNOWN:
             if watch.unknown_since is None:
                 watch.unknown_since = now
@@ -505,6 +512,14 @@ class Poller:
         delay = retry_delay(watch.failures, self._retry, rand=self._random.random())
         watch.next_check = self._clock.now() + delay
         self._continue(watch)
+
+    def _drop(self, watch: _Watch, listener: Listener, error: Exception) -> None:
+        """End ``listener`` alone with the error its own callback raised."""
+        watch.listeners.pop(listener, None)
+        listener.user_error = error
+        listener._finish(None, None)
+        if not watch.listeners and self._watches.get(watch.task_id) is watch:
+            del self._watches[watch.task_id]
 
     def _continue(self, watch: _Watch) -> None:
         if self._watches.get(watch.task_id) is watch and not watch.checking:
