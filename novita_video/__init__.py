@@ -1,23 +1,28 @@
-"""novita_video: many prompts in, Minimax Video-01 clips out, through Novita AI's async API.
+"""novita_video: many prompts in, video clips out, through Novita AI's async video API.
 
-The layers, in the order a prompt travels (each private module holds one idea):
+The rooms, in the order a prompt travels (each private module holds one idea, and
+imports only the rooms below it: tests/test_structure.py holds it to that):
 
-    _requests  what can be submitted: VideoRequest, HailuoRequest, ..., validated on creation
-    _models    what comes back: TaskStatus, TaskResult, Video, Outcome
-    _batch     generate(): reads prompts lazily, submits under the limits, yields Outcomes
-    _limits    RateLimiter: evenly spaced requests, slower after a 429
+    _catalog   one table per model, from Novita's reference pages (also the simulator's)
+    _requests  what can be submitted: VideoRequest, HailuoRequest, ..., checked on creation
     _client    Client: the lifetime (pools, task group, poller), submit / get_result / wait
-    _retry     pure decisions: what to retry, how long to wait, when a POST is unknowable
+    _batch     generate(): reads prompts lazily, submits under the limits, yields Outcomes
+    _submit    Submitter: the limiter, the POST, never a POST twice that may have billed
+    _limits    RateLimiter: evenly spaced requests, slower after a 429
     _http      the only aiohttp user: one request, the key in its header, errors mapped
-    _wire      the one cattrs converter: JSON in and out, unknown keys and statuses tolerated
     _poller    the one poller: a heap of due checks for every outstanding task
     _schedule  when to check a task next, from its eta and progress (a pure function)
-    _errors    the exception tree, and which errors doom a batch
+    _wire      the one cattrs converter: JSON in and out, unknown keys and statuses tolerated
+    _models    what comes back: TaskStatus, TaskResult, Video, Outcome (and the task errors)
+    _retry     pure decisions: what to retry, how long to wait, when a POST is unknowable
+    _errors    the exception tree (a leaf), and which errors doom a batch
+    _stats     the counters every room adds to (a leaf)
     _clock     injectable time (SystemClock, ScaledClock)
 
     testing/   FakeNovita, a faithful local simulator of the API, its CLI and pytest fixture
 
-    generate -> _limits -> _http POST -> _poller heap -> _http GET -> _wire -> Outcome
+    generate -> _batch -> _submit (_limits, _http POST) -> _poller heap (_http GET, _wire)
+             -> Outcome
 """
 
 from ._batch import Batch as Batch
@@ -47,13 +52,13 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError
 from ._errors import SubmissionUnknownError as SubmissionUnknownError
-from ._errors import TaskFailedError as TaskFailedError
-from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UsageError as UsageError
 from ._limits import AdaptiveRate as AdaptiveRate
 from ._models import Outcome as Outcome
+from ._models import TaskFailedError as TaskFailedError
 from ._models import TaskResult as TaskResult
 from ._models import TaskStatus as TaskStatus
+from ._models import TaskTimeoutError as TaskTimeoutError
 from ._models import Video as Video
 from ._requests import MODELS as MODELS
 from ._requests import AsyncRequest as AsyncRequest

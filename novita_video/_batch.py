@@ -37,16 +37,17 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import anyio.abc
 
-from ._errors import BatchAbortedError, InvalidRequestError, NovitaError, TaskFailedError
-from ._models import Outcome, TaskResult
+from ._errors import BatchAbortedError, InvalidRequestError, NovitaError
+from ._models import Outcome, TaskFailedError, TaskResult
 from ._requests import Request, to_request
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ._client import Client
+    from ._clock import Clock
     from ._limits import RateLimiter
-    from ._poller import Listener
+    from ._poller import Listener, Poller
+    from ._submit import Submitter
 
 __all__ = ["Batch", "PromptInput"]
 
@@ -89,9 +90,12 @@ class _BatchRun:
 
     def __init__(
         self,
-        client: Client,
         prompts: Iterable[PromptInput] | AsyncIterable[PromptInput],
         *,
+        submitter: Submitter,
+        poller: Poller,
+        clock: Clock,
+        on_end: Callable[[_BatchRun], None],
         concurrency: int,
         limiter: RateLimiter,
         max_outstanding: int,
@@ -99,15 +103,18 @@ class _BatchRun:
         model: str,
         before_submit: Callable[[int, Request], None] | None,
         after_submit: Callable[[int, str], None] | None,
-        send: MemoryObjectSendStream[Outcome],
     ) -> None:
-        self._client = client
-        self._poller = client._batch_poller
+        self._submitter = submitter
+        self._poller = poller
+        self._clock = clock
+        self._on_end = on_end
         self._prompts = prompts
         self._limiter = limiter
         self._task_timeout = task_timeout
         self._model = model
-        self._send = send
+        # Unbounded: a finished task's outcome never waits (how far ahead the prompts are
+        # read is bounded by `slots`, released as the consumer takes outcomes).
+        self._send, self.receive = anyio.create_memory_object_stream[Outcome](math.inf)
         self._before_submit = before_submit
         self._after_submit = after_submit
         self.slots = anyio.Semaphore(max_outstanding)
@@ -142,7 +149,7 @@ class _BatchRun:
                 send, receive = anyio.create_memory_object_stream[tuple[int, Request]](0)
                 async with anyio.create_task_group() as submitters:
                     for _ in range(self._concurrency):
-                        submitters.start_soon(self._submitter, receive.clone())
+                        submitters.start_soon(self._submit_loop, receive.clone())
                     receive.close()
                     async with send:
                         await self._read(send)
@@ -180,7 +187,7 @@ class _BatchRun:
             with anyio.CancelScope(shield=True):
                 await items.aclose()
 
-    async def _submitter(self, receive: MemoryObjectReceiveStream[tuple[int, Request]]) -> None:
+    async def _submit_loop(self, receive: MemoryObjectReceiveStream[tuple[int, Request]]) -> None:
         async with receive:
             async for index, request in receive:
                 if self._fatal is not None:
@@ -205,7 +212,7 @@ class _BatchRun:
 
         def on_accepted(task_id: str) -> None:
             accepted.append(task_id)
-            self._watch(index, request, task_id, self._client.clock.now())
+            self._watch(index, request, task_id, self._clock.now())
             if self._after_submit is not None:
                 try:
                     self._after_submit(index, task_id)
@@ -216,7 +223,7 @@ class _BatchRun:
         with anyio.CancelScope() as waiting:
             self._waiting.add(waiting)
             try:
-                await self._client._submit(
+                await self._submitter.submit(
                     request,
                     self._limiter,
                     abort=lambda: self._fatal,
@@ -277,7 +284,7 @@ class _BatchRun:
         if self._input_done and self._pending == 0 and not self.complete:
             self.complete = True
             self._send.close()
-            self._client._batch_done(self)
+            self._on_end(self)
 
     def fail(self, error: Exception) -> None:
         """End the batch with an error of the user's code (a hook that raised): no more
@@ -297,7 +304,7 @@ class _BatchRun:
             self._poller.forget(listener)
         self._listeners.clear()
         self._send.close()
-        self._client._batch_done(self)
+        self._on_end(self)
 
 
 def _stop_abandoned(receive: MemoryObjectReceiveStream[Outcome], run: _BatchRun) -> None:
@@ -313,11 +320,9 @@ class Batch:
     Each prompt yields exactly one :class:`Outcome`, in the order the tasks end.
     """
 
-    def __init__(
-        self, client: Client, prompts: Any, start: Callable[[_BatchRun], None], **limits: Any
-    ) -> None:
-        send, self._receive = anyio.create_memory_object_stream[Outcome](math.inf)
-        self._run = _BatchRun(client, prompts, send=send, **limits)
+    def __init__(self, run: _BatchRun, *, start: Callable[[_BatchRun], None]) -> None:
+        self._run = run
+        self._receive = run.receive
         self._start: Callable[[_BatchRun], None] | None = start
         self._finalizer = weakref.finalize(self, _stop_abandoned, self._receive, self._run)
 

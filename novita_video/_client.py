@@ -28,25 +28,24 @@ from ._batch import Batch, PromptInput, _BatchRun
 from ._clock import Clock, SystemClock
 from ._download import download
 from ._errors import (
-    BatchAbortedError,
     ClientClosedError,
     InvalidRequestError,
     MissingAPIKeyError,
     NovitaError,
     ProtocolError,
-    RateLimitError,
-    SubmissionUnknownError,
     UsageError,
 )
-from ._http import HTTPTransport, Response, Sending, is_loopback
+from ._http import HTTPTransport, is_loopback
 from ._limits import AdaptiveRate, RateLimiter
 from ._models import Outcome, TaskResult, TaskStatus
 from ._poller import Poller
 from ._requests import MODELS, Request, VideoRequest, check_http_url, to_request
-from ._retry import Decision, RetryPolicy, decide, error_retry_after, retry_delay
+from ._retry import Decision, RetryPolicy, decide
 from ._schedule import PollSchedule
+from ._stats import Counters
+from ._submit import Submitter
 from ._version import __version__
-from ._wire import dump_request, parse_submitted, parse_task_result, parse_webhook, snippet
+from ._wire import parse_task_result, parse_webhook, snippet
 
 __all__ = ["Client", "ClientStatistics", "InsecureTransportWarning"]
 
@@ -86,16 +85,6 @@ class ClientStatistics:
     pollers: int
     submit_rpm: float | None
     poll_rpm: float | None
-
-
-@attrs.define
-class _Counters:
-    submitted: int = 0
-    polls: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    unknown_submissions: int = 0
-    webhooks: int = 0
 
 
 def _positive(
@@ -214,7 +203,6 @@ class Client:
         if webhook_url is not None:
             check_http_url("webhook_url", webhook_url)
         _positive("webhook_fallback", webhook_fallback)
-        self._webhook_url = webhook_url
         self._trust_webhooks = trust_webhooks
         url = base_url or os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
         self._base_url = check_base_url(url)
@@ -241,7 +229,6 @@ class Client:
                 )
         self._clock: Clock = clock or SystemClock()
         self._retry = retry or RetryPolicy()
-        self._retry_unsafe_submits = retry_unsafe_submits
         self._adaptive = adaptive_rate or AdaptiveRate()
         self._concurrency = concurrency
         self._max_outstanding = max_outstanding
@@ -258,7 +245,15 @@ class Client:
             download_timeout=download_timeout,
             max_clip_bytes=max_clip_bytes,
         )
-        self._counters = _Counters()
+        self._counters = Counters()
+        self._submitter = Submitter(
+            self._http,
+            clock=self._clock,
+            retry=self._retry,
+            counters=self._counters,
+            retry_unsafe_submits=retry_unsafe_submits,
+            webhook_url=webhook_url,
+        )
         self._submit_limiter = self.rate_limiter(submit_rpm)
         self._poll_limiter = RateLimiter(
             None if poll_rpm == ADAPTIVE else poll_rpm,
@@ -387,99 +382,7 @@ class Client:
                 prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
             )
         self._require_open()
-        return await self._submit(request, self._submit_limiter)
-
-    async def _submit(
-        self,
-        request: Request,
-        limiter: RateLimiter,
-        *,
-        abort: Callable[[], NovitaError | None] = lambda: None,
-        before_post: Callable[[], None] | None = None,
-        on_accepted: Callable[[str], None] | None = None,
-    ) -> str:
-        """POST ``request``, retrying only when no task can have been created.
-
-        ``abort`` is asked right before each POST (a batch's fatal error stops it there);
-        ``before_post`` is told as the request leaves the machine, before the server can
-        have created anything (a ledger records the intent there; a request that could
-        not connect never tells it);
-        ``on_accepted`` is told the task id inside the shielded section, so a task that
-        was created is never lost to a cancellation that arrives while the POST runs; a
-        cancellation that arrives before the request left stops it, and nothing is sent.
-        """
-        body = dump_request(request)
-        if self._webhook_url is not None:
-            extra = body.setdefault("extra", {})
-            if isinstance(extra, dict):
-                extra.setdefault("webhook", {"url": self._webhook_url})
-        path = f"/v3/async/{request.endpoint}"
-        attempt = 0
-        while True:
-            attempt += 1
-            ticket = await limiter.acquire()
-            cause = abort()
-            if cause is not None:
-                raise BatchAbortedError(f"not submitted: {cause}", cause)
-            # Cancellable until the request leaves; from then on shielded, so that a task
-            # that may be created (and billed) is never lost to a cancellation. The intent
-            # is told as it leaves: a request that never left created nothing.
-            with anyio.CancelScope() as guard:
-
-                def on_sent(guard: anyio.CancelScope = guard) -> None:
-                    guard.shield = True
-                    if before_post is not None:
-                        before_post()
-
-                sending = Sending(on_sent=on_sent)
-                try:
-                    response = await self._http.request("POST", path, json=body, sending=sending)
-                    task_id = self._submitted(response)
-                except NovitaError as error:
-                    failure: NovitaError = error
-                else:
-                    limiter.accepted()
-                    self._counters.submitted += 1
-                    if on_accepted is not None:
-                        on_accepted(task_id)
-                    return task_id
-            decision = decide(
-                "POST",
-                failure,
-                attempt,
-                self._retry,
-                retry_unsafe_submits=self._retry_unsafe_submits,
-            )
-            if decision is Decision.UNKNOWN_SUBMISSION:
-                self._counters.unknown_submissions += 1
-                # A caller who cancelled while the shielded POST ran is told so now.
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                raise SubmissionUnknownError(
-                    f"the submit may have created a task, but no task id came back ({failure}); "
-                    "it was not sent again, to avoid paying twice",
-                    request,
-                ) from failure
-            if decision is Decision.RAISE:
-                raise failure
-            await self._back_off(failure, attempt, limiter, ticket)
-
-    def _submitted(self, response: Response) -> str:
-        if 200 <= response.status < 300:
-            return parse_submitted(response.body)
-        raise response.error("submit", now_wall=self._clock.wall())
-
-    async def _back_off(
-        self, error: NovitaError, attempt: int, limiter: RateLimiter, ticket: int
-    ) -> None:
-        self._counters.retries += 1
-        delay = retry_delay(
-            attempt, self._retry, retry_after=error_retry_after(error), rand=self._random.random()
-        )
-        if isinstance(error, RateLimitError):
-            self._counters.rate_limited += 1
-            limiter.throttled(delay, ticket)  # everyone waits, and the rate drops
-        else:
-            await self._clock.sleep(delay)
+        return await self._submitter.submit(request, self._submit_limiter)
 
     async def get_result(self, task_id: str) -> TaskResult:
         """Check a task once (``GET /v3/async/task-result``), retrying transient failures."""
@@ -494,7 +397,7 @@ class Client:
             except NovitaError as error:
                 if decide("GET", error, attempt, self._retry) is not Decision.RETRY:
                     raise
-                await self._back_off(error, attempt, self._poll_limiter, ticket)
+                await self._submitter.back_off(error, attempt, self._poll_limiter, ticket)
             else:
                 self._poll_limiter.accepted()
                 return result
@@ -663,10 +566,12 @@ class Client:
         else:
             _positive("submit_rpm", submit_rpm, allow_infinite=True)
             limiter = self.rate_limiter(submit_rpm)
-        batch = Batch(
-            self,
+        run = _BatchRun(
             prompts,
-            self._start_batch,
+            submitter=self._submitter,
+            poller=self._poller,
+            clock=self._clock,
+            on_end=self._batches.discard,
             concurrency=concurrency,
             limiter=limiter,
             max_outstanding=outstanding,
@@ -675,22 +580,13 @@ class Client:
             before_submit=before_submit,
             after_submit=after_submit,
         )
-        return batch
+        return Batch(run, start=self._start_batch)
 
     def _start_batch(self, run: _BatchRun) -> None:
         # Called when a batch is entered or first iterated, not when it is made.
         task_group = self._require_open()
         self._batches.add(run)
         task_group.start_soon(run.drive, name="novita_video batch")
-
-    # For Batch, the other half of this room.
-
-    @property
-    def _batch_poller(self) -> Poller:
-        return self._poller
-
-    def _batch_done(self, run: _BatchRun) -> None:
-        self._batches.discard(run)
 
 
 def _check_task_id(task_id: object) -> None:

@@ -26,6 +26,9 @@ The tree::
     ├── LocalFileError (OSError)              a clip could not be written here (a full disk)
     └── BatchAbortedError                     a prompt never sent: the batch was stopped first
 
+``TaskFailedError`` and ``TaskTimeoutError`` carry a :class:`TaskResult`, so they live
+beside it in ``_models`` (this module is the leaf every other imports).
+
 Every error answers :attr:`NovitaError.dooms_batch`: ``True`` when the same request with
 any other prompt would fail the same way (bad key, no balance, API not allowed), so a batch
 must stop submitting; ``False`` when it concerns one prompt or one moment.
@@ -36,10 +39,7 @@ boundaries intact. None of them ever holds the API key.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._models import TaskResult
+from typing import Any
 
 __all__ = [
     "APIConnectionError",
@@ -62,8 +62,6 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "SubmissionUnknownError",
-    "TaskFailedError",
-    "TaskTimeoutError",
     "UsageError",
 ]
 
@@ -278,40 +276,6 @@ class RateLimitError(APIStatusError):
 
 class ServerError(APIStatusError):
     """5xx: the server failed or is overloaded."""
-
-
-class TaskFailedError(NovitaError):
-    """A task ended without a clip (``TASK_STATUS_FAILED``, cancelled, or a success
-    without a video); ``result`` is its final :class:`TaskResult`, ``reason`` the
-    server's word for why."""
-
-    def __init__(self, message: str, result: TaskResult) -> None:
-        super().__init__(message, result)
-
-    @property
-    def result(self) -> TaskResult:
-        """The final :class:`TaskResult` of the failed task."""
-        return self.args[1]  # type: ignore[no-any-return]
-
-    @property
-    def reason(self) -> str:
-        """Why the task failed, as the server said."""
-        return self.result.reason
-
-
-class TaskTimeoutError(NovitaError, TimeoutError):
-    """A task was not final by its deadline. It may still finish on Novita's side:
-    ``task_id`` lets you check later; ``last_result`` is the last answer seen, if any."""
-
-    # TimeoutError is an OSError, whose constructor keeps at most two args, so the
-    # fields live on the instance and __reduce__ carries them through pickling.
-    def __init__(self, message: str, task_id: str, last_result: TaskResult | None = None) -> None:
-        super().__init__(message)
-        self.task_id = task_id
-        self.last_result = last_result
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.task_id, self.last_result))
 
 
 class DownloadError(NovitaError):

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 import attrs
 
-if TYPE_CHECKING:
-    from ._errors import NovitaError
-    from ._requests import Request
+from ._errors import NovitaError
+from ._requests import Request
 
-__all__ = ["Outcome", "TaskResult", "TaskStatus", "Video"]
+__all__ = ["Outcome", "TaskFailedError", "TaskResult", "TaskStatus", "TaskTimeoutError", "Video"]
 
 
 class TaskStatus(enum.Enum):
@@ -119,8 +118,6 @@ class TaskResult:
         """
         failure = self.failure()
         if failure:
-            from ._errors import TaskFailedError
-
             raise TaskFailedError(f"task {self.task_id} {failure}", self)
         return self
 
@@ -136,6 +133,40 @@ class TaskResult:
             return "succeeded without a video"
         verb = "was cancelled" if self.status is TaskStatus.CANCELLED else "failed"
         return f"{verb}: {self.reason or 'no reason given'}"
+
+
+class TaskFailedError(NovitaError):
+    """A task ended without a clip (``TASK_STATUS_FAILED``, cancelled, or a success
+    without a video); ``result`` is its final :class:`TaskResult`, ``reason`` the
+    server's word for why."""
+
+    def __init__(self, message: str, result: TaskResult) -> None:
+        super().__init__(message, result)
+
+    @property
+    def result(self) -> TaskResult:
+        """The final :class:`TaskResult` of the failed task."""
+        return self.args[1]  # type: ignore[no-any-return]
+
+    @property
+    def reason(self) -> str:
+        """Why the task failed, as the server said."""
+        return self.result.reason
+
+
+class TaskTimeoutError(NovitaError, TimeoutError):
+    """A task was not final by its deadline. It may still finish on Novita's side:
+    ``task_id`` lets you check later; ``last_result`` is the last answer seen, if any."""
+
+    # TimeoutError is an OSError, whose constructor keeps at most two args, so the
+    # fields live on the instance and __reduce__ carries them through pickling.
+    def __init__(self, message: str, task_id: str, last_result: TaskResult | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.last_result = last_result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.task_id, self.last_result))
 
 
 @attrs.frozen

@@ -33,21 +33,18 @@ import random
 import statistics
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 import attrs
 
 from ._clock import Clock
-from ._errors import NovitaError, ProtocolError, RateLimitError, TaskTimeoutError
+from ._errors import NovitaError, ProtocolError, RateLimitError
 from ._limits import RateLimiter
-from ._models import TaskResult, TaskStatus
+from ._models import TaskResult, TaskStatus, TaskTimeoutError
 from ._retry import Decision, RetryPolicy, decide, retry_delay
 from ._schedule import Calibration, Observation, PollSchedule, plan_next_check
-
-if TYPE_CHECKING:
-    from ._client import _Counters
+from ._stats import Counters
 
 logger = logging.getLogger("novita_video")
 
@@ -181,7 +178,7 @@ class Poller:
         limiter: RateLimiter,
         concurrency: int,
         retry: RetryPolicy,
-        counters: _Counters,
+        counters: Counters,
         fallback_delay: float = 0.0,
         slow_check: float = SLOW_CHECK,
     ) -> None:

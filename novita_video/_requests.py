@@ -44,6 +44,7 @@ from ._catalog import (
     Model,
     check_field,
 )
+from ._errors import InvalidRequestError
 
 __all__ = [
     "MODELS",
@@ -65,8 +66,6 @@ _ENDPOINT = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 
 def _reject(field: str, message: str) -> NoReturn:
-    from ._errors import InvalidRequestError  # late: _errors imports the models for types
-
     raise InvalidRequestError(f"{field}: {message}", field)
 
 

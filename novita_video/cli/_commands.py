@@ -31,9 +31,8 @@ from .._errors import (
     InvalidRequestError,
     NotFoundError,
     NovitaError,
-    TaskTimeoutError,
 )
-from .._models import TaskResult
+from .._models import TaskResult, TaskTimeoutError
 from .._requests import MODELS, VideoRequest
 from .._version import __version__
 from ._inputs import FORMATS, InputError, PromptSource, model_fields
