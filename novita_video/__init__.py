@@ -124,3 +124,15 @@ __all__ = [
     "WanT2VRequest",
     "__version__",
 ]
+
+
+def _show_public_home() -> None:
+    # Users see `novita_video.Client`, not the private module it is written in (reprs,
+    # tracebacks, help()); pickles find every class here too.
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and obj.__module__.startswith("novita_video._"):
+            obj.__module__ = __name__
+
+
+_show_public_home()

@@ -8,14 +8,15 @@ the pools. A client is opened once and cannot be reopened.
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
 import math
 import os
 import random
 import warnings
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
@@ -122,7 +123,15 @@ def check_base_url(base_url: str, *, warn: bool = True) -> str:
     return base_url.rstrip("/")
 
 
-class Client:
+class _State(enum.Enum):
+    """Where a client is in its one lifetime."""
+
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Client(anyio.AsyncContextManagerMixin):
     """An async client for Novita's Minimax Video-01 API.
 
     >>> import novita_video
@@ -254,7 +263,7 @@ class Client:
             retry_unsafe_submits=retry_unsafe_submits,
             webhook_url=webhook_url,
         )
-        self._submit_limiter = self.rate_limiter(submit_rpm)
+        self._submit_limiter = self._rate_limiter(submit_rpm)
         self._poll_limiter = RateLimiter(
             None if poll_rpm == ADAPTIVE else poll_rpm,
             clock=self._clock,
@@ -272,57 +281,57 @@ class Client:
             fallback_delay=webhook_fallback if webhook_url is not None else 0.0,
         )
         self._random = random.Random()
-        self._state = "new"
+        self._state = _State.NEW
         self._task_group: anyio.abc.TaskGroup | None = None
         self._batches: set[_BatchRun] = set()
 
     def __repr__(self) -> str:
-        return f"<novita_video.Client base_url={self._base_url!r} state={self._state}>"
+        return f"<novita_video.Client base_url={self._base_url!r} state={self._state.value}>"
 
     # Lifetime.
 
-    async def __aenter__(self) -> Self:
-        if self._state != "new":
-            raise UsageError(f"a {self._state} client cannot be opened again; make a new Client")
-        self._state = "open"
+    @contextlib.asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        # anyio's AsyncContextManagerMixin: the task group is an `async with` of its own,
+        # never entered by hand.
+        if self._state is not _State.NEW:
+            raise UsageError(
+                f"a {self._state.value} client cannot be opened again; make a new Client"
+            )
+        self._state = _State.OPEN
         await self._http.open()
+        body_error: BaseException | None = None
         try:
-            self._task_group = anyio.create_task_group()
-            await self._task_group.__aenter__()
-            self._task_group.start_soon(self._poller.run, name="novita_video poller")
-        except BaseException:
-            await self._http.close()
-            self._state = "closed"
-            raise
-        return self
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                task_group.start_soon(self._poller.run, name="novita_video poller")
+                try:
+                    yield self
+                except BaseException as error:
+                    # Carried past the task group, which would wrap it in an
+                    # ExceptionGroup: the user's own error reaches them as it was.
+                    body_error = error
+                finally:
+                    self._close()
+                    task_group.cancel_scope.cancel()
+        finally:
+            self._task_group = None
+            with anyio.CancelScope(shield=True):
+                await self._http.close()
+        if body_error is not None:
+            raise body_error
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        self._state = "closed"
+    def _close(self) -> None:
+        self._state = _State.CLOSED
         closed = ClientClosedError("the client was closed before this task was final")
         for run in list(self._batches):
             run.stop(closed)
         self._poller.close(closed)
-        task_group, self._task_group = self._task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                # Not passing the body's exception on: anyio would wrap it in an
-                # ExceptionGroup, and the user's own error must reach them as it was.
-                await task_group.__aexit__(None, None, None)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._http.close()
-        return None
 
     def _require_open(self) -> anyio.abc.TaskGroup:
-        if self._state != "open" or self._task_group is None:
+        if self._state is not _State.OPEN or self._task_group is None:
             raise ClientClosedError(
-                f"the client is {self._state}: use it inside 'async with Client() as client:'"
+                f"the client is {self._state.value}: use it inside 'async with Client() as client:'"
             )
         return self._task_group
 
@@ -331,8 +340,8 @@ class Client:
         """The clock this client schedules by."""
         return self._clock
 
-    def rate_limiter(self, per_minute: float | None) -> RateLimiter:
-        """A limiter on this client's clock with its adaptive settings."""
+    def _rate_limiter(self, per_minute: float | None) -> RateLimiter:
+        # A limiter on this client's clock with its adaptive settings.
         return RateLimiter(per_minute, clock=self._clock, adaptive=self._adaptive)
 
     def statistics(self) -> ClientStatistics:
@@ -454,7 +463,7 @@ class Client:
         (``False``). A body that is not an event raises :class:`ProtocolError`.
         """
         result = parse_webhook(body, wall=self._clock.wall())
-        if result is None or self._state != "open":
+        if result is None or self._state is not _State.OPEN:
             return False
         self._counters.webhooks += 1
         if self._trust_webhooks:
@@ -565,7 +574,7 @@ class Client:
             limiter = self._submit_limiter
         else:
             _positive("submit_rpm", submit_rpm, allow_infinite=True)
-            limiter = self.rate_limiter(submit_rpm)
+            limiter = self._rate_limiter(submit_rpm)
         run = _BatchRun(
             prompts,
             submitter=self._submitter,

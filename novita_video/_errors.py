@@ -206,8 +206,9 @@ class APIStatusError(NovitaError):
         reason: str = "",
         request_id: str | None = None,
         retry_after: float | None = None,
+        server_message: str = "",
     ) -> None:
-        super().__init__(message, status_code, reason, request_id, retry_after)
+        super().__init__(message, status_code, reason, request_id, retry_after, server_message)
 
     @property
     def status_code(self) -> int:
@@ -236,8 +237,9 @@ class APIStatusError(NovitaError):
 
     @property
     def message(self) -> str:
-        """The server's explanation, or a quote of its answer."""
-        return str(self.args[0])
+        """The server's own explanation (its ``message``, or a quote of a body that had
+        none); ``str(error)`` says where it came from as well."""
+        return str(self.args[5]) if len(self.args) > 5 and self.args[5] else str(self.args[0])
 
 
 class BadRequestError(APIStatusError):

@@ -99,6 +99,7 @@ class Response:
             reason,
             self.request_id,
             parse_retry_after(self.headers.get("retry-after"), now_wall=now_wall),
+            message,
         )
 
 

@@ -15,6 +15,7 @@ from support import scripted_server
 from novita_video import (
     APIConnectionError,
     APIUnreachableError,
+    BadRequestError,
     Client,
     PollSchedule,
     ProtocolError,
@@ -188,3 +189,15 @@ async def test_a_server_that_sends_fractions_is_followed_to_the_end() -> None:
     # The simulator sent tenths; the client kept them.
     assert any(eta is not None and eta != int(eta) for eta, _ in seen)
     assert any(progress != int(progress) for _, progress in seen)
+
+
+async def test_an_error_keeps_the_servers_own_message() -> None:
+    refusal = {"code": 400, "reason": "ILLEGAL_PROMPT", "message": "prompt breaks the policy"}
+    async with scripted_server() as server:
+        server.script("/v3/async/minimax-video-01", ("json", 400, refusal))
+        async with Client("sk", base_url=server.url) as client:
+            with pytest.raises(BadRequestError) as raised:
+                await client.submit("a cat")
+    assert raised.value.message == "prompt breaks the policy"
+    assert raised.value.reason == "ILLEGAL_PROMPT"
+    assert "HTTP 400" in str(raised.value)  # str() still says where it came from

@@ -84,3 +84,32 @@ def test_the_leaves_import_nothing_of_the_package() -> None:
     graph = import_graph()
     for leaf in ("_errors", "_stats", "_catalog", "_clock", "_version"):
         assert graph[f"novita_video.{leaf}"] == set(), leaf
+
+
+def test_public_classes_show_the_package_as_their_home() -> None:
+    assert novita_video.Client.__module__ == "novita_video"
+    for name in novita_video.__all__:
+        obj = getattr(novita_video, name)
+        if isinstance(obj, type):
+            assert obj.__module__ == "novita_video", name
+
+
+def test_no_public_method_returns_a_private_type() -> None:
+    import inspect
+    import typing
+
+    for name in novita_video.__all__:
+        cls = getattr(novita_video, name)
+        if not isinstance(cls, type):
+            continue
+        for attribute, member in vars(cls).items():
+            if attribute.startswith("_") or not inspect.isfunction(member):
+                continue
+            returned = typing.get_type_hints(member).get("return")
+            for kind in (returned, *typing.get_args(returned)):
+                if not isinstance(kind, type) or kind.__module__ == "builtins":
+                    continue
+                public = kind.__name__ in novita_video.__all__ or not kind.__module__.startswith(
+                    "novita_video"
+                )
+                assert public, f"{name}.{attribute} returns the private {kind.__name__}"
