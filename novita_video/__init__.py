@@ -25,6 +25,8 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
              -> Outcome
 """
 
+import attrs
+
 from ._batch import Batch as Batch
 from ._client import Client as Client
 from ._client import ClientStatistics as ClientStatistics
@@ -129,9 +131,12 @@ __all__ = [
 def _show_public_home() -> None:
     # Users see `novita_video.Client`, not the private module it is written in (reprs,
     # tracebacks, help()); pickles find every class here too.
+    # Not for attrs classes: typing.get_type_hints reads their (postponed) annotations
+    # in the module named by __module__, which must stay the one they were written in.
     for name in __all__:
         obj = globals()[name]
-        if isinstance(obj, type) and obj.__module__.startswith("novita_video._"):
+        private = isinstance(obj, type) and obj.__module__.startswith("novita_video._")
+        if private and not attrs.has(obj):
             obj.__module__ = __name__
 
 

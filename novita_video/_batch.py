@@ -314,6 +314,22 @@ def _stop_abandoned(receive: MemoryObjectReceiveStream[Outcome], run: _BatchRun)
         run.stop()
 
 
+class _Loop:
+    """One ``async for`` over a batch: when the loop lets go of it, the batch stops."""
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        # Synchronous, the moment the loop drops this iterator (CPython frees it at once),
+        # so no POST can begin between leaving the loop and the batch stopping.
+        weakref.finalize(self, batch._finalizer)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        return await self._batch.__anext__()
+
+
 class Batch:
     """The outcomes of :meth:`Client.generate`, an async iterator (and context manager).
 
@@ -337,22 +353,11 @@ class Batch:
         return f"<novita_video.Batch {state}>"
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
-        # A generator per loop, held by the loop alone: leaving the loop (break, an
-        # exception, a cancellation) drops it, and its finally stops the batch at once,
-        # however long the Batch itself stays referenced.
+        # An iterator per loop, held by the loop alone: leaving the loop (break, an
+        # exception, a cancellation) frees it at once, and that stops the batch, however
+        # long the Batch itself stays referenced.
         self._begin()
-        return self._loop()
-
-    async def _loop(self) -> AsyncGenerator[Outcome, None]:
-        try:
-            while True:
-                try:
-                    outcome = await self.__anext__()
-                except StopAsyncIteration:
-                    return
-                yield outcome
-        finally:
-            self._finalizer()
+        return _Loop(self)
 
     async def __anext__(self) -> Outcome:
         self._begin()

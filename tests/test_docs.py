@@ -234,6 +234,8 @@ def quickstart_script(title: str) -> str:
 @pytest.mark.parametrize(
     ("title", "clips"), [("first_clip.py", ["panda.mp4"]), ("first_batch.py", ["clip-0.mp4"])]
 )
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_quickstart_examples_run_against_the_simulator(
     title: str, clips: list[str], tmp_path: Path
 ) -> None:
@@ -251,6 +253,8 @@ async def test_quickstart_examples_run_against_the_simulator(
 
 
 @pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_the_readme_example_says_why_a_clip_failed(tmp_path: Path) -> None:
     # The README's own loop prints `outcome.error` for a clip that was not made: it must
     # say why (it printed None for a failed task), and the made clips are downloaded.
@@ -273,6 +277,8 @@ async def test_the_readme_example_says_why_a_clip_failed(tmp_path: Path) -> None
         assert "failed: content moderation failed" in line
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     needed = ["mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"]
     absent = [name for name in needed if importlib.util.find_spec(name.split(".")[0]) is None]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 ROOT = Path(__file__).resolve().parent.parent
 USER_APP = Path(__file__).resolve().parent / "packaging" / "user_app.py"
 

@@ -21,7 +21,7 @@ from novita_video import (
 )
 from novita_video.testing import RateLimit
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.load]
 
 
 async def test_a_failed_task_is_returned_not_raised() -> None:

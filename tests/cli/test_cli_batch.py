@@ -23,7 +23,7 @@ from cli_support import (
     write,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 
 def no_traceback(ran: Ran) -> None:

@@ -24,7 +24,7 @@ from cli_support import (
 
 from novita_video.testing import FakeNovita
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 
 async def test_help_says_what_the_simulator_does() -> None:

@@ -13,7 +13,7 @@ import anyio
 import pytest
 from cli_support import CLIP, FAST, cli_env, clips, manifest, prompts_file, run_cli, simulator
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 CHROMIUM = next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None

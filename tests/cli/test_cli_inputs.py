@@ -146,6 +146,7 @@ def test_identity_is_position_and_content() -> None:
     assert len({cat.key, *(row.key for row in others)}) == 1 + len(others)
 
 
+@pytest.mark.slow
 def test_a_big_file_is_streamed_not_held(tmp_path: Path) -> None:
     line = "A slow pan across a misty mountain lake at dawn, loons calling, " * 2
     path = tmp_path / "big.txt"

@@ -12,9 +12,11 @@ from cli_support import FAST, cli_env, prompts_file, run_cli, simulator, write
 from novita_video.cli._commands import _out_problem
 from novita_video.cli._inputs import PromptSource
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_an_out_that_is_a_file_is_said_in_words(tmp_path: Path) -> None:
     prompts = prompts_file(tmp_path / "p.txt", ["a cat"])
     in_the_way = write(tmp_path / "clips", "not a folder")
@@ -68,6 +70,8 @@ def test_a_local_image_of_hailuo_is_read_beside_the_prompts_file(tmp_path: Path)
     assert "cow.png" in missing
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_a_resumed_run_says_what_it_found(tmp_path: Path) -> None:
     prompts = prompts_file(tmp_path / "p.txt", ["a cat", "a dog", "a [illegal] cow"])
     out = str(tmp_path / "out")

@@ -17,7 +17,7 @@ from novita_video.cli._commands import build_parser
 from novita_video.cli._inputs import PromptSource, Row
 from novita_video.testing import FakeNovita
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 IMG = "https://img.example/first.png"
 

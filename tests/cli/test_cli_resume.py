@@ -34,7 +34,7 @@ from cli_support import (
 
 from novita_video.testing import FakeNovita
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 PROMPTS = [f"a lighthouse in a storm, take {i}" for i in range(1, 7)]
 

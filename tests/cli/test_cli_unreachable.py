@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cli_support import cli_env, prompts_file, run_cli, simulator
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 
 def closed_port() -> int:

@@ -17,7 +17,13 @@ from examples_support import APPS, read_events, serving
 
 from novita_video.testing import Chaos, FakeNovita
 
-pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("app", APPS)]
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.parametrize("app", APPS),
+    pytest.mark.slow,
+    pytest.mark.subprocess,
+    pytest.mark.load,
+]
 
 CLIPS = 200
 STREAMS = 5

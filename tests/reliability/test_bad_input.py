@@ -43,7 +43,7 @@ from novita_video import (
     SubmissionUnknownError,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 SUBMIT = "/v3/async/minimax-video-01"
 RESULT = "/v3/async/task-result"

@@ -41,7 +41,7 @@ from novita_video import (
 )
 from novita_video.testing import FakeNovita
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.load]
 
 PROMPTS = 1000
 SPEED = 20.0

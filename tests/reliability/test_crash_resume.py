@@ -25,7 +25,7 @@ import pytest
 from cli_support import KEY, cli_env, clips, ledger, manifest, prompts_file, run_cli, start_cli
 from reliability_support import CLIP, SimulatorProcess, simulator_process, tasks_by_prompt
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 PROMPTS = [f"a lighthouse in a storm, take {i}" for i in range(1, 41)]
 SEED = 1337

@@ -38,7 +38,7 @@ from novita_video import (
 )
 from novita_video.testing import Chaos
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 ANSWER = re.compile(r"^(GET|POST) (\S+) -> (\d{3})\b")
 SUBMIT_PATH = "/v3/async/minimax-video-01"

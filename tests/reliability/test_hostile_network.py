@@ -36,7 +36,7 @@ from novita_video import (
     TaskTimeoutError,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 KEY = "sk-hostile-0123456789abcdef"
 RESULT = "/v3/async/task-result"

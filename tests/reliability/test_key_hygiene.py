@@ -38,6 +38,8 @@ from novita_video import (
 )
 from novita_video.testing import FakeNovita
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 SECRET = "sk-live-Reliability-5e1f0c9a7b3d4e2f"
 WRONG = "sk-live-Wrong-a1b2c3d4e5f60718"
 LOGGERS = ("", "novita_video", "aiohttp", "aiohttp.client", "aiohttp.server", "asyncio")

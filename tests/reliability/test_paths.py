@@ -18,7 +18,7 @@ from reliability_support import CLIP, Stub, json_answer, succeeded
 
 from novita_video import Client
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 EVIL_ID = "../../../../../../tmp/novita-pwned-task"
 EVIL_PATHS = [

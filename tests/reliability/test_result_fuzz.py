@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import pytest
 from aiohttp import web
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,8 @@ from hypothesis import strategies as st
 from support import serve_app
 
 from novita_video import Client, ProtocolError, RetryPolicy, TaskResult, TaskStatus
+
+pytestmark = [pytest.mark.slow]
 
 STATUSES = [status.value for status in TaskStatus] + ["TASK_STATUS_CANCELLED", ""]
 scalars = (

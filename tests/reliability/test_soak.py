@@ -38,7 +38,7 @@ from reliability_support import CLIP, kind_of, simulator_process, unknown_submit
 
 from novita_video import Client, Outcome, ScaledClock, TaskTimeoutError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess, pytest.mark.load]
 
 TASKS = 10_000
 CHECKPOINT = 2_000
