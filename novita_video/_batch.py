@@ -32,22 +32,19 @@ from collections.abc import (
     Mapping,
 )
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._clock import Clock
 from ._errors import BatchAbortedError, InvalidRequestError, NovitaError
+from ._limits import RateLimiter
 from ._models import Outcome, TaskFailedError, TaskResult
+from ._poller import Listener, Poller
 from ._requests import Request, to_request
-
-if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
-    from ._clock import Clock
-    from ._limits import RateLimiter
-    from ._poller import Listener, Poller
-    from ._submit import Submitter
+from ._submit import Submitter
 
 __all__ = ["Batch", "PromptInput"]
 

@@ -27,12 +27,11 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from ._client import Client
 from ._errors import ProtocolError
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
-    from ._client import Client
+    from aiohttp import web  # the server side of aiohttp: only the app that serves needs it
 
 __all__ = ["MAX_EVENT_SIZE", "aiohttp_handler", "asgi_app"]
 
