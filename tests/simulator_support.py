@@ -8,36 +8,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import anyio
 import attrs
 from multidict import CIMultiDict
+from support import ManualClock  # the tests' one clock
 
 from novita_video.testing import FakeNovita
 
+__all__ = ["RESULT", "SUBMIT", "Answer", "ManualClock", "call", "serve"]
+
 SUBMIT = "/v3/async/minimax-video-01"
 RESULT = "/v3/async/task-result"
-
-
-class ManualClock:
-    """Simulator time that moves only when a test says so."""
-
-    WALL_OFFSET = 1_700_000_000.0
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return self.WALL_OFFSET + self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-        await anyio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @attrs.frozen

@@ -15,8 +15,12 @@ from novita_video.testing import FakeNovita
 
 
 class ManualClock:
-    """A clock whose sleeps return at once, having moved time forward (like trio's
-    autojump clock, for logic that only one task drives)."""
+    """The tests' one clock: time moves only when a test says so (``advance``, or setting
+    ``time``), and sleeps return at once, having moved it forward (like trio's autojump
+    clock, for logic that only one task drives)."""
+
+    #: Unix time at clock time 0.
+    WALL_OFFSET = 1_700_000_000.0
 
     def __init__(self, start: float = 1000.0) -> None:
         self.time = start
@@ -26,12 +30,16 @@ class ManualClock:
         return self.time
 
     def wall(self) -> float:
-        return 1_700_000_000.0 + self.time
+        return self.WALL_OFFSET + self.time
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.time += max(0.0, seconds)
         await anyio.lowlevel.checkpoint()
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward without a sleep (for a test that plays the server's side)."""
+        self.time += seconds
 
 
 # A scripted server: for the answers no faithful simulator gives on demand (yet).

@@ -329,7 +329,7 @@ async def test_lifecycle_by_the_second() -> None:
         ]
         start = clock.now()
         for at, status, progress, eta in timeline:
-            clock.t = start + at
+            clock.time = start + at
             answer = await result(http, task_id)
             body = answer.json()
             _exact_body_shape(body)
@@ -413,7 +413,7 @@ async def test_a_queue_time_then_the_whole_running_time() -> None:
         timeline = [(29.0, QUEUED, 0, 101), (31.0, PROCESSING, 0, 99), (80.0, PROCESSING, 49, 50)]
         start = clock.now()
         for at, status, progress, eta in timeline:
-            clock.t = start + at
+            clock.time = start + at
             task = await task_of(http, task_id)
             assert (task["status"], task["progress_percent"], task["eta"]) == (
                 status,
@@ -437,7 +437,7 @@ async def test_eta_rounding(rounding: str, etas: list[int]) -> None:
         task_id = await submit_ok(http)
         seen = []
         for at in (7.4, 8.5, 9.6):
-            clock.t = 1_000.0 + at
+            clock.time = 1_000.0 + at
             task = await task_of(http, task_id)
             assert task["status"] == PROCESSING
             seen.append(task["eta"])
@@ -486,7 +486,7 @@ async def test_progress_curves(curve: str, progress: list[int]) -> None:
         task_id = await submit_ok(http)
         seen = []
         for at in (25.0, 50.0, 75.0, 90.0):
-            clock.t = 1_000.0 + at
+            clock.time = 1_000.0 + at
             seen.append((await task_of(http, task_id))["progress_percent"])
         assert seen == progress
         assert seen == sorted(seen)
