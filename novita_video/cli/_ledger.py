@@ -234,10 +234,15 @@ class Ledger:
         found = self._db.execute("SELECT state, COUNT(*) FROM prompts GROUP BY state")
         return {State(state): count for state, count in found.fetchall()}
 
-    def forget(self, row: Row) -> None:
-        """Drop the record of ``row``, a prompt that never reached Novita (one committed
-        statement): the next run sends it as new."""
-        self._db.execute("DELETE FROM prompts WHERE key = ? AND task_id IS NULL", (row.key,))
+    def restore(self, row: Row, record: Record | None) -> None:
+        """Put ``row``'s record back as it was (``None``: no record), one committed
+        statement: a send of this run that provably made nothing leaves no trace."""
+        if record is None:
+            self._db.execute("DELETE FROM prompts WHERE key = ?", (row.key,))
+        else:
+            self.write(
+                row, record.state, task_id=record.task_id, file=record.file, error=record.error
+            )
 
     def write(
         self,

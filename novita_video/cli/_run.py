@@ -96,6 +96,7 @@ class Run:
         #: The input changed between the passes.
         self.input_error: InputError | None = None
         self._pending: dict[int, Row] = {}  # the SDK batch's index -> the row it came from
+        self._before_sending: dict[str, Record | None] = {}  # see _before_submit
         self._sent = 0
         self._downloads = anyio.CapacityLimiter(DOWNLOADS)
         self._backlog = anyio.Semaphore(_DOWNLOAD_BACKLOG)
@@ -200,10 +201,16 @@ class Run:
     # The SDK batch's hooks: quick, synchronous, committed before the POST and right after.
 
     def _before_submit(self, index: int, request: Request) -> None:
-        self._ledger.write(self._pending[index], State.SENDING)
+        row = self._pending[index]
+        # What the ledger said before this run first sent the prompt (a retry may send it
+        # again): put back if no try of this run made anything.
+        self._before_sending.setdefault(row.key, self._ledger.get(row.key))
+        self._ledger.write(row, State.SENDING)
 
     def _after_submit(self, index: int, task_id: str) -> None:
-        self._ledger.write(self._pending[index], State.SUBMITTED, task_id=task_id)
+        row = self._pending[index]
+        self._before_sending.pop(row.key, None)
+        self._ledger.write(row, State.SUBMITTED, task_id=task_id)
         self._tally.move("queued", "processing")
 
     # Outcomes.
@@ -254,10 +261,12 @@ class Run:
             self.fatal = error
         never_left = isinstance(error, APIConnectionError) and not error.maybe_sent
         if isinstance(error, BatchAbortedError) or (task_id is None and never_left):
-            # Never sent: no record, so the manifest says not_submitted and the next run
-            # sends it (it was read before the batch was doomed, or could not connect; it
-            # was not refused by Novita, and nothing was made or billed).
-            self._ledger.forget(row)  # an earlier try of it may have left (and been refused)
+            # Never sent: the manifest says not_submitted and the next run sends it (it was
+            # read before the batch was doomed, or could not connect: Novita made nothing).
+            if row.key in self._before_sending:
+                # An earlier try of this run left, and provably made nothing (it was tried
+                # again): the record goes back to what it was before this run sent it.
+                self._ledger.restore(row, self._before_sending.pop(row.key))
             self._finish(row, "queued", "failed", unsent=True)
             return
         if task_id is None:

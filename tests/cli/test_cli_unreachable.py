@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from cli_support import cli_env, prompts_file, run_cli, simulator
 
+from novita_video.testing import Chaos
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 
@@ -63,3 +65,31 @@ async def test_a_wrong_url_stops_the_batch_in_one_sentence_and_frees_the_folder(
         assert right.code == 0, right.stderr
         assert fake.stats.task_count == 60
     assert statuses(out) == {"succeeded"}
+
+
+async def test_an_unknown_prompt_stays_unknown_when_its_resubmit_cannot_connect(
+    tmp_path: Path,
+) -> None:
+    # A run whose submits may have made tasks leaves them unknown. Sending them again
+    # (--resubmit-unknown) while the API cannot be reached makes nothing, so they must
+    # stay unknown: a later run must not send them unasked, which could pay twice.
+    prompts = prompts_file(tmp_path / "p.txt", ["a cat", "a dog"])
+    out = tmp_path / "out"
+    args = ("batch", str(prompts), "--out", str(out), "--rpm", "6000")
+    async with simulator(chaos=Chaos(submit_drops_after=1.0)) as fake:
+        url = fake.url
+        first = await run_cli(*args, env=cli_env(url))
+        assert fake.stats.task_count == 2
+    assert first.code == 1, first.stderr
+    assert statuses(out) == {"unknown"}
+    # The simulator is gone: its port refuses, as an API that is down would.
+    down = await run_cli(*args, "--resubmit-unknown", env=cli_env(url))
+    assert down.code == 2, down.stderr
+    assert "the connection was refused" in down.stderr
+    assert statuses(out) == {"unknown"}
+    # Another API is refused for this folder: tasks may exist where the first run sent.
+    async with simulator() as other:
+        elsewhere = await run_cli(*args, env=cli_env(other.url))
+        assert other.stats.task_count == 0
+    assert elsewhere.code == 2
+    assert "holds a run against" in elsewhere.stderr
