@@ -299,7 +299,11 @@ class Client(anyio.AsyncContextManagerMixin):
                 f"a {self._state.value} client cannot be opened again; make a new Client"
             )
         self._state = _State.OPEN
-        await self._http.open()
+        try:
+            await self._http.open()
+        except BaseException:
+            self._state = _State.CLOSED
+            raise
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as task_group:

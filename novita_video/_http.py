@@ -63,6 +63,12 @@ REDACTED = "[redacted]"
 #: Connections in a row that may fail, before the API has ever answered, until a client
 #: says it cannot reach the API (a host that does not resolve says so at once).
 UNREACHABLE_AFTER = 3
+#: Resolver answers that say the name does not exist (not "try again later").
+_NO_SUCH_NAME = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
 #: Query parameters of presigned links that are credentials (S3, GCS, Azure, ours).
 _SIGNATURE = re.compile(
     r"((?:signature|x-amz-signature|x-goog-signature|sig|token|x-amz-security-token)=)[^&\s'\"]+",
@@ -399,9 +405,9 @@ class HTTPTransport:
         if self.reached or failure.maybe_sent:
             return failure
         os_error = err.os_error if isinstance(err, aiohttp.ClientConnectorError) else err
-        if isinstance(os_error, socket.gaierror):
+        if isinstance(os_error, socket.gaierror) and os_error.errno in _NO_SUCH_NAME:
             cause = f"the name {self._host} does not resolve"
-        else:
+        else:  # refused, timed out, or a resolver that failed for now (EAI_AGAIN): count
             self._unreached += 1
             if self._unreached < UNREACHABLE_AFTER:
                 return failure

@@ -201,3 +201,31 @@ async def test_an_error_keeps_the_servers_own_message() -> None:
     assert raised.value.message == "prompt breaks the policy"
     assert raised.value.reason == "ILLEGAL_PROMPT"
     assert "HTTP 400" in str(raised.value)  # str() still says where it came from
+
+
+def test_a_resolver_that_fails_for_now_is_counted_not_believed() -> None:
+    import socket
+
+    from novita_video._http import UNREACHABLE_AFTER, HTTPTransport
+
+    def transport() -> HTTPTransport:
+        return HTTPTransport(
+            base_url="https://api.example.invalid",
+            api_key="sk",
+            timeout=1,
+            connect_timeout=1,
+            max_connections=1,
+            user_agent="t",
+            deadline=2,
+            max_response_bytes=1024,
+            download_timeout=1,
+            max_clip_bytes=1024,
+        )
+
+    unsent = APIConnectionError("could not send", False)
+    gone = transport()._unreachable(socket.gaierror(socket.EAI_NONAME, "Name unknown"), unsent)
+    assert isinstance(gone, APIUnreachableError)  # no such name: said at once
+    later = transport()
+    again = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    tries = [later._unreachable(again, unsent) for _ in range(UNREACHABLE_AFTER)]
+    assert [isinstance(t, APIUnreachableError) for t in tries] == [False, False, True]
