@@ -41,7 +41,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._clock import Clock
 from ._errors import BatchAbortedError, InvalidRequestError, NovitaError
 from ._limits import RateLimiter
-from ._models import Outcome, TaskFailedError, TaskResult
+from ._models import Outcome, TaskResult
 from ._poller import Listener, Poller
 from ._requests import Request, to_request
 from ._submit import Submitter
@@ -217,6 +217,7 @@ class _BatchRun:
                     raise _HookFailed(error) from error
 
         error: NovitaError | None = None
+        hook_error: Exception | None = None
         with anyio.CancelScope() as waiting:
             self._waiting.add(waiting)
             try:
@@ -230,10 +231,11 @@ class _BatchRun:
             except NovitaError as failure:
                 error = failure
             except _HookFailed as failed:
-                self._waiting.discard(waiting)
-                self.fail(failed.error)
-                return
+                hook_error = failed.error
         self._waiting.discard(waiting)
+        if hook_error is not None:
+            self.fail(hook_error)
+            return
         if accepted:
             return
         if error is None:  # cancelled while waiting for its turn: the batch was doomed
@@ -259,9 +261,9 @@ class _BatchRun:
             self._listeners.pop(index, None)
             if error is not None and error.dooms_batch and self._fatal is None:
                 self._doom(error)  # a revoked key shows on a poll as well as on a submit
-            if error is None and result is not None and not result.ok:
+            if error is None and result is not None:
                 # Every outcome that is not ok says why, a failed task's reason included.
-                error = TaskFailedError(f"task {task_id} {result.failure()}", result)
+                error = result.failure_error()
             self._emit(Outcome(index, request, task_id, result, error))
 
         self._listeners[index] = self._poller.listen(

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-__all__ = ["CATALOG", "BodyError", "Field", "Model", "Rule", "check_field", "fill"]
+__all__ = ["CATALOG", "BodyError", "Field", "Model", "Rule", "check_field", "fill", "is_http_url"]
 
 Kind = Literal["text", "url", "image", "int", "number", "bool", "choice", "loras"]
 
@@ -91,7 +91,8 @@ class Model:
         return self.task_type.format(mode=str(body.get("mode", "")).upper())
 
 
-def _is_http_url(value: str) -> bool:
+def is_http_url(value: str) -> bool:
+    """Whether ``value`` is an absolute http(s) URL with a host (a bad port is not)."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (a bad port raises ValueError only when read)
@@ -117,7 +118,7 @@ def image_problem(value: str) -> str | None:
         except (binascii.Error, ValueError):
             return "is not valid base64 after 'base64,'"
         return None
-    if not _is_http_url(value):
+    if not is_http_url(value):
         return "must be an http(s) URL or a data:image/<type>;base64,... URI"
     return None
 
@@ -147,7 +148,7 @@ def check_field(field: Field, value: object) -> str | None:
             return f"must be {shortest} to {longest} characters, not {len(value)}"
         return None
     if kind == "url":
-        if not isinstance(value, str) or not _is_http_url(value):
+        if not isinstance(value, str) or not is_http_url(value):
             return "must be an absolute http(s) URL"
         return None
     if kind == "image":

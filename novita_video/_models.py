@@ -116,10 +116,16 @@ class TaskResult:
         >>> result = await client.wait(task_id)               # doctest: +SKIP
         >>> url = result.raise_for_status().video_url          # doctest: +SKIP
         """
-        failure = self.failure()
-        if failure:
-            raise TaskFailedError(f"task {self.task_id} {failure}", self)
+        error = self.failure_error()
+        if error is not None:
+            raise error
         return self
+
+    def failure_error(self) -> TaskFailedError | None:
+        """The :class:`TaskFailedError` saying why this final task made no clip, or
+        ``None`` (it made one, or has not ended)."""
+        failure = self.failure()
+        return TaskFailedError(f"task {self.task_id} {failure}", self) if failure else None
 
     def failure(self) -> str:
         """Why this final task made no clip, in a few words (empty if it made one).

@@ -439,7 +439,7 @@ class Poller:
                 try:
                     listener.on_progress(result)
                 except Exception as error:  # the user's callback: it harms its own wait only
-                    self._drop(watch, listener, error)
+                    self._drop(listener, error)
         if self._watches.get(watch.task_id) is not watch:
             return  # every listener went with its callback
         if result.status is TaskStatus.UNKNOWN:
@@ -510,13 +510,11 @@ class Poller:
         watch.next_check = self._clock.now() + delay
         self._continue(watch)
 
-    def _drop(self, watch: _Watch, listener: Listener, error: Exception) -> None:
+    def _drop(self, listener: Listener, error: Exception) -> None:
         """End ``listener`` alone with the error its own callback raised."""
-        watch.listeners.pop(listener, None)
         listener.user_error = error
         listener._finish(None, None)
-        if not watch.listeners and self._watches.get(watch.task_id) is watch:
-            del self._watches[watch.task_id]
+        self.forget(listener)
 
     def _continue(self, watch: _Watch) -> None:
         if self._watches.get(watch.task_id) is watch and not watch.checking:

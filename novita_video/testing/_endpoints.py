@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .._catalog import CATALOG, BodyError, Model, fill
+from .._catalog import CATALOG, BodyError, Model, fill, is_http_url
 from ._errors import ApiError
 from ._tasks import SubmitRequest
 
@@ -34,15 +34,6 @@ __all__ = ["ENDPOINTS", "WebhookSettings", "is_loopback", "parse_body"]
 #: The submit endpoints by path segment: ``POST /v3/async/<endpoint>``.
 ENDPOINTS: Final[Mapping[str, Model]] = CATALOG
 _MISSING: Final = object()
-
-
-def _is_absolute_http_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (a bad port raises ValueError only when read)
-    except ValueError:  # an unbalanced "[" in the host, a port that is not a number
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def is_loopback(host: str) -> bool:
@@ -87,7 +78,7 @@ def _extra(body: Mapping[str, Any]) -> tuple[WebhookSettings | None, dict[str, A
     url = webhook.get("url", _MISSING)
     if url is _MISSING:
         raise ApiError.invalid_body("extra.webhook.url is required")
-    if not isinstance(url, str) or not _is_absolute_http_url(url):
+    if not isinstance(url, str) or not is_http_url(url):
         raise ApiError.invalid_body("extra.webhook.url must be an absolute http(s) URL")
     hostname = urlsplit(url).hostname or ""
     if not is_loopback(hostname):
@@ -132,6 +123,5 @@ def parse_body(endpoint: str, body: Any) -> SubmitRequest:
         webhook_url=None if webhook is None else webhook.url,
         webhook_test_status=None if webhook is None else webhook.test_status,
         extra=extra,
-        task_type=model.task_type_of(fields),
         ignored=ignored,
     )
