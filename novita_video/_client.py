@@ -13,7 +13,6 @@ import enum
 import logging
 import math
 import os
-import random
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -41,10 +40,24 @@ from ._limits import AdaptiveRate, RateLimiter
 from ._models import Outcome, TaskResult, TaskStatus
 from ._poller import Poller
 from ._requests import MODELS, Request, VideoRequest, check_http_url, to_request
-from ._retry import Decision, RetryPolicy, decide
+from ._retrier import Retrier
+from ._retry import RetryPolicy
 from ._schedule import PollSchedule
+from ._settings import (
+    ADAPTIVE,
+    DEFAULT_BATCH,
+    DEFAULT_HTTP,
+    DEFAULT_POLLING,
+    DEFAULT_WEBHOOKS,
+    BatchLimits,
+    HTTPSettings,
+    PollSettings,
+    WebhookSettings,
+    above,
+)
 from ._stats import Counters
 from ._submit import Submitter
+from ._transport import Transport
 from ._version import __version__
 from ._wire import parse_task_result, parse_webhook, snippet
 
@@ -53,8 +66,6 @@ __all__ = ["Client", "ClientStatistics", "InsecureTransportWarning"]
 logger = logging.getLogger("novita_video")
 
 DEFAULT_BASE_URL = "https://api.novita.ai"
-#: ``Client(poll_rpm=ADAPTIVE)``, the default: no poll limit until the server says 429.
-ADAPTIVE: Literal["adaptive"] = "adaptive"
 TASK_RESULT_PATH = "/v3/async/task-result"
 
 
@@ -86,17 +97,6 @@ class ClientStatistics:
     pollers: int
     submit_rpm: float | None
     poll_rpm: float | None
-
-
-def _positive(
-    name: str, value: float | None, *, allow_none: bool = False, allow_infinite: bool = False
-) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise InvalidRequestError(f"{name}: must be a positive number, not {value!r}", name)
-    if not math.isfinite(value) and not (allow_infinite and value == math.inf):
-        raise InvalidRequestError(f"{name}: must be finite, not {value!r}", name)
 
 
 def check_base_url(base_url: str, *, warn: bool = True) -> str:
@@ -175,112 +175,97 @@ class Client(anyio.AsyncContextManagerMixin):
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        concurrency: int = 4,
-        submit_rpm: float | None = 20.0,
-        max_outstanding: int = 1000,
-        task_timeout: float = 1800.0,
-        poll_rpm: float | Literal["adaptive"] | None = "adaptive",
-        poll_concurrency: int = 8,
-        timeout: float = 60.0,
-        connect_timeout: float = 10.0,
-        deadline: float | None = None,
-        max_response_bytes: int = 1 << 20,
-        download_timeout: float = 600.0,
-        max_clip_bytes: int = 1 << 30,
-        max_connections: int = 32,
+        concurrency: int = DEFAULT_BATCH.concurrency,
+        submit_rpm: float | None = DEFAULT_BATCH.submit_rpm,
+        max_outstanding: int = DEFAULT_BATCH.max_outstanding,
+        task_timeout: float = DEFAULT_BATCH.task_timeout,
+        poll_rpm: float | Literal["adaptive"] | None = DEFAULT_POLLING.poll_rpm,
+        poll_concurrency: int = DEFAULT_POLLING.poll_concurrency,
+        timeout: float = DEFAULT_HTTP.timeout,
+        connect_timeout: float = DEFAULT_HTTP.connect_timeout,
+        deadline: float | None = DEFAULT_HTTP.deadline,
+        max_response_bytes: int = DEFAULT_HTTP.max_response_bytes,
+        download_timeout: float = DEFAULT_HTTP.download_timeout,
+        max_clip_bytes: int = DEFAULT_HTTP.max_clip_bytes,
+        max_connections: int = DEFAULT_HTTP.max_connections,
         retry: RetryPolicy | None = None,
         retry_unsafe_submits: bool = False,
         adaptive_rate: AdaptiveRate | None = None,
         poll_schedule: PollSchedule | None = None,
-        webhook_url: str | None = None,
-        trust_webhooks: bool = False,
-        webhook_fallback: float = 30.0,
+        webhook_url: str | None = DEFAULT_WEBHOOKS.webhook_url,
+        trust_webhooks: bool = DEFAULT_WEBHOOKS.trust_webhooks,
+        webhook_fallback: float = DEFAULT_WEBHOOKS.webhook_fallback,
         clock: Clock | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        key = os.environ.get("NOVITA_API_KEY") if api_key is None else api_key
-        if not isinstance(key, str) or not key.strip():
-            raise MissingAPIKeyError(
-                "api_key: no Novita API key; pass api_key=... or set NOVITA_API_KEY "
-                "(or try the built-in simulator: python -m novita_video.testing)",
-                "api_key",
-            )
-        if key != key.strip() or any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in key):
-            raise InvalidRequestError(
-                "api_key: must be printable ASCII without spaces (check for a stray newline)",
-                "api_key",
-            )
-        if webhook_url is not None:
-            check_http_url("webhook_url", webhook_url)
-        _positive("webhook_fallback", webhook_fallback)
-        self._trust_webhooks = trust_webhooks
-        url = base_url or os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
-        self._base_url = check_base_url(url)
-        for name, value in (("concurrency", concurrency), ("max_outstanding", max_outstanding)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidRequestError(
-                    f"{name}: must be a whole number >= 1, not {value!r}", name
-                )
-        _positive("submit_rpm", submit_rpm, allow_none=True, allow_infinite=True)
-        if poll_rpm != ADAPTIVE:
-            _positive("poll_rpm", poll_rpm, allow_none=True, allow_infinite=True)
-        _positive("task_timeout", task_timeout)
-        _positive("timeout", timeout)
-        _positive("connect_timeout", connect_timeout)
-        _positive("deadline", deadline, allow_none=True)
-        _positive("download_timeout", download_timeout)
-        for name, size in (
-            ("max_response_bytes", max_response_bytes),
-            ("max_clip_bytes", max_clip_bytes),
-        ):
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1024:
-                raise InvalidRequestError(
-                    f"{name}: must be a whole number of bytes >= 1024, not {size!r}", name
-                )
-        self._clock: Clock = clock or SystemClock()
-        self._retry = retry or RetryPolicy()
-        self._adaptive = adaptive_rate or AdaptiveRate()
-        self._concurrency = concurrency
-        self._max_outstanding = max_outstanding
-        self._task_timeout = float(task_timeout)
-        self._http = HTTPTransport(
-            base_url=self._base_url,
-            api_key=key,
+        # Every setting is checked where it is defined (``_settings``), before anything else.
+        self._limits = BatchLimits(concurrency, submit_rpm, max_outstanding, task_timeout)
+        polling = PollSettings(poll_rpm, poll_concurrency)
+        http = HTTPSettings(
             timeout=timeout,
             connect_timeout=connect_timeout,
-            max_connections=max_connections,
-            user_agent=f"novita-video/{__version__}",
-            deadline=timeout + connect_timeout if deadline is None else deadline,
+            deadline=deadline,
             max_response_bytes=max_response_bytes,
             download_timeout=download_timeout,
             max_clip_bytes=max_clip_bytes,
+            max_connections=max_connections,
         )
+        webhooks = WebhookSettings(webhook_url, trust_webhooks, webhook_fallback)
+        if webhook_url is not None:
+            check_http_url("webhook_url", webhook_url)
+        self._trust_webhooks = webhooks.trust_webhooks
+        if transport is None:
+            key = os.environ.get("NOVITA_API_KEY") if api_key is None else api_key
+            url = base_url or os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
+            self._base_url = check_base_url(url)
+            self._transport: Transport = HTTPTransport(
+                base_url=self._base_url,
+                api_key=_check_key(key),
+                settings=http,
+                user_agent=f"novita-video/{__version__}",
+            )
+        else:
+            # A transport of the caller's (novita_video.testing.MemoryTransport): it holds
+            # its own key and decides where requests go.
+            if not isinstance(transport, Transport):
+                raise InvalidRequestError(
+                    f"transport: must be a Transport, not {transport!r}", "transport"
+                )
+            self._base_url = repr(transport)
+            self._transport = transport
+        self._clock: Clock = clock or SystemClock()
+        self._adaptive = adaptive_rate or AdaptiveRate()
         self._counters = Counters()
-        self._submitter = Submitter(
-            self._http,
+        self._retrier = Retrier(
+            retry or RetryPolicy(),
             clock=self._clock,
-            retry=self._retry,
             counters=self._counters,
             retry_unsafe_submits=retry_unsafe_submits,
-            webhook_url=webhook_url,
         )
-        self._submit_limiter = self._rate_limiter(submit_rpm)
+        self._submitter = Submitter(
+            self._transport,
+            clock=self._clock,
+            retrier=self._retrier,
+            counters=self._counters,
+            webhook_url=webhooks.webhook_url,
+        )
+        self._submit_limiter = self._rate_limiter(self._limits.submit_rpm)
+        adaptive = polling.poll_rpm == ADAPTIVE
         self._poll_limiter = RateLimiter(
-            None if poll_rpm == ADAPTIVE else poll_rpm,
+            None if polling.poll_rpm == ADAPTIVE else polling.poll_rpm,
             clock=self._clock,
             adaptive=self._adaptive,
-            adapt_unlimited=poll_rpm == ADAPTIVE,
+            adapt_unlimited=adaptive,
         )
         self._poller = Poller(
             self._get_once,
             clock=self._clock,
             schedule=poll_schedule or PollSchedule(),
             limiter=self._poll_limiter,
-            concurrency=poll_concurrency,
-            retry=self._retry,
-            counters=self._counters,
-            fallback_delay=webhook_fallback if webhook_url is not None else 0.0,
+            concurrency=polling.poll_concurrency,
+            retrier=self._retrier,
+            fallback_delay=webhooks.webhook_fallback if webhook_url is not None else 0.0,
         )
-        self._random = random.Random()
         self._state = _State.NEW
         self._task_group: anyio.abc.TaskGroup | None = None
         self._batches: set[_BatchRun] = set()
@@ -300,7 +285,7 @@ class Client(anyio.AsyncContextManagerMixin):
             )
         self._state = _State.OPEN
         try:
-            await self._http.open()
+            await self._transport.open()
         except BaseException:
             self._state = _State.CLOSED
             raise
@@ -321,7 +306,7 @@ class Client(anyio.AsyncContextManagerMixin):
         finally:
             self._task_group = None
             with anyio.CancelScope(shield=True):
-                await self._http.close()
+                await self._transport.close()
         if body_error is not None:
             raise body_error
 
@@ -401,23 +386,15 @@ class Client(anyio.AsyncContextManagerMixin):
         """Check a task once (``GET /v3/async/task-result``), retrying transient failures."""
         _check_task_id(task_id)
         self._require_open()
-        attempt = 0
-        while True:
-            attempt += 1
-            ticket = await self._poll_limiter.acquire()
-            try:
-                result = await self._get_once(task_id)
-            except NovitaError as error:
-                if decide("GET", error, attempt, self._retry) is not Decision.RETRY:
-                    raise
-                await self._submitter.back_off(error, attempt, self._poll_limiter, ticket)
-            else:
-                self._poll_limiter.accepted()
-                return result
+        return await self._retrier.call(
+            "GET", lambda: self._get_once(task_id), limiter=self._poll_limiter
+        )
 
     async def _get_once(self, task_id: str) -> TaskResult:
         self._counters.polls += 1
-        response = await self._http.request("GET", TASK_RESULT_PATH, params={"task_id": task_id})
+        response = await self._transport.request(
+            "GET", TASK_RESULT_PATH, params={"task_id": task_id}
+        )
         if not 200 <= response.status < 300:
             raise response.error(f"task-result of {task_id}", now_wall=self._clock.wall())
         result = parse_task_result(response.body, wall=self._clock.wall())
@@ -451,11 +428,10 @@ class Client(anyio.AsyncContextManagerMixin):
         return await download(
             result,
             Path(destination),
-            http=self._http,
+            transport=self._transport,
             refresh=self.get_result,
             clock=self._clock,
-            retry=self._retry,
-            rand=self._random.random,
+            retrier=self._retrier,
         )
 
     def handle_webhook(self, body: bytes) -> bool:
@@ -496,7 +472,7 @@ class Client(anyio.AsyncContextManagerMixin):
         that error; other waits, batches and the client go on.
         """
         _check_task_id(task_id)
-        _positive("timeout", timeout, allow_none=True)
+        above(0, none=True).check("timeout", timeout)
         self._require_open()
         done = anyio.Event()
         answer: list[tuple[TaskResult | None, NovitaError | None]] = []
@@ -562,33 +538,30 @@ class Client(anyio.AsyncContextManagerMixin):
         alone: the loop raises its error, and other batches and waits go on.
         """
         self._require_open()
-        concurrency = self._concurrency if concurrency is None else concurrency
-        outstanding = self._max_outstanding if max_outstanding is None else max_outstanding
-        timeout = self._task_timeout if task_timeout is None else task_timeout
-        for name, value in (("concurrency", concurrency), ("max_outstanding", outstanding)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidRequestError(
-                    f"{name}: must be a whole number >= 1, not {value!r}", name
-                )
-        _positive("task_timeout", timeout)
+        limits = attrs.evolve(
+            self._limits,
+            concurrency=self._limits.concurrency if concurrency is None else concurrency,
+            submit_rpm=self._limits.submit_rpm if submit_rpm is None else submit_rpm,
+            max_outstanding=(
+                self._limits.max_outstanding if max_outstanding is None else max_outstanding
+            ),
+            task_timeout=self._limits.task_timeout if task_timeout is None else task_timeout,
+        )
         if model not in MODELS:
             known = ", ".join(sorted(MODELS))
             raise InvalidRequestError(f"model: unknown model {model!r}; known: {known}", "model")
-        if submit_rpm is None:
-            limiter = self._submit_limiter
-        else:
-            _positive("submit_rpm", submit_rpm, allow_infinite=True)
-            limiter = self._rate_limiter(submit_rpm)
+        # A batch given its own rate has its own limiter; otherwise it shares the client's.
+        limiter = self._submit_limiter if submit_rpm is None else self._rate_limiter(submit_rpm)
         run = _BatchRun(
             prompts,
             submitter=self._submitter,
             poller=self._poller,
             clock=self._clock,
             on_end=self._batches.discard,
-            concurrency=concurrency,
+            concurrency=limits.concurrency,
             limiter=limiter,
-            max_outstanding=outstanding,
-            task_timeout=float(timeout),
+            max_outstanding=limits.max_outstanding,
+            task_timeout=float(limits.task_timeout),
             model=model,
             before_submit=before_submit,
             after_submit=after_submit,
@@ -600,6 +573,21 @@ class Client(anyio.AsyncContextManagerMixin):
         task_group = self._require_open()
         self._batches.add(run)
         task_group.start_soon(run.drive, name="novita_video batch")
+
+
+def _check_key(key: str | None) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise MissingAPIKeyError(
+            "api_key: no Novita API key; pass api_key=... or set NOVITA_API_KEY "
+            "(or try the built-in simulator: python -m novita_video.testing)",
+            "api_key",
+        )
+    if key != key.strip() or any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in key):
+        raise InvalidRequestError(
+            "api_key: must be printable ASCII without spaces (check for a stray newline)",
+            "api_key",
+        )
+    return key
 
 
 def _check_task_id(task_id: object) -> None:

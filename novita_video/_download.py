@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ._clock import Clock
-from ._errors import APIConnectionError, DownloadError, InvalidRequestError, NovitaError
-from ._http import HTTPTransport
+from ._errors import DownloadError, InvalidRequestError
 from ._models import TaskResult
-from ._retry import Decision, RetryPolicy, decide, retry_delay
+from ._retrier import Retrier
+from ._transport import Transport
 
 #: A URL closer than this to its expiry is renewed before use.
 RENEW_MARGIN = 30.0
@@ -47,34 +47,31 @@ async def download(
     result: TaskResult,
     destination: Path,
     *,
-    http: HTTPTransport,
+    transport: Transport,
     refresh: Callable[[str], Awaitable[TaskResult]],
     clock: Clock,
-    retry: RetryPolicy,
-    rand: Callable[[], float],
+    retrier: Retrier,
 ) -> Path:
     """Write ``result``'s first video to ``destination`` (whole, or not at all)."""
     _require_video(result)
     destination.parent.mkdir(parents=True, exist_ok=True)
     renewed = False
-    attempt = 0
-    while True:
-        attempt += 1
+
+    async def attempt() -> Path:
+        nonlocal result, renewed
         if not _usable(result, clock):
             result, renewed = _require_video(await refresh(result.task_id)), True
         try:
-            await _fetch(result.videos[0].url, destination, http)
+            await _fetch(result.videos[0].url, destination, transport)
         except DownloadError as error:
             if error.status_code != 403 or renewed:
                 raise
-            result, renewed = _require_video(await refresh(result.task_id)), True  # a fresh URL
-        except APIConnectionError as error:
-            failure: NovitaError = error
-            if decide("GET", failure, attempt, retry) is not Decision.RETRY:
-                raise
-            await clock.sleep(retry_delay(attempt, retry, rand=rand()))
-        else:
-            return destination
+            # Storage refused the link (it expired early): once more with a fresh one.
+            result, renewed = _require_video(await refresh(result.task_id)), True
+            await _fetch(result.videos[0].url, destination, transport)
+        return destination
+
+    return await retrier.call("GET", attempt)
 
 
 @contextlib.contextmanager
@@ -96,9 +93,9 @@ def replacing(destination: Path) -> Iterator[BinaryIO]:
         raise
 
 
-async def _fetch(url: str, destination: Path, http: HTTPTransport) -> None:
+async def _fetch(url: str, destination: Path, transport: Transport) -> None:
     with replacing(destination) as file:
-        response = await http.download(url, file)
+        response = await transport.download(url, file)
         if not 200 <= response.status < 300:
             what = "the link expired or was refused" if response.status == 403 else "it failed"
             raise DownloadError(

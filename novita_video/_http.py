@@ -31,28 +31,25 @@ import re
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import SimpleNamespace
 from typing import Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
-import attrs
 
 from ._errors import (
     APIConnectionError,
-    APIStatusError,
     APITimeoutError,
     APIUnreachableError,
     ClientClosedError,
     DownloadError,
     LocalFileError,
     ProtocolError,
-    status_error_class,
 )
-from ._retry import parse_retry_after
-from ._wire import parse_error
+from ._settings import HTTPSettings
+from ._transport import Response, Sending
 
 logger = logging.getLogger("novita_video")
 
@@ -76,38 +73,6 @@ _SIGNATURE = re.compile(
 )
 _CHUNK = 1 << 16
 
-_REQUEST_ID_HEADERS = ("x-request-id", "x-trace-id", "request-id")
-
-
-@attrs.frozen
-class Response:
-    """An answer of any status: what the caller needs of it, detached from aiohttp."""
-
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
-
-    @property
-    def request_id(self) -> str | None:
-        for name in _REQUEST_ID_HEADERS:
-            if name in self.headers:
-                return self.headers[name]
-        return None
-
-    def error(self, what: str, *, now_wall: float) -> APIStatusError:
-        """The :class:`APIStatusError` subclass for this (non-2xx) answer."""
-        reason, message = parse_error(self.body)
-        cls = status_error_class(self.status, reason)
-        shown = f"{reason}: {message}" if reason else message or "no details"
-        return cls(
-            f"{what} failed with HTTP {self.status} ({shown})",
-            self.status,
-            reason,
-            self.request_id,
-            parse_retry_after(self.headers.get("retry-after"), now_wall=now_wall),
-            message,
-        )
-
 
 def is_loopback(host: str | None) -> bool:
     if not host:
@@ -118,25 +83,6 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-@attrs.define
-class Sending:
-    """Tracks one request's point of no return: its headers leaving for the server.
-
-    Before that, a failure or a cancellation proves the server saw nothing; after it,
-    the server may act on the request. ``on_sent`` is called at that moment, inside
-    the request (the client shields a submit there, so that a cancellation cannot cut
-    short a POST that may already be creating, and billing, a task).
-    """
-
-    on_sent: Callable[[], None] | None = None
-    sent: bool = False
-
-    def mark_sent(self) -> None:
-        self.sent = True
-        if self.on_sent is not None:
-            self.on_sent()
 
 
 async def _headers_sent(
@@ -238,18 +184,7 @@ class HTTPTransport:
     downloads clips from storage (with no key at all)."""
 
     def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str,
-        timeout: float,
-        connect_timeout: float,
-        max_connections: int,
-        user_agent: str,
-        deadline: float,
-        max_response_bytes: int,
-        download_timeout: float,
-        max_clip_bytes: int,
+        self, *, base_url: str, api_key: str, settings: HTTPSettings, user_agent: str
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._auth = f"Bearer {api_key}"
@@ -259,13 +194,13 @@ class HTTPTransport:
             rb"(?<![A-Za-z0-9_\-])" + re.escape(self._secret) + rb"(?![A-Za-z0-9_\-])"
         )
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=timeout
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout
         )
-        self._deadline = deadline
-        self._max_response_bytes = max_response_bytes
-        self._download_timeout = download_timeout
-        self._max_clip_bytes = max_clip_bytes
-        self._max_connections = max_connections
+        self._deadline = settings.total
+        self._max_response_bytes = settings.max_response_bytes
+        self._download_timeout = settings.download_timeout
+        self._max_clip_bytes = settings.max_clip_bytes
+        self._max_connections = settings.max_connections
         # The SDK decodes bodies itself (aiohttp would decode a bomb whole): it asks for
         # what it can decode under a cap.
         self._headers = {

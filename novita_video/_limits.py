@@ -16,6 +16,7 @@ import anyio
 import attrs
 
 from ._clock import Clock
+from ._settings import above, at_least, at_most, below, whole
 
 __all__ = ["AdaptiveRate", "RateLimiter"]
 
@@ -47,20 +48,14 @@ class AdaptiveRate:
     does not push two requests into one of the server's windows.
     """
 
-    decrease: float = attrs.field(
-        default=0.5, validator=[attrs.validators.gt(0), attrs.validators.lt(1)]
-    )
-    increase: float = attrs.field(default=1.25, validator=attrs.validators.ge(1))
-    recover_after: int = attrs.field(default=20, validator=attrs.validators.ge(1))
-    recover_interval: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
-    floor: float = attrs.field(
-        default=0.05, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
-    )
-    margin: float = attrs.field(default=0.02, validator=attrs.validators.ge(0))
-    probe_margin: float = attrs.field(
-        default=0.95, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
-    )
-    forget_after: int = attrs.field(default=500, validator=attrs.validators.ge(1))
+    decrease: float = attrs.field(default=0.5, validator=[above(0), below(1)])
+    increase: float = attrs.field(default=1.25, validator=at_least(1))
+    recover_after: int = attrs.field(default=20, validator=whole(1))
+    recover_interval: float = attrs.field(default=60.0, validator=at_least(0))
+    floor: float = attrs.field(default=0.05, validator=[above(0), at_most(1)])
+    margin: float = attrs.field(default=0.02, validator=at_least(0))
+    probe_margin: float = attrs.field(default=0.95, validator=[above(0), at_most(1)])
+    forget_after: int = attrs.field(default=500, validator=whole(1))
 
 
 class RateLimiter:

@@ -29,7 +29,6 @@ import heapq
 import itertools
 import logging
 import math
-import random
 import statistics
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -42,9 +41,9 @@ from ._clock import Clock
 from ._errors import NovitaError, ProtocolError, RateLimitError
 from ._limits import RateLimiter
 from ._models import TaskResult, TaskStatus, TaskTimeoutError
-from ._retry import Decision, RetryPolicy, decide, retry_delay
+from ._retrier import Retrier
+from ._retry import Decision
 from ._schedule import Calibration, Observation, PollSchedule, plan_next_check
-from ._stats import Counters
 
 logger = logging.getLogger("novita_video")
 
@@ -177,8 +176,7 @@ class Poller:
         schedule: PollSchedule,
         limiter: RateLimiter,
         concurrency: int,
-        retry: RetryPolicy,
-        counters: Counters,
+        retrier: Retrier,
         fallback_delay: float = 0.0,
         slow_check: float = SLOW_CHECK,
     ) -> None:
@@ -190,8 +188,7 @@ class Poller:
         self._limiter = limiter
         self._concurrency = concurrency
         self._slow_check = slow_check
-        self._retry = retry
-        self._counters = counters
+        self._retrier = retrier
         self._watches: dict[str, _Watch] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -203,7 +200,6 @@ class Poller:
         # in the last `slow_check` seconds, oldest first (see the module docstring).
         self._busy = 0
         self._started: deque[_Flight] = deque()
-        self._random = random.Random()
         #: Whether run() is running (the client's statistics report it).
         self.running = False
 
@@ -489,25 +485,25 @@ class Poller:
         self._continue(watch)
 
     def _failed(self, watch: _Watch, error: NovitaError) -> None:
-        if isinstance(error, RateLimitError):
-            # The whole poller slows down, and this task is not to blame for it. However
-            # short the server's Retry-After (even 0), a 429 never makes polls faster.
-            delay = retry_delay(
-                1, self._retry, retry_after=error.retry_after, rand=self._random.random()
-            )
-            pause = max(self._schedule.min_interval, delay)
-            self._limiter.throttled(pause, watch.ticket)
-            self._counters.rate_limited += 1
-            watch.next_check = self._clock.now() + pause
-            self._continue(watch)
-            return
-        watch.failures += 1
-        if decide("GET", error, watch.failures, self._retry) is not Decision.RETRY:
+        # A 429 pauses and slows the whole poller, and this task is not to blame for it:
+        # it uses up none of the task's attempts, and however short the server's
+        # Retry-After (even 0), it never makes polls faster than min_interval.
+        rate_limited = isinstance(error, RateLimitError)
+        if not rate_limited:
+            watch.failures += 1
+        retry = self._retrier.plan(
+            "GET",
+            error,
+            watch.failures,
+            limiter=self._limiter,
+            ticket=watch.ticket,
+            patient=True,
+            min_delay=self._schedule.min_interval if rate_limited else 0.0,
+        )
+        if retry.decision is not Decision.RETRY:
             self._end(watch, watch.last, error)
             return
-        self._counters.retries += 1
-        delay = retry_delay(watch.failures, self._retry, rand=self._random.random())
-        watch.next_check = self._clock.now() + delay
+        watch.next_check = self._clock.now() + retry.delay
         self._continue(watch)
 
     def _drop(self, listener: Listener, error: Exception) -> None:

@@ -28,6 +28,7 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
+from ._settings import above, at_least, at_most, whole
 
 __all__ = ["Decision", "RetryPolicy", "decide", "parse_retry_after", "retry_delay"]
 
@@ -46,14 +47,12 @@ class RetryPolicy:
     A server's ``Retry-After`` wins when given, up to ``max_retry_after`` seconds.
     """
 
-    max_attempts: int = attrs.field(default=6, validator=attrs.validators.ge(1))
-    initial_delay: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
-    multiplier: float = attrs.field(default=2.0, validator=attrs.validators.ge(1))
-    max_delay: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
-    jitter: float = attrs.field(
-        default=0.25, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
-    )
-    max_retry_after: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
+    max_attempts: int = attrs.field(default=6, validator=whole(1))
+    initial_delay: float = attrs.field(default=0.5, validator=above(0))
+    multiplier: float = attrs.field(default=2.0, validator=at_least(1))
+    max_delay: float = attrs.field(default=30.0, validator=above(0))
+    jitter: float = attrs.field(default=0.25, validator=[at_least(0), at_most(1)])
+    max_retry_after: float = attrs.field(default=300.0, validator=at_least(0))
 
 
 class Decision(enum.Enum):

@@ -61,6 +61,7 @@ from collections.abc import Sequence
 import attrs
 
 from ._models import TaskStatus
+from ._settings import above, at_least, at_most
 
 __all__ = [
     "Calibration",
@@ -100,23 +101,21 @@ class PollSchedule:
     >>> schedule = PollSchedule(overdue_max=2.0)  # an overdue end noticed within 2 s
     """
 
-    first_check: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
-    min_interval: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
-    max_interval: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
-    eta_lead: float = attrs.field(default=0.3, validator=attrs.validators.ge(0))
-    unverified_eta: float = attrs.field(
-        default=0.6, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
-    )
-    trusted_eta: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
-    eta_tight: float = attrs.field(default=1.25, validator=attrs.validators.ge(1))
-    eta_spread_limit: float = attrs.field(default=4.0, validator=attrs.validators.ge(1))
-    progress_lead: float = attrs.field(default=1.5, validator=attrs.validators.gt(0))
-    backoff: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
-    blind_max: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
-    overdue_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
-    overdue_growth: float = attrs.field(default=0.1, validator=attrs.validators.ge(0))
-    overdue_max: float = attrs.field(default=4.0, validator=attrs.validators.gt(0))
-    unknown_status_limit: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
+    first_check: float = attrs.field(default=2.0, validator=above(0))
+    min_interval: float = attrs.field(default=0.25, validator=above(0))
+    max_interval: float = attrs.field(default=300.0, validator=above(0))
+    eta_lead: float = attrs.field(default=0.3, validator=at_least(0))
+    unverified_eta: float = attrs.field(default=0.6, validator=[above(0), at_most(1)])
+    trusted_eta: float = attrs.field(default=30.0, validator=at_least(0))
+    eta_tight: float = attrs.field(default=1.25, validator=at_least(1))
+    eta_spread_limit: float = attrs.field(default=4.0, validator=at_least(1))
+    progress_lead: float = attrs.field(default=1.5, validator=above(0))
+    backoff: float = attrs.field(default=1.0, validator=above(0))
+    blind_max: float = attrs.field(default=15.0, validator=above(0))
+    overdue_interval: float = attrs.field(default=1.0, validator=above(0))
+    overdue_growth: float = attrs.field(default=0.1, validator=at_least(0))
+    overdue_max: float = attrs.field(default=4.0, validator=above(0))
+    unknown_status_limit: float = attrs.field(default=300.0, validator=above(0))
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:

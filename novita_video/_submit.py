@@ -10,19 +10,17 @@ repeated only when it certainly created nothing (:func:`~novita_video._retry.dec
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 import anyio
-import anyio.lowlevel
 
 from ._clock import Clock
-from ._errors import BatchAbortedError, NovitaError, RateLimitError, SubmissionUnknownError
-from ._http import HTTPTransport, Response, Sending
+from ._errors import BatchAbortedError, NovitaError
 from ._limits import RateLimiter
 from ._requests import Request
-from ._retry import Decision, RetryPolicy, decide, error_retry_after, retry_delay
+from ._retrier import Retrier
 from ._stats import Counters
+from ._transport import Response, Sending, Transport
 from ._wire import dump_request, parse_submitted
 
 __all__ = ["Submitter"]
@@ -33,21 +31,18 @@ class Submitter:
 
     def __init__(
         self,
-        http: HTTPTransport,
+        transport: Transport,
         *,
         clock: Clock,
-        retry: RetryPolicy,
+        retrier: Retrier,
         counters: Counters,
-        retry_unsafe_submits: bool = False,
         webhook_url: str | None = None,
     ) -> None:
-        self._http = http
+        self._transport = transport
         self._clock = clock
-        self._retry = retry
+        self._retrier = retrier
         self._counters = counters
-        self._retry_unsafe_submits = retry_unsafe_submits
         self._webhook_url = webhook_url
-        self._random = random.Random()
 
     async def submit(
         self,
@@ -74,10 +69,8 @@ class Submitter:
             if isinstance(extra, dict):
                 extra.setdefault("webhook", {"url": self._webhook_url})
         path = f"/v3/async/{request.endpoint}"
-        attempt = 0
-        while True:
-            attempt += 1
-            ticket = await limiter.acquire()
+
+        async def attempt() -> str:
             cause = abort()
             if cause is not None:
                 raise BatchAbortedError(f"not submitted: {cause}", cause)
@@ -86,57 +79,23 @@ class Submitter:
             # is told as it leaves: a request that never left created nothing.
             with anyio.CancelScope() as guard:
 
-                def on_sent(guard: anyio.CancelScope = guard) -> None:
+                def on_sent() -> None:
                     guard.shield = True
                     if before_post is not None:
                         before_post()
 
                 sending = Sending(on_sent=on_sent)
-                try:
-                    response = await self._http.request("POST", path, json=body, sending=sending)
-                    task_id = self._submitted(response)
-                except NovitaError as error:
-                    failure: NovitaError = error
-                else:
-                    limiter.accepted()
-                    self._counters.submitted += 1
-                    if on_accepted is not None:
-                        on_accepted(task_id)
-                    return task_id
-            decision = decide(
-                "POST",
-                failure,
-                attempt,
-                self._retry,
-                retry_unsafe_submits=self._retry_unsafe_submits,
-            )
-            if decision is Decision.UNKNOWN_SUBMISSION:
-                self._counters.unknown_submissions += 1
-                # A caller who cancelled while the shielded POST ran is told so now.
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                raise SubmissionUnknownError(
-                    f"the submit may have created a task, but no task id came back ({failure}); "
-                    "it was not sent again, to avoid paying twice",
-                    request,
-                ) from failure
-            if decision is Decision.RAISE:
-                raise failure
-            await self.back_off(failure, attempt, limiter, ticket)
+                response = await self._transport.request("POST", path, json=body, sending=sending)
+                task_id = self._submitted(response)
+                self._counters.submitted += 1
+                if on_accepted is not None:
+                    on_accepted(task_id)
+                return task_id
+            raise AssertionError("unreachable: the guard scope is never cancelled itself")
+
+        return await self._retrier.call("POST", attempt, limiter=limiter, request=request)
 
     def _submitted(self, response: Response) -> str:
         if 200 <= response.status < 300:
             return parse_submitted(response.body)
         raise response.error("submit", now_wall=self._clock.wall())
-
-    async def back_off(
-        self, error: NovitaError, attempt: int, limiter: RateLimiter, ticket: int
-    ) -> None:
-        self._counters.retries += 1
-        delay = retry_delay(
-            attempt, self._retry, retry_after=error_retry_after(error), rand=self._random.random()
-        )
-        if isinstance(error, RateLimitError):
-            self._counters.rate_limited += 1
-            limiter.throttled(delay, ticket)  # everyone waits, and the rate drops
-        else:
-            await self._clock.sleep(delay)

@@ -207,19 +207,14 @@ def test_a_resolver_that_fails_for_now_is_counted_not_believed() -> None:
     import socket
 
     from novita_video._http import UNREACHABLE_AFTER, HTTPTransport
+    from novita_video._settings import HTTPSettings
 
     def transport() -> HTTPTransport:
         return HTTPTransport(
             base_url="https://api.example.invalid",
             api_key="sk",
-            timeout=1,
-            connect_timeout=1,
-            max_connections=1,
+            settings=HTTPSettings(timeout=1, connect_timeout=1, deadline=2),
             user_agent="t",
-            deadline=2,
-            max_response_bytes=1024,
-            download_timeout=1,
-            max_clip_bytes=1024,
         )
 
     unsent = APIConnectionError("could not send", False)

@@ -1,0 +1,143 @@
+"""The one retry driver: it applies the pure decisions of ``_retry`` for every request.
+
+A submit, a task-result check, a clip download and the poller's checks all ask one
+:class:`Retrier` what to do after a failure. It counts the retry (and the 429), tells
+the rate limiter of a 429 so that every request of that kind slows down, and answers
+how long to wait; :meth:`Retrier.call` is the loop around one request (acquire a turn,
+try, report, wait), used by everything but the poller, which plans its next check on
+its heap instead of sleeping.
+
+The money rule lives in :func:`~novita_video._retry.decide`: a POST that may have
+created a task ends in :class:`SubmissionUnknownError`, never in a second POST.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio.lowlevel
+import attrs
+
+from ._clock import Clock
+from ._errors import NovitaError, RateLimitError, SubmissionUnknownError
+from ._limits import RateLimiter
+from ._retry import Decision, Method, RetryPolicy, decide, error_retry_after, retry_delay
+from ._stats import Counters
+
+__all__ = ["Retrier", "Retry"]
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Retry:
+    """What to do after a failed attempt: ``decision``, and when to try again (``delay``
+    seconds from now; for a 429 the rate limiter holds every request that long)."""
+
+    decision: Decision
+    delay: float = 0.0
+
+
+class Retrier:
+    """Retries requests by one :class:`RetryPolicy`; see the module docstring."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        clock: Clock,
+        counters: Counters,
+        retry_unsafe_submits: bool = False,
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._counters = counters
+        self._retry_unsafe_submits = retry_unsafe_submits
+        self._random = random.Random()
+
+    def plan(
+        self,
+        method: Method,
+        error: NovitaError,
+        attempt: int,
+        *,
+        limiter: RateLimiter | None = None,
+        ticket: int | None = None,
+        patient: bool = False,
+        min_delay: float = 0.0,
+    ) -> Retry:
+        """What to do after attempt ``attempt`` (1 for the first) failed with ``error``.
+
+        A 429 pauses and slows ``limiter`` (the request was sent with ``ticket``).
+        ``patient`` callers (the poller) never give up on a 429: a task is not to blame
+        for the account's rate, so 429s do not use up its attempts.
+        """
+        rate_limited = isinstance(error, RateLimitError)
+        if rate_limited and patient:
+            decision, attempt = Decision.RETRY, 1
+        else:
+            decision = decide(
+                method,
+                error,
+                attempt,
+                self.policy,
+                retry_unsafe_submits=self._retry_unsafe_submits,
+            )
+        if decision is Decision.UNKNOWN_SUBMISSION:
+            self._counters.unknown_submissions += 1
+        if decision is not Decision.RETRY:
+            return Retry(decision)
+        self._counters.retries += 1
+        delay = retry_delay(
+            attempt,
+            self.policy,
+            retry_after=error_retry_after(error),
+            rand=self._random.random(),
+        )
+        delay = max(min_delay, delay)
+        if rate_limited:
+            self._counters.rate_limited += 1
+            if limiter is not None:
+                limiter.throttled(delay, ticket)  # everyone waits, and the rate drops
+        return Retry(decision, delay)
+
+    async def call(
+        self,
+        method: Method,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        limiter: RateLimiter | None = None,
+        request: object = None,
+    ) -> T:
+        """``await attempt()`` until it returns, retrying what :meth:`plan` allows.
+
+        Each attempt first waits for its turn at ``limiter``. A POST that may have
+        created a task raises :class:`SubmissionUnknownError` about ``request``.
+        """
+        number = 0
+        while True:
+            number += 1
+            ticket = None if limiter is None else await limiter.acquire()
+            try:
+                value = await attempt()
+            except NovitaError as error:
+                retry = self.plan(method, error, number, limiter=limiter, ticket=ticket)
+                if retry.decision is Decision.UNKNOWN_SUBMISSION:
+                    # A caller who cancelled while the shielded POST ran is told so now.
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    raise SubmissionUnknownError(
+                        "the submit may have created a task, but no task id came back "
+                        f"({error}); it was not sent again, to avoid paying twice",
+                        request,
+                    ) from error
+                if retry.decision is Decision.RAISE:
+                    raise
+                if limiter is None or not isinstance(error, RateLimitError):
+                    await self._clock.sleep(retry.delay)
+                # After a 429 the limiter itself holds the next turn back.
+            else:
+                if limiter is not None:
+                    limiter.accepted()
+                return value
