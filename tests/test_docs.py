@@ -25,9 +25,21 @@ from types import ModuleType
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 import novita_video
+from novita_video._settings import (
+    DEFAULT_BATCH,
+    DEFAULT_HTTP,
+    DEFAULT_POLLING,
+    DEFAULT_WEBHOOKS,
+    BatchLimits,
+    HTTPSettings,
+    PollSettings,
+    WebhookSettings,
+)
+from novita_video.cli._commands import NOVITA_SUBMITS_PER_MINUTE, build_parser
 from novita_video.testing import FakeNovita
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,9 +323,12 @@ def _table_defaults(page: str, first_column: str) -> dict[str, str]:
     return rows
 
 
-def test_the_schedule_table_states_the_code_defaults() -> None:
-    documented = _table_defaults("concepts.md", "`PollSchedule` field")
-    fields = {field.name: field.default for field in novita_video.PollSchedule.__attrs_attrs__}
+@pytest.mark.parametrize(
+    "settings", [novita_video.PollSchedule, novita_video.AdaptiveRate, novita_video.RetryPolicy]
+)
+def test_each_settings_table_states_the_code_defaults(settings: type) -> None:
+    documented = _table_defaults("concepts.md", f"`{settings.__name__}` field")
+    fields = {field.name: field.default for field in attrs.fields(settings)}
     assert set(documented) == set(fields)
     for name, default in fields.items():
         assert float(documented[name]) == default, name
@@ -332,3 +347,22 @@ def test_the_knobs_table_states_the_client_defaults() -> None:
             assert stated == str(expected if not isinstance(expected, float) else f"{expected:g}")
             checked += 1
     assert checked >= 8
+    # Every setting of the client is in the table.
+    listed = {name for names in documented for name in names.split("`, `")}
+    for group in (HTTPSettings, BatchLimits, PollSettings, WebhookSettings):
+        missing = {field.name for field in attrs.fields(group)} - listed
+        assert not missing, f"{group.__name__}: {missing} not in the knobs table"
+
+
+def test_the_command_takes_its_defaults_from_the_same_settings() -> None:
+    parser = build_parser()
+    batch = parser.parse_args(["batch", "prompts.txt", "--out", "clips"])
+    assert batch.concurrency == DEFAULT_BATCH.concurrency
+    assert batch.task_timeout == DEFAULT_BATCH.task_timeout
+    assert NOVITA_SUBMITS_PER_MINUTE == DEFAULT_BATCH.submit_rpm
+    wait = parser.parse_args(["wait", "task-1"])
+    assert wait.timeout == DEFAULT_BATCH.task_timeout
+    signature = inspect.signature(novita_video.Client).parameters
+    for group in (DEFAULT_HTTP, DEFAULT_BATCH, DEFAULT_POLLING, DEFAULT_WEBHOOKS):
+        for field in attrs.fields(type(group)):
+            assert signature[field.name].default == getattr(group, field.name), field.name

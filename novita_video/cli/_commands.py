@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from .._client import DEFAULT_BASE_URL, Client, check_base_url
+from .._settings import DEFAULT_BATCH
 from .._errors import (
     APIUnreachableError,
     AuthenticationError,
@@ -63,7 +64,7 @@ INTERRUPTED: Final = 130
 SIMULATED_TASK_SECONDS: Final = (3.0, 8.0)
 SIMULATED_SUBMITS_PER_MINUTE: Final = 120
 #: Novita's default submit limit for its video models (Minimax, Kling, Wan: 20 a minute).
-NOVITA_SUBMITS_PER_MINUTE: Final = 20.0
+NOVITA_SUBMITS_PER_MINUTE: Final = DEFAULT_BATCH.submit_rpm
 
 NO_KEY: Final = (
     "no API key: set NOVITA_API_KEY to your Novita key (https://novita.ai/settings/key-management)"
@@ -533,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--concurrency",
         type=_positive_int,
-        default=4,
+        default=DEFAULT_BATCH.concurrency,
         metavar="N",
         help="submit requests in flight at once (default: %(default)s)",
     )
@@ -549,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--task-timeout",
         type=_positive_float,
-        default=1800.0,
+        default=DEFAULT_BATCH.task_timeout,
         metavar="SECONDS",
         help="give up waiting for a task after this long (default: %(default)g)",
     )
@@ -607,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument(
         "--timeout",
         type=_positive_float,
-        default=1800.0,
+        default=DEFAULT_BATCH.task_timeout,
         metavar="SECONDS",
         help="give up after this long (default: %(default)g)",
     )
