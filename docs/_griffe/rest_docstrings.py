@@ -31,6 +31,18 @@ _DOCTEST_SKIP = re.compile(r"\s*#\s*doctest:.*$")
 _PYTHONISH = re.compile(r"^\s*(import |from |async |await |def |class |@|print\(|\w+(\.\w+)* = )")
 
 
+def _show_setting_defaults(function: griffe.Function) -> None:
+    # `concurrency: int = DEFAULT_BATCH.concurrency` reads better as its value: the
+    # settings objects are the one source of the defaults, the page shows what they are.
+    import novita_video._settings as settings
+
+    for parameter in function.parameters:
+        default = str(parameter.default) if parameter.default is not None else ""
+        owner, _, field = default.partition(".")
+        if owner.startswith("DEFAULT_") and hasattr(settings, owner):
+            parameter.default = repr(getattr(getattr(settings, owner), field))
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
@@ -49,6 +61,8 @@ class RestDocstrings(griffe.Extension):
             for name in _exports(module):
                 self._exports.setdefault(name, f"{module.path}.{name}")
         for obj in _walk(pkg):
+            if isinstance(obj, griffe.Function):
+                _show_setting_defaults(obj)
             if obj.docstring is None and isinstance(obj, griffe.Attribute):
                 comment = _comment_above(obj)
                 if comment:
