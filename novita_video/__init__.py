@@ -8,8 +8,10 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
     _client    Client: the lifetime (pools, task group, poller), submit / get_result / wait
     _batch     generate(): reads prompts lazily, submits under the limits, yields Outcomes
     _submit    Submitter: the limiter, the POST, never a POST twice that may have billed
+    _retrier   the one retry driver: submit, get, download and the poller's checks
     _limits    RateLimiter: evenly spaced requests, slower after a 429
-    _http      the only aiohttp user: one request, the key in its header, errors mapped
+    _transport what a transport does (Transport) and what crosses it (Response, Sending)
+    _http      the only aiohttp user, the real transport: the key in its header, errors mapped
     _poller    the one poller: a heap of due checks for every outstanding task
     _schedule  when to check a task next, from its eta and progress (a pure function)
     _wire      the one cattrs converter: JSON in and out, unknown keys and statuses tolerated
@@ -17,12 +19,13 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
     _retry     pure decisions: what to retry, how long to wait, when a POST is unknowable
     _errors    the exception tree (a leaf), and which errors doom a batch
     _stats     the counters every room adds to (a leaf)
+    _settings  every setting's default and check, in small frozen objects (on _errors)
     _clock     injectable time (SystemClock, ScaledClock)
 
     testing/   FakeNovita, a faithful local simulator of the API, its CLI and pytest fixture
 
-    generate -> _batch -> _submit (_limits, _http POST) -> _poller heap (_http GET, _wire)
-             -> Outcome
+    generate -> _batch -> _submit (_limits, _retrier, _http POST) -> _poller heap
+             (_http GET, _wire) -> Outcome
 """
 
 import attrs

@@ -42,15 +42,24 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """Real time: :func:`time.monotonic`, :func:`time.time` and :func:`anyio.sleep`."""
+    """The event loop's time: :func:`anyio.current_time` and :func:`anyio.sleep`.
+
+    On a real event loop that is :func:`time.monotonic`; on a loop whose time is virtual
+    (trio's ``MockClock``, the tests' jumping asyncio loop) the poller, the limiters and
+    every deadline follow it, and a task of minutes plays out at once.
+    """
 
     def now(self) -> float:
-        """:func:`time.monotonic`."""
-        return time.monotonic()
+        """:func:`anyio.current_time` (:func:`time.monotonic` outside an event loop)."""
+        try:
+            return anyio.current_time()
+        except RuntimeError:  # no event loop running (sniffio found no async library)
+            return time.monotonic()
 
     def wall(self) -> float:
-        """:func:`time.time`."""
-        return time.time()
+        """:func:`time.time`, moved by as much as the event loop's time ran ahead of real
+        time (nothing, on a real loop)."""
+        return time.time() + (self.now() - time.monotonic())
 
     async def sleep(self, seconds: float) -> None:
         """:func:`anyio.sleep` (nothing for a negative time)."""

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests (imported as ``support``: pytest puts tests/ on sys.path)."""
+"""Helpers shared by the tests (``from tests.support import ...``): one clock, one scripted
+server, one simulated client."""
 
 from __future__ import annotations
 

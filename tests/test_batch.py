@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
-from support import simulated
 
 from novita_video import (
     AuthenticationError,
@@ -25,6 +24,7 @@ from novita_video import (
     TaskTimeoutError,
     VideoRequest,
 )
+from tests.support import simulated
 
 pytestmark = pytest.mark.anyio
 

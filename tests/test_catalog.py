@@ -18,8 +18,6 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
-from simulator_support import serve
-from support import ManualClock
 
 from novita_video import (
     MODELS,
@@ -38,6 +36,8 @@ from novita_video._catalog import CATALOG, MAX_IMAGE_BYTES, Field, Model
 from novita_video._requests import to_request
 from novita_video._wire import dump_request
 from novita_video.testing import FakeNovita, RateLimit
+from tests.support import ManualClock
+from tests.testing.simulator_support import serve
 
 pytestmark = pytest.mark.anyio
 

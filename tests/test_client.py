@@ -9,7 +9,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from support import scripted_server
 
 import novita_video
 from novita_video import (
@@ -35,6 +34,7 @@ from novita_video import (
     VideoRequest,
 )
 from novita_video.testing import FakeNovita, RateLimit
+from tests.support import scripted_server
 
 pytestmark = pytest.mark.anyio
 

@@ -359,10 +359,31 @@ def test_the_command_takes_its_defaults_from_the_same_settings() -> None:
     batch = parser.parse_args(["batch", "prompts.txt", "--out", "clips"])
     assert batch.concurrency == DEFAULT_BATCH.concurrency
     assert batch.task_timeout == DEFAULT_BATCH.task_timeout
-    assert NOVITA_SUBMITS_PER_MINUTE == DEFAULT_BATCH.submit_rpm
+    assert DEFAULT_BATCH.submit_rpm == NOVITA_SUBMITS_PER_MINUTE
     wait = parser.parse_args(["wait", "task-1"])
     assert wait.timeout == DEFAULT_BATCH.task_timeout
     signature = inspect.signature(novita_video.Client).parameters
     for group in (DEFAULT_HTTP, DEFAULT_BATCH, DEFAULT_POLLING, DEFAULT_WEBHOOKS):
         for field in attrs.fields(type(group)):
             assert signature[field.name].default == getattr(group, field.name), field.name
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_virtual_time_example_of_the_testing_guide_passes(tmp_path: Path) -> None:
+    pattern = r"^## Minutes in no time.*?^```python\n(.*?)^```"
+    found = re.search(pattern, page("testing.md"), flags=re.MULTILINE | re.DOTALL)
+    assert found, "no example under 'Minutes in no time' in docs/testing.md"
+    (tmp_path / "test_example.py").write_text(found[1], encoding="utf-8")
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

@@ -6,10 +6,10 @@ import math
 
 import anyio
 import pytest
-from support import ManualClock
 
 from novita_video import AdaptiveRate
 from novita_video._limits import RateLimiter
+from tests.support import ManualClock
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support import scripted_server
 
 from novita_video import (
     APIConnectionError,
@@ -23,6 +22,7 @@ from novita_video import (
     TaskFailedError,
     TaskStatus,
 )
+from tests.support import scripted_server
 
 pytestmark = pytest.mark.anyio
 

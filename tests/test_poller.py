@@ -8,7 +8,6 @@ from typing import Any
 
 import anyio
 import pytest
-from support import simulated
 
 from novita_video import (
     Client,
@@ -20,6 +19,7 @@ from novita_video import (
     TaskTimeoutError,
 )
 from novita_video.testing import RateLimit
+from tests.support import simulated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.load]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import anyio
 import pytest
-from support import simulated
 
 from novita_video import Outcome, Request, TaskResult
+from tests.support import simulated
 
 pytestmark = pytest.mark.anyio
 

@@ -10,11 +10,11 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from support import scripted_server, serve_app, simulated
 
 from novita_video import Client, PollSchedule, ProtocolError, ScaledClock, TaskStatus
 from novita_video.testing import Chaos, FakeNovita
 from novita_video.webhooks import aiohttp_handler, asgi_app
+from tests.support import scripted_server, serve_app, simulated
 
 pytestmark = pytest.mark.anyio
 

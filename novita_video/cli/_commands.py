@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from .._client import DEFAULT_BASE_URL, Client, check_base_url
-from .._settings import DEFAULT_BATCH
 from .._errors import (
     APIUnreachableError,
     AuthenticationError,
@@ -35,6 +34,7 @@ from .._errors import (
 )
 from .._models import TaskResult, TaskTimeoutError
 from .._requests import MODELS, VideoRequest
+from .._settings import DEFAULT_BATCH
 from .._version import __version__
 from ._inputs import FORMATS, InputError, PromptSource, model_fields
 from ._ledger import Ledger, LedgerError, State

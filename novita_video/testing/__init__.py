@@ -35,11 +35,14 @@ as a function of time), ``_ratelimit`` (sliding-window log), ``_chaos`` (faults:
 often, and the seeded decisions), ``_errors`` (the error answer), ``_endpoints`` (each
 model's submit body), ``_wire`` (JSON in and out), ``_storage`` (presigned links to
 ``assets/clip.mp4``), ``_webhooks`` (the one dispatcher of webhook events), ``_stats``
-(what was seen), ``_server`` (aiohttp and the request pipeline).
+(what was seen), ``_server`` (aiohttp and the request pipeline), ``_memory``
+(:class:`MemoryTransport`: a client answered by that pipeline without a socket) and
+``_virtual`` (:class:`VirtualTimeLoop`: an event loop on virtual time, for both).
 """
 
 from ._chaos import Chaos as Chaos
 from ._config import SimulatorConfig as SimulatorConfig
+from ._memory import MemoryTransport as MemoryTransport
 from ._ratelimit import RateLimit as RateLimit
 from ._server import FakeNovita as FakeNovita
 from ._stats import SimulatorStats as SimulatorStats
@@ -47,15 +50,18 @@ from ._stats import WebhookStats as WebhookStats
 from ._tasks import SubmitRequest as SubmitRequest
 from ._tasks import TaskRecord as TaskRecord
 from ._tasks import TaskState as TaskState
+from ._virtual import VirtualTimeLoop as VirtualTimeLoop
 
 __all__ = [
     "Chaos",
     "FakeNovita",
+    "MemoryTransport",
     "RateLimit",
     "SimulatorConfig",
     "SimulatorStats",
     "SubmitRequest",
     "TaskRecord",
     "TaskState",
+    "VirtualTimeLoop",
     "WebhookStats",
 ]

@@ -268,6 +268,13 @@ class FakeNovita:
     ) -> None:
         await self.close()
 
+    def _answer_in_memory(self, url: str) -> None:
+        # MemoryTransport calls _dispatch itself; links then point at `url`.
+        if self._closed:
+            raise RuntimeError("this FakeNovita is closed; make a new one")
+        if self._url is None:
+            self._url = url
+
     # -- what tests read --------------------------------------------------------------
 
     @property

@@ -19,9 +19,9 @@ import anyio
 import anyio.abc
 import attrs
 from aiohttp import web
-from support import serve_app
 
 from novita_video.testing import FakeNovita
+from tests.support import serve_app
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = (REPO / "novita_video" / "testing" / "assets" / "clip.mp4").read_bytes()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from cli_support import (
+
+from tests.cli.cli_support import (
     CLIP,
     FAST,
     KEY,

@@ -10,7 +10,9 @@ from pathlib import Path
 import aiohttp
 import anyio
 import pytest
-from cli_support import (
+
+from novita_video.testing import FakeNovita
+from tests.cli.cli_support import (
     CLIP,
     FAST,
     Ran,
@@ -21,8 +23,6 @@ from cli_support import (
     run_cli,
     simulator,
 )
-
-from novita_video.testing import FakeNovita
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import anyio
 import pytest
-from cli_support import CLIP, FAST, cli_env, clips, manifest, prompts_file, run_cli, simulator
+
+from tests.cli.cli_support import (
+    CLIP,
+    FAST,
+    cli_env,
+    clips,
+    manifest,
+    prompts_file,
+    run_cli,
+    simulator,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
@@ -96,7 +106,7 @@ async def test_the_gallery_plays_every_clip_in_a_browser(tmp_path: Path) -> None
 
 async def test_the_readme_command(tmp_path: Path) -> None:
     """``novita-video batch examples/prompts.txt --out clips --simulate``, as the README says."""
-    from cli_support import REPO
+    from tests.cli.cli_support import REPO
 
     ran = await run_cli(
         "batch",

@@ -8,9 +8,9 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from cli_support import write
 
 from novita_video.cli._inputs import InputError, PromptSource, Row
+from tests.cli.cli_support import write
 
 
 def read(path: Path, fmt: str | None = None) -> list[Row]:

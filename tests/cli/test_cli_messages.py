@@ -7,10 +7,10 @@ import errno
 from pathlib import Path
 
 import pytest
-from cli_support import FAST, cli_env, prompts_file, run_cli, simulator, write
 
 from novita_video.cli._commands import _out_problem
 from novita_video.cli._inputs import PromptSource
+from tests.cli.cli_support import FAST, cli_env, prompts_file, run_cli, simulator, write
 
 pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import anyio
 import pytest
-from cli_support import FAST, cli_env, clips, ledger, manifest, run_cli, simulator, write
 
 from novita_video import MODELS, HailuoRequest, KlingI2VRequest, VideoRequest
 from novita_video.cli._commands import build_parser
 from novita_video.cli._inputs import PromptSource, Row
 from novita_video.testing import FakeNovita
+from tests.cli.cli_support import FAST, cli_env, clips, ledger, manifest, run_cli, simulator, write
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

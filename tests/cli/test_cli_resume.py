@@ -14,7 +14,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from cli_support import (
+
+from novita_video.testing import FakeNovita
+from tests.cli.cli_support import (
     CLIP,
     FAST,
     KEY,
@@ -31,8 +33,6 @@ from cli_support import (
     simulator,
     start_cli,
 )
-
-from novita_video.testing import FakeNovita
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_support import cli_env, prompts_file, run_cli, simulator
 
 from novita_video.testing import Chaos
+from tests.cli.cli_support import cli_env, prompts_file, run_cli, simulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

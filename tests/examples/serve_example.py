@@ -1,8 +1,8 @@
 """Serve one example app for the tests: ``python -W error serve_example.py fastapi|aiohttp``.
 
-It runs in a process of its own, so the app's event loop (and the loop-lag probe in it)
-shares nothing with the tests' load generator and simulator, not even the GIL: the lag
-that ``GET /stats`` reports is the app's alone. Like the apps, it reads
+It runs in a process of its own, so the app's event loop (and the loop-lag probe this
+script adds to it) shares nothing with the tests' load generator and simulator, not even
+the GIL: the lag that ``GET /_test/loop-lag`` reports is the app's alone. Like the apps, it reads
 ``NOVITA_API_KEY`` and ``NOVITA_BASE_URL``. Once it serves it prints one line,
 ``listening on http://127.0.0.1:PORT``; it stops cleanly (exit status 0) when its stdin
 closes, which works the same on every platform, unlike signals.
@@ -22,12 +22,14 @@ import uvicorn
 from aiohttp import web
 
 from novita_video import Client
+from tests.examples.loop_lag import LoopLag
 
 # The simulator has no limits, and 200 clips at Novita's documented 20 submits a minute
 # would take ten minutes: the tests lift the client's rates, nothing else.
 make_client = partial(Client, submit_rpm=None, poll_rpm=None)
-# Fine enough to see a 50 ms stall; the apps' default (100 ms) is gentler on a server.
+# Fine enough to see a 50 ms stall.
 LAG_PROBE_EVERY = 0.01
+LAG_PATH = "/_test/loop-lag"
 
 
 def ready(port: int) -> None:
@@ -66,6 +68,7 @@ async def serve_fastapi(app: Any) -> None:
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(announce)
+        tasks.start_soon(LAG.run)
         await server.serve([sock])
         tasks.cancel_scope.cancel()  # startup failed: uvicorn logged why
     if not server.started:
@@ -80,16 +83,35 @@ async def serve_aiohttp(app: web.Application) -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         ready(runner.addresses[0][1])
-        await stdin_closed()
+        async with anyio.create_task_group() as probe:
+            probe.start_soon(LAG.run)
+            await stdin_closed()
+            probe.cancel_scope.cancel()
     finally:
         await runner.cleanup()
+
+
+LAG = LoopLag(LAG_PROBE_EVERY)
 
 
 def main() -> None:
     name = sys.argv[1]
     module = importlib.import_module(f"examples.{name}_app")
-    app = module.create_app(make_client, lag_probe_every=LAG_PROBE_EVERY)
-    asyncio.run(serve_fastapi(app) if name == "fastapi" else serve_aiohttp(app))
+    app = module.create_app(make_client)
+    if name == "fastapi":
+
+        async def lag_json() -> dict[str, float | int]:
+            return LAG.as_json()
+
+        app.add_api_route(LAG_PATH, lag_json)
+        asyncio.run(serve_fastapi(app))
+    else:
+
+        async def lag(request: web.Request) -> web.Response:
+            return web.json_response(LAG.as_json())
+
+        app.router.add_get(LAG_PATH, lag)
+        asyncio.run(serve_aiohttp(app))
 
 
 if __name__ == "__main__":

@@ -1,37 +1,20 @@
-"""The example apps' framework-free parts, in this process: the error table, the loop probe."""
+"""The example apps' shared part (``examples/clips.py``) and the tests' loop probe, in this
+process: the error table, and a probe that sees a blocked loop."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-import sys
 import time
-from types import ModuleType
 from typing import Any
 
 import anyio
 import pytest
-from examples_support import APPS, ROOT
 
 import novita_video as nv
-
-
-def load(app: str) -> ModuleType:
-    """``examples/<app>_app.py`` as a module (examples/ is not a package to import)."""
-    name = f"{app}_example_app"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{app}_app.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # pydantic resolves the models' annotations through it
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(params=APPS)
-def example(request: pytest.FixtureRequest) -> ModuleType:
-    return load(request.param)
-
+from examples.clips import error_answer
+from tests.examples.examples_support import APPS
+from tests.examples.loop_lag import LoopLag
 
 UNKNOWN = nv.SubmissionUnknownError("no task id came back")
 ERRORS: list[tuple[nv.NovitaError, int, dict[str, Any]]] = [
@@ -54,10 +37,8 @@ ERRORS: list[tuple[nv.NovitaError, int, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("error", "status", "fields"), ERRORS, ids=lambda v: repr(v)[:40])
-def test_error_answers(
-    example: ModuleType, error: nv.NovitaError, status: int, fields: dict[str, Any]
-) -> None:
-    got_status, body, headers = example.error_answer(error)
+def test_error_answers(error: nv.NovitaError, status: int, fields: dict[str, Any]) -> None:
+    got_status, body, headers = error_answer(error)
     assert got_status == status
     assert fields.items() <= body.items()
     if isinstance(error, nv.InvalidRequestError):
@@ -73,8 +54,8 @@ def test_error_answers(
 
 
 @pytest.mark.anyio
-async def test_the_loop_probe_sees_a_blocking_call(example: ModuleType) -> None:
-    lag = example.LoopLag(0.01)
+async def test_the_loop_probe_sees_a_blocking_call() -> None:
+    lag = LoopLag(0.01)
     async with anyio.create_task_group() as probe:
         probe.start_soon(lag.run)
         await anyio.sleep(0.1)
@@ -88,10 +69,8 @@ async def test_the_loop_probe_sees_a_blocking_call(example: ModuleType) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_loop_blocked_again_and_again_shows_in_the_percentile(
-    example: ModuleType,
-) -> None:
-    lag = example.LoopLag(0.005)
+async def test_a_loop_blocked_again_and_again_shows_in_the_percentile() -> None:
+    lag = LoopLag(0.005)
     async with anyio.create_task_group() as probe:
         probe.start_soon(lag.run)
         for _ in range(6):  # a handler that blocks on every request
@@ -102,15 +81,13 @@ async def test_a_loop_blocked_again_and_again_shows_in_the_percentile(
     assert lag.as_json()["blocked_p95_ms"] >= 50
 
 
-def test_the_two_examples_share_their_framework_free_part_verbatim() -> None:
-    # Each example stands alone, so the part that knows no web framework is copied;
-    # this keeps the copies from drifting apart.
-    def shared(app: str) -> str:
-        text = (ROOT / "examples" / f"{app}_app.py").read_text()
-        start = text.index("# -- What the app keeps for its lifetime")
-        end = text.index("\n\n\n", text.index("def sse_event", start))  # sse_event is last
-        return text[start:end]
-
-    fastapi_part = shared("fastapi")
-    assert "def follow_clip" in fastapi_part
-    assert fastapi_part == shared("aiohttp")
+@pytest.mark.parametrize("app", APPS)
+def test_each_example_is_short_and_uses_the_shared_module(app: str) -> None:
+    module = importlib.import_module(f"examples.{app}_app")
+    assert module.error_answer is error_answer  # one copy, imported, not pasted
+    assert module.create_app.__module__ == module.__name__
+    source = importlib.util.find_spec(f"examples.{app}_app")
+    assert source is not None
+    assert source.origin is not None
+    with open(source.origin, encoding="utf-8") as file:
+        assert len(file.readlines()) <= 200  # one sitting's read

@@ -17,8 +17,6 @@ import anyio
 import anyio.abc
 import attrs
 from aiohttp import web
-from cli_support import cli_env
-from support import serve_app
 
 from novita_video import (
     BadRequestError,
@@ -30,6 +28,8 @@ from novita_video import (
     TaskTimeoutError,
 )
 from novita_video.testing import Chaos
+from tests.cli.cli_support import cli_env
+from tests.support import serve_app
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = (REPO / "novita_video" / "testing" / "assets" / "clip.mp4").read_bytes()

@@ -26,9 +26,6 @@ from typing import Any
 
 import attrs
 import pytest
-from cli_support import cli_env, prompts_file, simulator
-from reliability_support import run_measured
-from support import scripted_server, simulated
 
 from novita_video import (
     APIStatusError,
@@ -42,6 +39,9 @@ from novita_video import (
     ServerError,
     SubmissionUnknownError,
 )
+from tests.cli.cli_support import cli_env, prompts_file, simulator
+from tests.reliability.reliability_support import run_measured
+from tests.support import scripted_server, simulated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

@@ -30,7 +30,6 @@ from typing import Any
 
 import anyio
 import pytest
-from reliability_support import CLIP, Accounts, every_fault, unknown_submits_expected
 
 from novita_video import (
     Client,
@@ -40,6 +39,12 @@ from novita_video import (
     TaskTimeoutError,
 )
 from novita_video.testing import FakeNovita
+from tests.reliability.reliability_support import (
+    CLIP,
+    Accounts,
+    every_fault,
+    unknown_submits_expected,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.load]
 

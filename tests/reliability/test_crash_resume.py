@@ -22,8 +22,23 @@ from typing import Any
 
 import anyio
 import pytest
-from cli_support import KEY, cli_env, clips, ledger, manifest, prompts_file, run_cli, start_cli
-from reliability_support import CLIP, SimulatorProcess, simulator_process, tasks_by_prompt
+
+from tests.cli.cli_support import (
+    KEY,
+    cli_env,
+    clips,
+    ledger,
+    manifest,
+    prompts_file,
+    run_cli,
+    start_cli,
+)
+from tests.reliability.reliability_support import (
+    CLIP,
+    SimulatorProcess,
+    simulator_process,
+    tasks_by_prompt,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

@@ -26,8 +26,6 @@ from typing import Any
 
 import attrs
 import pytest
-from cli_support import KEY, cli_env, manifest, prompts_file, run_cli, simulator
-from support import simulated
 
 from novita_video import (
     AuthenticationError,
@@ -37,6 +35,8 @@ from novita_video import (
     PollSchedule,
 )
 from novita_video.testing import Chaos
+from tests.cli.cli_support import KEY, cli_env, manifest, prompts_file, run_cli, simulator
+from tests.support import simulated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

@@ -22,7 +22,6 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
-from support import serve_app
 
 from novita_video import (
     APIConnectionError,
@@ -35,6 +34,7 @@ from novita_video import (
     TaskStatus,
     TaskTimeoutError,
 )
+from tests.support import serve_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

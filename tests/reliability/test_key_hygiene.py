@@ -20,9 +20,6 @@ from typing import Any, cast
 import attrs
 import pytest
 from aiohttp import web
-from cli_support import FAST, KEY, cli_env, manifest, prompts_file, run_cli, simulator
-from reliability_support import CLIP, Stub, every_fault, json_answer, succeeded
-from support import serve_app
 
 from novita_video import (
     APIStatusError,
@@ -37,6 +34,9 @@ from novita_video import (
     TaskTimeoutError,
 )
 from novita_video.testing import FakeNovita
+from tests.cli.cli_support import FAST, KEY, cli_env, manifest, prompts_file, run_cli, simulator
+from tests.reliability.reliability_support import CLIP, Stub, every_fault, json_answer, succeeded
+from tests.support import serve_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 

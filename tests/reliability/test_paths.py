@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cli_support import KEY, cli_env, manifest, prompts_file, run_cli
-from reliability_support import CLIP, Stub, json_answer, succeeded
 
 from novita_video import Client
+from tests.cli.cli_support import KEY, cli_env, manifest, prompts_file, run_cli
+from tests.reliability.reliability_support import CLIP, Stub, json_answer, succeeded
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 

@@ -22,9 +22,9 @@ from aiohttp import web
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import serve_app
 
 from novita_video import Client, ProtocolError, RetryPolicy, TaskResult, TaskStatus
+from tests.support import serve_app
 
 pytestmark = [pytest.mark.slow]
 

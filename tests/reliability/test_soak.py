@@ -33,10 +33,15 @@ from pathlib import Path
 import anyio
 import attrs
 import pytest
-from cli_support import KEY
-from reliability_support import CLIP, kind_of, simulator_process, unknown_submits_expected
 
 from novita_video import Client, Outcome, ScaledClock, TaskTimeoutError
+from tests.cli.cli_support import KEY
+from tests.reliability.reliability_support import (
+    CLIP,
+    kind_of,
+    simulator_process,
+    unknown_submits_expected,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess, pytest.mark.load]
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the simulator's tests (imported as ``simulator_support``)."""
+"""Helpers shared by the simulator's tests (``tests.testing.simulator_support``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import attrs
 from multidict import CIMultiDict
-from support import ManualClock  # the tests' one clock
 
 from novita_video.testing import FakeNovita
+from tests.support import ManualClock  # the tests' one clock
 
 __all__ = ["RESULT", "SUBMIT", "Answer", "ManualClock", "call", "serve"]
 

@@ -17,18 +17,18 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
-from simulator_support import RESULT, SUBMIT, Answer, ManualClock, call
-from simulator_support import serve as support_serve
 
 from novita_video.testing import Chaos, FakeNovita
 from novita_video.testing.__main__ import _fake_from_args, build_parser, chaos_from_args
 from novita_video.testing.__main__ import main as cli_main
 from novita_video.testing._chaos import ODD_STATUSES
 from novita_video.testing._tasks import PROCESSING, QUEUED, SUCCEED
+from tests.testing.simulator_support import RESULT, SUBMIT, Answer, ManualClock, call
+from tests.testing.simulator_support import serve as support_serve
 
 pytestmark = pytest.mark.anyio
 
-CLIP = Path(__file__).resolve().parents[1] / "novita_video" / "testing" / "assets" / "clip.mp4"
+CLIP = Path(__file__).resolve().parents[2] / "novita_video" / "testing" / "assets" / "clip.mp4"
 NO_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 

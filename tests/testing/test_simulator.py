@@ -22,7 +22,6 @@ import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from simulator_support import RESULT, SUBMIT, Answer, ManualClock, call, serve
 
 import novita_video.testing as testing_pkg
 from novita_video._clock import ScaledClock
@@ -30,10 +29,11 @@ from novita_video.testing import FakeNovita, RateLimit, SubmitRequest, TaskRecor
 from novita_video.testing.__main__ import main as cli_main
 from novita_video.testing._ratelimit import SlidingWindowLog
 from novita_video.testing._tasks import PROCESSING, QUEUED, SUCCEED, draw_task
+from tests.testing.simulator_support import RESULT, SUBMIT, Answer, ManualClock, call, serve
 
 pytestmark = pytest.mark.anyio
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 CLIP = REPO / "novita_video" / "testing" / "assets" / "clip.mp4"
 

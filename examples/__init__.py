@@ -1,0 +1,1 @@
+"""Example apps (run them from the repository root: ``uvicorn examples.fastapi_app:app``)."""

@@ -1,0 +1,1 @@
+"""The example web apps, served by real uvicorn and aiohttp."""

@@ -1,0 +1,1 @@
+"""The simulator (novita_video.testing) itself."""
