@@ -23,15 +23,7 @@ from typing import Any, Final
 import anyio
 from aiohttp import web
 
-from examples.clips import (
-    MAX_STREAM,
-    MAX_WAIT,
-    AppState,
-    clip_state,
-    error_answer,
-    follow_clip,
-    sse_event,
-)
+from examples import clips
 from novita_video import (
     Client,
     InvalidRequestError,
@@ -39,10 +31,11 @@ from novita_video import (
     SubmissionUnknownError,
     TaskTimeoutError,
 )
+from novita_video.webhooks import MAX_EVENT_SIZE
 
 logger = logging.getLogger(__name__)
 
-STATE: Final = web.AppKey("novita", AppState)
+STATE: Final = web.AppKey("novita", clips.AppState)
 _FIELDS: Final = frozenset({"prompt", "image_url", "enable_prompt_expansion"})
 
 
@@ -100,15 +93,15 @@ async def get_clip(request: web.Request) -> web.Response:
     ``final`` false: ask again."""
     state = request.app[STATE]
     task_id = request.match_info["task_id"]
-    wait_for = _seconds(request, "timeout", 30.0, 0.001, MAX_WAIT)
+    wait_for = _seconds(request, "timeout", 30.0, 0.001, clips.MAX_WAIT)
     state.waiting += 1
     try:
         result = await state.client.wait(task_id, timeout=wait_for)
     except TaskTimeoutError as pending:
-        return web.json_response(clip_state(task_id, pending.last_result))
+        return web.json_response(clips.clip_state(task_id, pending.last_result))
     finally:
         state.waiting -= 1
-    return web.json_response(clip_state(task_id, result))
+    return web.json_response(clips.clip_state(task_id, result))
 
 
 async def clip_events(request: web.Request) -> web.StreamResponse:
@@ -117,7 +110,7 @@ async def clip_events(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     task_id = request.match_info["task_id"]
     every = _seconds(request, "every", 1.0, 0.1, 60.0)
-    at_most = _seconds(request, "timeout", 900.0, 0.001, MAX_STREAM)
+    at_most = _seconds(request, "timeout", 900.0, 0.001, clips.MAX_STREAM)
     # no-cache and X-Accel-Buffering: proxies must pass each event on at once.
     response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     response.content_type = "text/event-stream"
@@ -135,13 +128,13 @@ async def clip_events(request: web.Request) -> web.StreamResponse:
             try:
                 if not response.prepared:
                     await response.prepare(request)
-                await response.write(sse_event(event, data))
+                await response.write(clips.sse_event(event, data))
             except OSError:
                 stream.cancel()  # the caller hung up: stop following (and holding) the clip
 
         state.streams += 1
         try:
-            await follow_clip(state.client, task_id, every=every, at_most=at_most, emit=emit)
+            await clips.follow_clip(state.client, task_id, every=every, at_most=at_most, emit=emit)
         finally:
             state.streams -= 1
     if refusal is not None:
@@ -157,29 +150,35 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].as_json())
 
 
+async def novita_webhook(request: web.Request) -> web.Response:
+    """``POST /webhooks/novita``: a task's end, from Novita (see ``clips.take_event``)."""
+    body = await request.content.read(MAX_EVENT_SIZE + 1)  # no more than an event may be
+    status, answer = clips.take_event(request.app[STATE].client, body)
+    return web.json_response(answer, status=status)
+
+
 @web.middleware
 async def novita_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Answer every :class:`NovitaError` a handler lets through as :func:`error_answer` says."""
+    """Answer every :class:`NovitaError` a handler lets through as ``error_answer`` says."""
     try:
         return await handler(request)
     except NovitaError as error:
-        status, body, headers = error_answer(error)
+        status, body, headers = clips.error_answer(error)
         return web.json_response(body, status=status, headers=headers)
 
 
-def create_app(make_client: Callable[[], Client] = Client) -> web.Application:
-    """The app; ``make_client`` makes its one client (by default from ``NOVITA_API_KEY``
-    and ``NOVITA_BASE_URL``: a missing key stops the server at startup, not at the first
-    request). Pass your own to set limits, e.g. ``partial(Client, submit_rpm=60)``."""
+def create_app(make_client: Callable[[], Client] = clips.default_client) -> web.Application:
+    """The app; ``make_client`` makes its one client (a missing key stops the server at
+    startup). Pass your own to set limits, e.g. ``partial(Client, submit_rpm=60)``."""
 
     # aiohttp enters a cleanup_ctx at startup and resumes it at cleanup from the same task
     # (the one running the app), which is what lets the client's task group (and this one)
     # span its `yield`, unlike a generator driven by `async for`.
     async def novita_client(app: web.Application) -> AsyncIterator[None]:
         async with make_client() as client:
-            app[STATE] = AppState(client)
+            app[STATE] = clips.AppState(client)
             yield
 
     app = web.Application(middlewares=[novita_errors])
@@ -188,6 +187,7 @@ def create_app(make_client: Callable[[], Client] = Client) -> web.Application:
     app.router.add_get("/clips/{task_id}", get_clip)
     app.router.add_get("/clips/{task_id}/events", clip_events)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/webhooks/novita", novita_webhook)
     return app
 
 

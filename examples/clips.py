@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Final
@@ -26,20 +27,24 @@ from novita_video import (
     NotFoundError,
     NovitaError,
     PermissionDeniedError,
+    ProtocolError,
     RateLimitError,
     SubmissionUnknownError,
     TaskResult,
     TaskTimeoutError,
 )
+from novita_video.webhooks import MAX_EVENT_SIZE
 
 __all__ = [
     "MAX_STREAM",
     "MAX_WAIT",
     "AppState",
     "clip_state",
+    "default_client",
     "error_answer",
     "follow_clip",
     "sse_event",
+    "take_event",
 ]
 
 #: The longest a ``GET /clips/{id}`` may hold its connection; past it, ask again.
@@ -48,6 +53,27 @@ MAX_WAIT: Final = 300.0
 MAX_STREAM: Final = 1800.0
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def default_client() -> Client:
+    """The client from the environment: ``NOVITA_API_KEY``, ``NOVITA_BASE_URL`` and
+    ``NOVITA_REDIS_URL`` (read by the SDK), and ``CLIPS_WEBHOOK_URL``, the address where
+    this app receives Novita's webhooks (``POST /webhooks/novita``), if it has one."""
+    return Client(webhook_url=os.environ.get("CLIPS_WEBHOOK_URL") or None)
+
+
+def take_event(client: Client, body: bytes) -> tuple[int, dict[str, Any]]:
+    """Hand one webhook body to ``client``: the HTTP status and JSON to answer Novita.
+
+    The client acts on it if it waits for that task and, with Redis, passes it to the
+    worker that does; a body that is not an event is a 400 (Novita retries only non-2xx).
+    """
+    if len(body) > MAX_EVENT_SIZE:
+        return 413, {"error": f"an event is at most {MAX_EVENT_SIZE} bytes"}
+    try:
+        return 200, {"used": client.handle_webhook(body)}
+    except ProtocolError as error:
+        return 400, {"error": str(error)}
 
 
 @attrs.define

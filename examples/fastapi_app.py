@@ -1,19 +1,17 @@
 """A FastAPI service that makes clips with novita_video: submit, wait, stream progress.
 
-Run it against the local simulator (two shells, from the repository root)::
+From the repository root, with the simulator (``python -m novita_video.testing --port
+8001``) in another shell::
 
-    python -m novita_video.testing --port 8001
     NOVITA_BASE_URL=http://127.0.0.1:8001 NOVITA_API_KEY=sk-simulated \\
         uvicorn examples.fastapi_app:app
 
-* ``POST /clips`` ``{"prompt": ..., "image_url": ...}``: 202 with the clip's ``task_id``.
-* ``GET /clips/{task_id}?timeout=30``: waits up to ``timeout`` s (at most 300) for the clip.
-* ``GET /clips/{task_id}/events?every=1``: its progress as server-sent events.
-* ``GET /stats``: the client's statistics and the requests waiting.
-
-One :class:`novita_video.Client`, opened in the lifespan, serves every request: one pool,
-one submit limit, one poller for every clip anyone waits for. What talks to the client
-is in ``examples/clips.py``, shared with ``examples/aiohttp_app.py``.
+Endpoints (see ``examples/README.md``): ``POST /clips``, ``GET /clips/{task_id}``, ``GET
+/clips/{task_id}/events`` (server-sent events), ``GET /stats``, ``POST /webhooks/novita``.
+One :class:`novita_video.Client`, opened in the lifespan, serves every request: one poller
+for every clip anyone waits for. Under ``uvicorn --workers 4``, ``NOVITA_REDIS_URL`` lets
+the four share the key's limits and webhook events. What talks to the client is
+``examples/clips.py``, shared with ``examples/aiohttp_app.py``.
 """
 
 from __future__ import annotations
@@ -29,16 +27,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.types import Receive, Scope, Send
 
-from examples.clips import (
-    MAX_STREAM,
-    MAX_WAIT,
-    AppState,
-    clip_state,
-    error_answer,
-    follow_clip,
-    sse_event,
-)
+from examples import clips
 from novita_video import Client, NovitaError, SubmissionUnknownError, TaskTimeoutError
+from novita_video.webhooks import MAX_EVENT_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +52,9 @@ class ClipEvents(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, state: AppState, task_id: str, *, every: float, at_most: float) -> None:
+    def __init__(
+        self, state: clips.AppState, task_id: str, *, every: float, at_most: float
+    ) -> None:
         # Not Response.__init__: it would render an empty body with Content-Length: 0.
         self.status_code, self.background = 200, None
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -83,7 +76,7 @@ class ClipEvents(Response):
                         start = {"type": "http.response.start", "status": 200}
                         await send(start | {"headers": self.raw_headers})
                         started = True
-                    chunk = sse_event(event, data)
+                    chunk = clips.sse_event(event, data)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except OSError:
                     stream.cancel()  # the caller hung up: stop following the clip
@@ -98,7 +91,7 @@ class ClipEvents(Response):
             try:
                 async with anyio.create_task_group() as watcher:
                     watcher.start_soon(until_disconnect)
-                    await follow_clip(
+                    await clips.follow_clip(
                         self._state.client,
                         self._task_id,
                         every=self._every,
@@ -113,25 +106,24 @@ class ClipEvents(Response):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def app_state(request: Request) -> AppState:
-    state: AppState = request.state.novita
+def app_state(request: Request) -> clips.AppState:
+    state: clips.AppState = request.state.novita
     return state
 
 
-State = Annotated[AppState, Depends(app_state)]
+State = Annotated[clips.AppState, Depends(app_state)]
 
 
-def create_app(make_client: Callable[[], Client] = Client) -> FastAPI:
-    """The app; ``make_client`` makes its one client (by default from ``NOVITA_API_KEY``
-    and ``NOVITA_BASE_URL``: a missing key stops the server at startup). Pass your own to
-    set limits, e.g. ``partial(Client, submit_rpm=60)``."""
+def create_app(make_client: Callable[[], Client] = clips.default_client) -> FastAPI:
+    """The app; ``make_client`` makes its one client (a missing key stops the server at
+    startup). Pass your own to set limits, e.g. ``partial(Client, submit_rpm=60)``."""
 
     # The lifespan is entered and left by one task, so the client's task group may span
     # its `yield` (unlike a generator driven by `async for`).
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, clips.AppState]]:
         async with make_client() as client:
-            yield {"novita": AppState(client)}
+            yield {"novita": clips.AppState(client)}
 
     app = FastAPI(title="novita_video clips", lifespan=lifespan)
 
@@ -157,24 +149,24 @@ def create_app(make_client: Callable[[], Client] = Client) -> FastAPI:
         task_id: str,
         state: State,
         # `timeout` in the URL; `wait_for` here (ruff ASYNC109): passed on, never slept on.
-        wait_for: Annotated[float, Query(alias="timeout", gt=0, le=MAX_WAIT)] = 30.0,
+        wait_for: Annotated[float, Query(alias="timeout", gt=0, le=clips.MAX_WAIT)] = 30.0,
     ) -> dict[str, Any]:
         """Wait up to ``timeout`` seconds for the clip; ``final`` false: ask again."""
         state.waiting += 1
         try:
             result = await state.client.wait(task_id, timeout=wait_for)
         except TaskTimeoutError as pending:
-            return clip_state(task_id, pending.last_result)
+            return clips.clip_state(task_id, pending.last_result)
         finally:
             state.waiting -= 1
-        return clip_state(task_id, result)
+        return clips.clip_state(task_id, result)
 
     @app.get("/clips/{task_id}/events", response_class=Response)
     async def clip_events(
         task_id: str,
         state: State,
         every: Annotated[float, Query(ge=0.1, le=60)] = 1.0,
-        at_most: Annotated[float, Query(alias="timeout", gt=0, le=MAX_STREAM)] = 900.0,
+        at_most: Annotated[float, Query(alias="timeout", gt=0, le=clips.MAX_STREAM)] = 900.0,
     ) -> Response:
         """Stream the clip's progress as server-sent events until it is final."""
         return ClipEvents(state, task_id, every=every, at_most=at_most)
@@ -184,9 +176,21 @@ def create_app(make_client: Callable[[], Client] = Client) -> FastAPI:
         """The client's statistics (one poller, however many waits)."""
         return state.as_json()
 
+    @app.post("/webhooks/novita", include_in_schema=False)
+    async def novita_webhook(request: Request, state: State) -> Response:
+        """A task's end, from Novita: this worker's client acts on it and, with Redis,
+        passes it to the worker that waits for it."""
+        body = b""
+        async for chunk in request.stream():  # read no more than an event may be
+            body += chunk
+            if len(body) > MAX_EVENT_SIZE:
+                break
+        status, answer = clips.take_event(state.client, body)
+        return JSONResponse(answer, status_code=status)
+
     @app.exception_handler(NovitaError)
     async def novita_error(request: Request, error: NovitaError) -> Response:
-        status, body, headers = error_answer(error)
+        status, body, headers = clips.error_answer(error)
         return JSONResponse(body, status_code=status, headers=headers)
 
     return app

@@ -40,7 +40,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._clock import Clock
 from ._errors import BatchAbortedError, InvalidRequestError, NovitaError
-from ._limits import RateLimiter
+from ._limits import Limiter
 from ._models import Outcome, TaskResult
 from ._poller import Listener, Poller
 from ._requests import Request, to_request
@@ -94,7 +94,7 @@ class _BatchRun:
         clock: Clock,
         on_end: Callable[[_BatchRun], None],
         concurrency: int,
-        limiter: RateLimiter,
+        limiter_for: Callable[[str], Limiter],
         max_outstanding: int,
         task_timeout: float,
         model: str,
@@ -106,7 +106,7 @@ class _BatchRun:
         self._clock = clock
         self._on_end = on_end
         self._prompts = prompts
-        self._limiter = limiter
+        self._limiter_for = limiter_for
         self._task_timeout = task_timeout
         self._model = model
         # Unbounded: a finished task's outcome never waits (how far ahead the prompts are
@@ -223,7 +223,7 @@ class _BatchRun:
             try:
                 await self._submitter.submit(
                     request,
-                    self._limiter,
+                    self._limiter_for(request.endpoint),
                     abort=lambda: self._fatal,
                     before_post=before_post,
                     on_accepted=on_accepted,

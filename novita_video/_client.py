@@ -16,7 +16,7 @@ import os
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import anyio
@@ -36,7 +36,7 @@ from ._errors import (
     UsageError,
 )
 from ._http import HTTPTransport, is_loopback
-from ._limits import AdaptiveRate, RateLimiter
+from ._limits import AdaptiveRate, Limiter, RateLimiter
 from ._models import Outcome, TaskResult, TaskStatus
 from ._poller import Poller
 from ._requests import MODELS, Request, VideoRequest, check_http_url, to_request
@@ -61,6 +61,9 @@ from ._transport import Transport
 from ._version import __version__
 from ._wire import parse_task_result, parse_webhook, snippet
 
+if TYPE_CHECKING:
+    from ._shared import Coordinator  # only with the redis extra; imported when used
+
 __all__ = ["Client", "ClientStatistics", "InsecureTransportWarning"]
 
 logger = logging.getLogger("novita_video")
@@ -82,7 +85,8 @@ class ClientStatistics:
     number of polling coroutines (one while the client is open, however many waits and
     batches run); ``rate_limited`` counts 429 answers, ``retries`` repeated requests,
     ``unknown_submissions`` submits that may or may not have created a task, ``webhooks``
-    the task-result events received.
+    the task-result events received (here, or by another worker through Redis);
+    ``shared`` whether the rates are shared through Redis right now (``redis_url``).
     """
 
     outstanding: int
@@ -97,6 +101,7 @@ class ClientStatistics:
     pollers: int
     submit_rpm: float | None
     poll_rpm: float | None
+    shared: bool = False
 
 
 def check_base_url(base_url: str, *, warn: bool = True) -> str:
@@ -168,6 +173,12 @@ class Client(anyio.AsyncContextManagerMixin):
     Polls then become the fallback for lost events, each ``webhook_fallback`` seconds
     later than usual. Events are unsigned, so by default one only triggers an immediate
     check of its task; ``trust_webhooks=True`` takes its payload as the answer.
+
+    ``redis_url`` (default: ``NOVITA_REDIS_URL``; needs ``pip install
+    'novita-video[redis]'``) shares this key's limits with every other client that names
+    the same Redis: each model's submit rate, the slow-down after a 429, the poll budget
+    when ``poll_rpm`` is a number, and webhook events (see the Scaling out guide). If
+    Redis fails, the client goes on alone at a share of each rate and rejoins later.
     """
 
     def __init__(
@@ -197,6 +208,7 @@ class Client(anyio.AsyncContextManagerMixin):
         webhook_fallback: float = DEFAULT_WEBHOOKS.webhook_fallback,
         clock: Clock | None = None,
         transport: Transport | None = None,
+        redis_url: str | None = None,
     ) -> None:
         # Every setting is checked where it is defined (``_settings``), before anything else.
         self._limits = BatchLimits(concurrency, submit_rpm, max_outstanding, task_timeout)
@@ -249,14 +261,31 @@ class Client(anyio.AsyncContextManagerMixin):
             counters=self._counters,
             webhook_url=webhooks.webhook_url,
         )
+        shared_url = os.environ.get("NOVITA_REDIS_URL") if redis_url is None else redis_url
+        self._coordinator: Coordinator | None = None
+        if shared_url:
+            namespace = api_key if api_key is not None else os.environ.get("NOVITA_API_KEY", "")
+            self._coordinator = _coordinator(
+                shared_url, api_key=namespace or "", adaptive=self._adaptive, clock=self._clock
+            )
         self._submit_limiter = self._rate_limiter(self._limits.submit_rpm)
-        adaptive = polling.poll_rpm == ADAPTIVE
-        self._poll_limiter = RateLimiter(
-            None if polling.poll_rpm == ADAPTIVE else polling.poll_rpm,
-            clock=self._clock,
-            adaptive=self._adaptive,
-            adapt_unlimited=adaptive,
-        )
+        # With Redis, each model's submits share one limit among every worker of the key.
+        self._shared_submits: dict[str, Limiter] = {}
+        self._poll_limiter: Limiter
+        poll_rpm = polling.poll_rpm
+        if (
+            self._coordinator is not None
+            and isinstance(poll_rpm, int | float)
+            and (math.isfinite(poll_rpm))
+        ):
+            self._poll_limiter = self._coordinator.limiter("poll", poll_rpm)
+        else:
+            self._poll_limiter = RateLimiter(
+                None if poll_rpm == ADAPTIVE else poll_rpm,
+                clock=self._clock,
+                adaptive=self._adaptive,
+                adapt_unlimited=poll_rpm == ADAPTIVE,
+            )
         self._poller = Poller(
             self._get_once,
             clock=self._clock,
@@ -294,6 +323,10 @@ class Client(anyio.AsyncContextManagerMixin):
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
                 task_group.start_soon(self._poller.run, name="novita_video poller")
+                if self._coordinator is not None:
+                    self._coordinator.on_event = self._shared_event
+                    task_group.start_soon(self._coordinator.run, name="novita_video redis")
+                    await self._coordinator.started()  # reached or not: never an error
                 try:
                     yield self
                 except BaseException as error:
@@ -348,9 +381,27 @@ class Client(anyio.AsyncContextManagerMixin):
             unknown_submissions=counters.unknown_submissions,
             webhooks=counters.webhooks,
             pollers=int(self._poller.running),
-            submit_rpm=self._submit_limiter.per_minute,
+            submit_rpm=self._submit_rpm(),
             poll_rpm=self._poll_limiter.per_minute,
+            shared=self._coordinator is not None and self._coordinator.healthy,
         )
+
+    def _submit_rpm(self) -> float | None:
+        rates = [limiter.per_minute for limiter in self._shared_submits.values()]
+        known = [rate for rate in rates if rate is not None]
+        return min(known) if known else self._submit_limiter.per_minute
+
+    def _submit_limiter_for(self, endpoint: str) -> Limiter:
+        """The limit a submit to ``endpoint`` waits for: with Redis, that model's limit
+        shared by every worker of the key; otherwise the client's own (for every model)."""
+        rpm = self._limits.submit_rpm
+        if self._coordinator is None or rpm is None or not math.isfinite(rpm):
+            return self._submit_limiter
+        limiter = self._shared_submits.get(endpoint)
+        if limiter is None:
+            limiter = self._coordinator.limiter(f"submit:{endpoint}", rpm)
+            self._shared_submits[endpoint] = limiter
+        return limiter
 
     # One request each.
 
@@ -380,7 +431,7 @@ class Client(anyio.AsyncContextManagerMixin):
                 prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
             )
         self._require_open()
-        return await self._submitter.submit(request, self._submit_limiter)
+        return await self._submitter.submit(request, self._submit_limiter_for(request.endpoint))
 
     async def get_result(self, task_id: str) -> TaskResult:
         """Check a task once (``GET /v3/async/task-result``), retrying transient failures."""
@@ -440,11 +491,24 @@ class Client(anyio.AsyncContextManagerMixin):
         An ``ASYNC_TASK_RESULT`` event for a task this client waits for makes the poller
         check that task at once (or, with ``trust_webhooks``, ends it with the event's
         payload). Events for other tasks, duplicates and other kinds are ignored
-        (``False``). A body that is not an event raises :class:`ProtocolError`.
+        (``False``). A body that is not an event raises :class:`ProtocolError`. With
+        ``redis_url``, every event is also passed to the other workers of the key, so the
+        one that waits for the task acts on it, whichever worker Novita reached.
         """
         result = parse_webhook(body, wall=self._clock.wall())
         if result is None or self._state is not _State.OPEN:
             return False
+        if self._coordinator is not None:
+            self._coordinator.publish(body)
+        return self._take_event(result)
+
+    def _shared_event(self, body: bytes) -> None:
+        # An event another worker received (see handle_webhook).
+        result = parse_webhook(body, wall=self._clock.wall())
+        if result is not None and self._state is _State.OPEN:
+            self._take_event(result)
+
+    def _take_event(self, result: TaskResult) -> bool:
         self._counters.webhooks += 1
         if self._trust_webhooks:
             return self._poller.push(result)
@@ -550,8 +614,12 @@ class Client(anyio.AsyncContextManagerMixin):
         if model not in MODELS:
             known = ", ".join(sorted(MODELS))
             raise InvalidRequestError(f"model: unknown model {model!r}; known: {known}", "model")
-        # A batch given its own rate has its own limiter; otherwise it shares the client's.
-        limiter = self._submit_limiter if submit_rpm is None else self._rate_limiter(submit_rpm)
+        # A batch given its own rate has its own limiter (in this process alone); otherwise
+        # it shares the client's (and, with Redis, every worker's).
+        limiter_for: Callable[[str], Limiter] = self._submit_limiter_for
+        if submit_rpm is not None:
+            own = self._rate_limiter(submit_rpm)
+            limiter_for = lambda endpoint: own  # noqa: E731
         run = _BatchRun(
             prompts,
             submitter=self._submitter,
@@ -559,7 +627,7 @@ class Client(anyio.AsyncContextManagerMixin):
             clock=self._clock,
             on_end=self._batches.discard,
             concurrency=limits.concurrency,
-            limiter=limiter,
+            limiter_for=limiter_for,
             max_outstanding=limits.max_outstanding,
             task_timeout=float(limits.task_timeout),
             model=model,
@@ -573,6 +641,28 @@ class Client(anyio.AsyncContextManagerMixin):
         task_group = self._require_open()
         self._batches.add(run)
         task_group.start_soon(run.drive, name="novita_video batch")
+
+
+def _coordinator(url: str, **settings: Any) -> Coordinator:
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:
+        raise InvalidRequestError(f"redis_url: not a valid URL ({err})", "redis_url") from err
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise InvalidRequestError(
+            "redis_url: must be a redis://, rediss:// or unix:// URL, not "
+            f"{parts.scheme + '://...' if parts.scheme else repr(url)}",
+            "redis_url",
+        )
+    try:
+        from ._shared import Coordinator
+    except ImportError as err:
+        raise InvalidRequestError(
+            "redis_url: sharing limits through Redis needs redis-py: "
+            "pip install 'novita-video[redis]'",
+            "redis_url",
+        ) from err
+    return Coordinator(url, **settings)
 
 
 def _check_key(key: str | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Protocol
 
 import anyio
 import attrs
@@ -18,7 +19,7 @@ import attrs
 from ._clock import Clock
 from ._settings import above, at_least, at_most, below, whole
 
-__all__ = ["AdaptiveRate", "RateLimiter"]
+__all__ = ["AdaptiveRate", "Limiter", "RateLimiter"]
 
 #: An unlimited limiter measures the pace it sent at over this many seconds before a 429
 #: (remembering up to _RECENT_KEPT requests of it).
@@ -27,6 +28,28 @@ _RECENT_KEPT = 2048
 #: The slowest an unlimited limiter goes after 429s: one request a second. Lower limits
 #: are the caller's to configure; the pauses of Retry-After still apply.
 _LOWEST = 1.0
+
+
+class Limiter(Protocol):
+    """What the submitter, the poller and the retry driver need of a rate limit:
+    :class:`RateLimiter` in one process, ``_shared.SharedLimiter`` across many."""
+
+    @property
+    def per_minute(self) -> float | None:
+        """The rate in force now (``None``: no limit)."""
+        ...
+
+    async def acquire(self) -> int:
+        """Wait for a request's turn; a ticket to report a 429 with."""
+        ...
+
+    def accepted(self) -> None:
+        """The server accepted a request."""
+        ...
+
+    def throttled(self, pause: float, ticket: int | None = None) -> None:
+        """The server answered 429 to the request sent with ``ticket``."""
+        ...
 
 
 @attrs.frozen

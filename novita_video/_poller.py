@@ -39,7 +39,7 @@ import attrs
 
 from ._clock import Clock
 from ._errors import NovitaError, ProtocolError, RateLimitError
-from ._limits import RateLimiter
+from ._limits import Limiter
 from ._models import TaskResult, TaskStatus, TaskTimeoutError
 from ._retrier import Retrier
 from ._retry import Decision
@@ -174,7 +174,7 @@ class Poller:
         *,
         clock: Clock,
         schedule: PollSchedule,
-        limiter: RateLimiter,
+        limiter: Limiter,
         concurrency: int,
         retrier: Retrier,
         fallback_delay: float = 0.0,

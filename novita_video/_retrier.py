@@ -22,7 +22,7 @@ import attrs
 
 from ._clock import Clock
 from ._errors import NovitaError, RateLimitError, SubmissionUnknownError
-from ._limits import RateLimiter
+from ._limits import Limiter
 from ._retry import Decision, Method, RetryPolicy, decide, error_retry_after, retry_delay
 from ._stats import Counters
 
@@ -63,7 +63,7 @@ class Retrier:
         error: NovitaError,
         attempt: int,
         *,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         ticket: int | None = None,
         patient: bool = False,
         min_delay: float = 0.0,
@@ -108,7 +108,7 @@ class Retrier:
         method: Method,
         attempt: Callable[[], Awaitable[T]],
         *,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         request: object = None,
     ) -> T:
         """``await attempt()`` until it returns, retrying what :meth:`plan` allows.

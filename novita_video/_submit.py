@@ -16,7 +16,7 @@ import anyio
 
 from ._clock import Clock
 from ._errors import BatchAbortedError, NovitaError
-from ._limits import RateLimiter
+from ._limits import Limiter
 from ._requests import Request
 from ._retrier import Retrier
 from ._stats import Counters
@@ -47,7 +47,7 @@ class Submitter:
     async def submit(
         self,
         request: Request,
-        limiter: RateLimiter,
+        limiter: Limiter,
         *,
         abort: Callable[[], NovitaError | None] = lambda: None,
         before_post: Callable[[], None] | None = None,

@@ -254,6 +254,7 @@ async def _run_batch(
                 concurrency=args.concurrency,
                 submit_rpm=rpm,
                 task_timeout=args.task_timeout,
+                redis_url=args.redis_url,
             )
         except InvalidRequestError as error:
             _say(str(error))
@@ -553,6 +554,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BATCH.task_timeout,
         metavar="SECONDS",
         help="give up waiting for a task after this long (default: %(default)g)",
+    )
+    batch.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help=(
+            "share the key's limits with every other run or app that names the same Redis "
+            "(redis://host:6379/0, unix:///path; default: $NOVITA_REDIS_URL; needs "
+            "pip install 'novita-video[redis]')"
+        ),
     )
     batch.add_argument(
         "--no-download", action="store_true", help="record the tasks, do not fetch the clips"

@@ -84,7 +84,7 @@ async def test_a_loop_blocked_again_and_again_shows_in_the_percentile() -> None:
 @pytest.mark.parametrize("app", APPS)
 def test_each_example_is_short_and_uses_the_shared_module(app: str) -> None:
     module = importlib.import_module(f"examples.{app}_app")
-    assert module.error_answer is error_answer  # one copy, imported, not pasted
+    assert module.clips.error_answer is error_answer  # one copy, imported, not pasted
     assert module.create_app.__module__ == module.__name__
     source = importlib.util.find_spec(f"examples.{app}_app")
     assert source is not None

@@ -1,0 +1,1 @@
+"""Many workers, one account: limits and webhook events shared through a real Redis."""
