@@ -103,7 +103,9 @@ class WebhookDispatcher:
         # No real-time limit: the simulator clock's webhook_timeout decides when a try is slow.
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None),
-            connector=aiohttp.TCPConnector(limit=CONCURRENCY),
+            # A connection per event, as Novita's deliveries come through a load balancer:
+            # several workers behind one socket each get their share, not one of them all.
+            connector=aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True),
         )
         self._task = asyncio.create_task(self._run(), name="novita_video simulator webhooks")
 
