@@ -35,9 +35,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def prompts(n: int) -> Iterator[str]:
+def prompts(n: int, prefix: str = "benchmark clip") -> Iterator[str]:
     """``n`` distinct prompts: the simulator flags equal ones as double billing."""
-    return (f"benchmark clip {i}: a lighthouse at dusk, slow pan" for i in range(n))
+    return (f"{prefix} {i}: a lighthouse at dusk, slow pan" for i in range(n))
 
 
 class SharedWall:

@@ -78,9 +78,10 @@ async def _run(args: argparse.Namespace, meter: _report.Meter) -> dict[str, Any]
             webhook_url=webhook_url,
             trust_webhooks=args.webhook == "trust",
             clock=clock,
+            redis_url=args.redis_url or "",
         ) as client:
             clients.append(client)
-            async for outcome in client.generate(_report.prompts(args.n)):
+            async for outcome in client.generate(_report.prompts(args.n, args.prompt_prefix)):
                 if outcome.task_id is not None:
                     meter.hand_over(outcome.task_id, clock.wall())
                 if not outcome.ok:
@@ -94,6 +95,7 @@ async def _run(args: argparse.Namespace, meter: _report.Meter) -> dict[str, Any]
         "client_submit_rpm_at_end": stats.submit_rpm,
         "client_poll_rpm_at_end": stats.poll_rpm,
         "client_webhooks": stats.webhooks,
+        "client_shared": stats.shared,
     }
 
 
@@ -111,6 +113,8 @@ def main() -> None:
         default="off",
         help="receive task-end events: check each (verify) or take it as the answer (trust)",
     )
+    p.add_argument("--redis-url", help="share the key's limits with other workers (Redis)")
+    p.add_argument("--prompt-prefix", default="benchmark clip", help="tells workers' prompts apart")
     args = p.parse_args()
     meter = _report.Meter()
     extra = asyncio.run(_run(args, meter))

@@ -10,6 +10,7 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
     _submit    Submitter: the limiter, the POST, never a POST twice that may have billed
     _retrier   the one retry driver: submit, get, download and the poller's checks
     _limits    RateLimiter: evenly spaced requests, slower after a 429
+    _shared    the same limits shared by every worker of a key, through Redis (opt-in)
     _transport what a transport does (Transport) and what crosses it (Response, Sending)
     _http      the only aiohttp user, the real transport: the key in its header, errors mapped
     _poller    the one poller: a heap of due checks for every outstanding task

@@ -662,7 +662,10 @@ def _coordinator(url: str, **settings: Any) -> Coordinator:
             "pip install 'novita-video[redis]'",
             "redis_url",
         ) from err
-    return Coordinator(url, **settings)
+    try:
+        return Coordinator(url, **settings)
+    except ValueError as err:
+        raise InvalidRequestError(f"redis_url: {err}", "redis_url") from None
 
 
 def _check_key(key: str | None) -> str:

@@ -181,8 +181,18 @@ class Coordinator:
         self.outages = 0
         #: Called with the body of each webhook event another worker received.
         self.on_event: Callable[[bytes], None] | None = None
-        self._redis: aioredis.Redis | None = None
-        self._script: Any = None
+        try:
+            # Parses the URL now (a bad one is the caller's error), connects only when used.
+            self._redis: aioredis.Redis = aioredis.Redis.from_url(
+                url,
+                socket_timeout=op_timeout,
+                socket_connect_timeout=op_timeout,
+                # This module decides what a failure means; redis-py must not retry for it.
+                retry=None,
+            )
+        except ValueError as error:
+            raise ValueError(f"not a Redis URL redis-py can use ({error})") from None
+        self._script: Any = self._redis.register_script(_SCRIPT)
         self._accepted: dict[str, tuple[float, int]] = {}
         self._throttles: deque[tuple[str, float, float, int]] = deque()
         self._events: deque[bytes] = deque(maxlen=MAX_QUEUED_EVENTS)
@@ -211,14 +221,6 @@ class Coordinator:
     async def run(self) -> None:
         """Connect, keep the heartbeat, flush what the limiters told, listen for events;
         until cancelled. Redis failing is never an error here (see the module docstring)."""
-        self._redis = aioredis.Redis.from_url(
-            self._url,
-            socket_timeout=self._op_timeout,
-            socket_connect_timeout=self._op_timeout,
-            # This module decides what a failure means; redis-py must not retry for it.
-            retry=None,
-        )
-        self._script = self._redis.register_script(_SCRIPT)
         try:
             await self._rejoin()
             self._ran.set()
@@ -226,6 +228,11 @@ class Coordinator:
                 tasks.start_soon(self._maintain, name="novita_video redis heartbeat")
                 tasks.start_soon(self._flush, name="novita_video redis flush")
                 tasks.start_soon(self._listen, name="novita_video redis events")
+        except Exception as error:  # a bug here must not take the client down: go local
+            self._lost(error)
+            logger.exception("sharing through Redis stopped for good in this client")
+            self._ran.set()
+            await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True):
                 if self.healthy:
@@ -239,8 +246,6 @@ class Coordinator:
 
     async def _call(self, operation: Callable[[aioredis.Redis], Awaitable[T]]) -> T | None:
         """``operation``'s answer, or ``None`` when Redis failed (which is noted)."""
-        if self._redis is None:
-            return None
         try:
             with anyio.fail_after(self._op_timeout):
                 return await operation(self._redis)
@@ -264,13 +269,13 @@ class Coordinator:
             )
 
     async def _rejoin(self) -> None:
-        self.healthy = True  # for the one try
-        if await self._beat() and self.healthy:
+        # A heartbeat that gets through: Redis answers. Until then every limit stays
+        # local, so no request waits on a Redis that is still gone.
+        if await self._beat():
+            self.healthy = True
             if self._warned:
                 self._warned = False
                 logger.info("Redis at %s answers again: limits are shared again", self.where)
-            return
-        self.healthy = False
 
     async def _beat(self) -> bool:
         """Say this worker is alive and count the workers; whether Redis answered."""
@@ -307,7 +312,7 @@ class Coordinator:
     ) -> tuple[float, int, float] | None:
         """One step of the script for limit ``name``: ``(seconds to wait, generation,
         rate a minute)``, or ``None`` if Redis failed (the caller goes local)."""
-        if not self.healthy or self._script is None:
+        if not self.healthy:
             return None
         script = self._script
         argv = [op, repr(float(per_minute)), *(repr(float(arg)) for arg in args), KEY_TTL_MS]
@@ -380,7 +385,7 @@ class Coordinator:
     async def _listen(self) -> None:
         channel = self.key("events")
         while True:
-            if not self.healthy or self._redis is None:
+            if not self.healthy:
                 await anyio.sleep(0.25)
                 continue
             outages = self.outages

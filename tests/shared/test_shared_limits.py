@@ -202,7 +202,8 @@ async def test_redis_killed_mid_run_loses_nothing_and_is_rejoined(
 
 
 @pytest.mark.parametrize(
-    "url", ["http://localhost:6379", "localhost:6379", "redis//x", "ftp://host"]
+    "url",
+    ["http://localhost:6379", "localhost:6379", "redis//x", "ftp://host", "redis://h:port/0"],
 )
 def test_a_redis_url_that_is_not_one_is_refused_before_anything(url: str) -> None:
     with pytest.raises(InvalidRequestError, match="redis_url") as caught:

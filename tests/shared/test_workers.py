@@ -18,7 +18,6 @@ from tests.shared.workers_support import clips_through_workers, environment
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
 
-
 async def test_three_command_runs_sharing_redis_stay_under_the_account_limit(
     redis: RedisServer, tmp_path: Path
 ) -> None:
