@@ -57,21 +57,21 @@ async def download(
     destination.parent.mkdir(parents=True, exist_ok=True)
     renewed = False
 
-    async def attempt() -> Path:
-        nonlocal result, renewed
+    async def fetch() -> Path:
+        await _fetch(result.videos[0].url, destination, transport)
+        return destination
+
+    while True:
         if not _usable(result, clock):
             result, renewed = _require_video(await refresh(result.task_id)), True
         try:
-            await _fetch(result.videos[0].url, destination, transport)
+            # Storage's transient failures are retried here; a refresh retries its own.
+            return await retrier.call("GET", fetch)
         except DownloadError as error:
             if error.status_code != 403 or renewed:
                 raise
             # Storage refused the link (it expired early): once more with a fresh one.
             result, renewed = _require_video(await refresh(result.task_id)), True
-            await _fetch(result.videos[0].url, destination, transport)
-        return destination
-
-    return await retrier.call("GET", attempt)
 
 
 @contextlib.contextmanager

@@ -137,3 +137,22 @@ async def test_a_wait_on_a_long_task_reports_progress_and_ends_on_time() -> None
         assert 0 <= anyio.current_time() - fake.task(task_id).finishes_at < 6.0
     assert seen == sorted(seen)
     assert len(seen) >= 2
+
+
+async def test_a_download_whose_renewal_fails_asks_no_more_than_one_retry_budget(
+    tmp_path: Any,
+) -> None:
+    from novita_video import RetryPolicy, ServerError
+
+    fake = FakeNovita(**REAL)
+    transport = MemoryTransport(fake)
+    async with Client(transport=transport) as client:
+        result = await client.wait(await client.submit("a clip"), timeout=3600)
+        await anyio.sleep(2 * 3600)  # its link expired an hour ago
+        fake.set_chaos(result_server_errors=1.0)  # and the API answers only 5xx now
+        asked = polls(transport)
+        with pytest.raises(ServerError):
+            await client.download(result, tmp_path / "clip.mp4")
+    # One renewal, retried by its own policy; the download did not retry it again.
+    assert polls(transport) - asked == RetryPolicy().max_attempts
+    assert not (tmp_path / "clip.mp4").exists()
