@@ -77,7 +77,7 @@ def shared_limits_run(redis: RedisServer | None, each: int, seed: int) -> dict[s
         reports = [json.loads(process.communicate(timeout=600)[0]) for process in processes]
         wall = time.monotonic() - started
         stats = sim.stats()
-    tasks = stats["tasks"]
+    tasks = list(stats["tasks"].values())
     submits = stats["requests"]["submit"]
     refused = stats["rate_limited"]["submit"]
     mean_task = statistics.mean(t["finishes_at"] - t["submitted_at"] for t in tasks)
@@ -85,7 +85,7 @@ def shared_limits_run(redis: RedisServer | None, each: int, seed: int) -> dict[s
     return {
         "shared": redis is not None,
         "tasks": len(tasks),
-        "handed": sum(report["handed"] for report in reports),
+        "handed": sum(len(report["handed"]) for report in reports),
         "failures": sum(report["failures"] for report in reports),
         "duplicates": stats["duplicate_submissions"],
         "submits": submits,
