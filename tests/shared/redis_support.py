@@ -9,6 +9,7 @@ mid-run and comes back.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -64,10 +65,22 @@ class RedisServer:
     def kill(self) -> None:
         """Stop it at once, as a crash would (SIGKILL: nothing is said to clients)."""
         if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)  # a paused server dies too
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None
         self.socket.unlink(missing_ok=True)
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open and nothing answers, as an
+        overloaded or stalled Redis does."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         """A synchronous redis-py client, to look at what the SDK stored."""

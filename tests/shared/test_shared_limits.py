@@ -226,3 +226,54 @@ async def test_no_redis_no_sharing_and_nothing_new_runs() -> None:
         assert not stats.shared
         assert stats.submit_rpm == 20
         assert math.isfinite(stats.submit_rpm or 0)
+
+
+async def test_a_poll_budget_is_shared_by_every_worker(redis: RedisServer) -> None:
+    # 600 polls a minute for the account: 20 checks by two workers take about 2 s, not 1.
+    async with FakeNovita(task_duration=(30.0, 30.0)) as fake:
+        clients = [
+            Client(fake.api_key, base_url=fake.url, poll_rpm=600, redis_url=redis.url)
+            for _ in range(2)
+        ]
+        async with clients[0], clients[1]:
+            task_id = await clients[0].submit("a cat")
+            began = anyio.current_time()
+
+            async def poll(client: Client) -> None:
+                for _ in range(10):
+                    await client.get_result(task_id)
+
+            async with anyio.create_task_group() as group:
+                for client in clients:
+                    group.start_soon(poll, client)
+            took = anyio.current_time() - began
+    assert took > 19 * 0.1 * 0.95  # one schedule for both: 20 polls, 0.1 s apart
+    assert took < 19 * 0.1 + 2
+
+
+@pytest.mark.slow
+async def test_a_stalled_redis_is_left_within_a_second_and_rejoined(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="novita_video")
+    async with FakeNovita(task_duration=(0.2, 0.4)) as fake:
+        client = Client(fake.api_key, base_url=fake.url, submit_rpm=600, redis_url=redis.url)
+        async with client:
+            assert client.statistics().shared
+            redis.pause()  # connections stay open; nothing answers
+            began = anyio.current_time()
+            outcomes = [o async for o in client.generate([f"p{n}" for n in range(5)])]
+            took = anyio.current_time() - began
+            assert all(outcome.ok for outcome in outcomes)
+            assert not client.statistics().shared
+            redis.resume()
+            with anyio.fail_after(10):
+                while not client.statistics().shared:
+                    await anyio.sleep(0.1)
+        stats = fake.stats
+    assert took < 10  # each Redis call gave up after OP_TIMEOUT; the batch went on alone
+    assert stats.task_count == 5
+    assert stats.duplicate_submissions == 0
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("TimeoutError" in m for m in messages) == 1
+    assert sum("limits are shared again" in m for m in messages) == 1
