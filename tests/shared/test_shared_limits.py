@@ -15,7 +15,7 @@ import anyio
 import pytest
 from aiohttp import web
 
-from novita_video import Client, InvalidRequestError
+from novita_video import AdaptiveRate, Client, InvalidRequestError
 from novita_video.testing import FakeNovita, RateLimit
 from novita_video.webhooks import aiohttp_handler
 from tests.shared.redis_support import RedisServer
@@ -110,6 +110,38 @@ async def test_one_workers_429_pauses_and_slows_every_worker(redis: RedisServer)
             assert theirs.per_minute == pytest.approx(300)  # ...and the rate halved for both
             await mine.acquire()
             assert mine.per_minute == pytest.approx(300)
+
+
+async def test_the_rate_is_earned_back_by_every_workers_accepted_requests(
+    redis: RedisServer,
+) -> None:
+    # Recovery after 4 accepted requests in all (no minute's wait, for the test): two
+    # from each worker earn it back for both, which neither's own two would.
+    adaptive = AdaptiveRate(recover_after=4, recover_interval=0)
+    async with FakeNovita() as fake:
+        workers = [
+            Client(
+                fake.api_key,
+                base_url=fake.url,
+                submit_rpm=600,
+                redis_url=redis.url,
+                adaptive_rate=adaptive,
+            )
+            for _ in range(2)
+        ]
+        async with workers[0], workers[1]:
+            first, second = (shared_limiter(worker) for worker in workers)
+            first.throttled(0.0, await first.acquire())
+            await anyio.sleep(0.1)  # flushed
+            await second.acquire()
+            assert second.per_minute == pytest.approx(300)
+            for limiter in (first, second, first, second):
+                limiter.accepted()
+            await anyio.sleep(1.5)  # accepted counts are flushed within a second
+            await first.acquire()
+            await second.acquire()
+            assert first.per_minute == pytest.approx(375)
+            assert second.per_minute == pytest.approx(375)
 
 
 async def test_a_webhook_reaching_another_worker_ends_the_wait_at_once(
