@@ -166,7 +166,10 @@ class Client(anyio.AsyncContextManagerMixin):
 
     ``retry_unsafe_submits=True``
     lets the client resend a submit that may already have created a task (it may then
-    pay twice; off by default). ``clock`` and ``poll_schedule`` are for tests and tuning.
+    pay twice; off by default). ``clock`` and ``poll_schedule`` are for tests and tuning;
+    so is ``transport``, which replaces the network (``novita_video.testing.MemoryTransport``
+    answers from the simulator without a socket; ``api_key`` and ``base_url`` are then
+    the transport's business).
 
     ``webhook_url`` asks Novita to POST each task's end there (``extra.webhook``); serve
     it with :mod:`novita_video.webhooks`, which hands events to :meth:`handle_webhook`.
