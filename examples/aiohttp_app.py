@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Final
 
-import anyio
 from aiohttp import web
 
 from examples import clips
@@ -28,12 +27,8 @@ from novita_video import (
     Client,
     InvalidRequestError,
     NovitaError,
-    SubmissionUnknownError,
-    TaskTimeoutError,
 )
 from novita_video.webhooks import MAX_EVENT_SIZE
-
-logger = logging.getLogger(__name__)
 
 STATE: Final = web.AppKey("novita", clips.AppState)
 _FIELDS: Final = frozenset({"prompt", "image_url", "enable_prompt_expansion"})
@@ -56,7 +51,6 @@ def _seconds(request: web.Request, name: str, default: float, low: float, high: 
 async def submit_clip(request: web.Request) -> web.Response:
     """``POST /clips``: submit one clip; answers its task id at once. Only the body's
     shape is checked here; the SDK checks every value and names the field."""
-    client = request.app[STATE].client
     try:
         body = await request.json()
     except ValueError:
@@ -70,38 +64,16 @@ async def submit_clip(request: web.Request) -> web.Response:
         )
     if "prompt" not in body:
         raise InvalidRequestError("prompt: required", "prompt")
-    try:
-        task_id = await client.submit(
-            body["prompt"],
-            image_url=body.get("image_url"),
-            enable_prompt_expansion=body.get("enable_prompt_expansion", True),
-        )
-    except SubmissionUnknownError:
-        # The one error an operator must reconcile by hand: log what was asked for.
-        logger.warning("submit outcome unknown, not retried: %r", str(body["prompt"])[:80])
-        raise
-    answer = {
-        "task_id": task_id,
-        "status_url": f"/clips/{task_id}",
-        "events_url": f"/clips/{task_id}/events",
-    }
-    return web.json_response(answer, status=202, headers={"Location": f"/clips/{task_id}"})
+    answer = await clips.submit_clip(request.app[STATE], body)
+    return web.json_response(answer, status=202, headers={"Location": answer["status_url"]})
 
 
 async def get_clip(request: web.Request) -> web.Response:
     """``GET /clips/{task_id}?timeout=30``: wait up to ``timeout`` seconds for the clip;
     ``final`` false: ask again."""
-    state = request.app[STATE]
     task_id = request.match_info["task_id"]
     wait_for = _seconds(request, "timeout", 30.0, 0.001, clips.MAX_WAIT)
-    state.waiting += 1
-    try:
-        result = await state.client.wait(task_id, timeout=wait_for)
-    except TaskTimeoutError as pending:
-        return web.json_response(clips.clip_state(task_id, pending.last_result))
-    finally:
-        state.waiting -= 1
-    return web.json_response(clips.clip_state(task_id, result))
+    return web.json_response(await clips.wait_for_clip(request.app[STATE], task_id, wait_for))
 
 
 async def clip_events(request: web.Request) -> web.StreamResponse:
@@ -111,35 +83,25 @@ async def clip_events(request: web.Request) -> web.StreamResponse:
     task_id = request.match_info["task_id"]
     every = _seconds(request, "every", 1.0, 0.1, 60.0)
     at_most = _seconds(request, "timeout", 900.0, 0.001, clips.MAX_STREAM)
-    # no-cache and X-Accel-Buffering: proxies must pass each event on at once.
-    response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(headers=clips.STREAM_HEADERS)
     response.content_type = "text/event-stream"
-    refusal: web.Response | None = None
-    with anyio.CancelScope() as stream:
+    refusal: list[web.Response] = []
 
-        async def emit(event: str, data: dict[str, Any]) -> None:
-            nonlocal refusal
-            if not response.prepared and event == "error":
-                # Nothing sent yet: answer with a plain HTTP error instead of a stream.
-                status = data.pop("status")
-                refusal = web.json_response(data, status=status)
-                stream.cancel()
-                return
-            try:
-                if not response.prepared:
-                    await response.prepare(request)
-                await response.write(clips.sse_event(event, data))
-            except OSError:
-                stream.cancel()  # the caller hung up: stop following (and holding) the clip
+    async def refuse(status: int, body: dict[str, Any]) -> None:
+        refusal.append(web.json_response(body, status=status))
 
-        state.streams += 1
-        try:
-            await clips.follow_clip(state.client, task_id, every=every, at_most=at_most, emit=emit)
-        finally:
-            state.streams -= 1
-    if refusal is not None:
-        return refusal
-    if response.prepared:
+    started = await clips.stream_clip(
+        state,
+        task_id,
+        every=every,
+        at_most=at_most,
+        start=lambda: response.prepare(request),
+        write=response.write,
+        refuse=refuse,
+    )
+    if refusal:
+        return refusal[0]
+    if started:
         with suppress(OSError):
             await response.write_eof()
     return response

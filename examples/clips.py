@@ -9,6 +9,7 @@ Import it as ``examples.clips`` (run the apps from the repository root).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Awaitable, Callable
@@ -44,8 +45,13 @@ __all__ = [
     "error_answer",
     "follow_clip",
     "sse_event",
+    "stream_clip",
+    "submit_clip",
     "take_event",
+    "wait_for_clip",
 ]
+
+logger = logging.getLogger("examples.clips")
 
 #: The longest a ``GET /clips/{id}`` may hold its connection; past it, ask again.
 MAX_WAIT: Final = 300.0
@@ -246,3 +252,78 @@ async def follow_clip(
 def sse_event(event: str, data: dict[str, Any]) -> bytes:
     """One server-sent event: its name and a one-line JSON payload."""
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+#: Headers of an event stream: proxies must pass each event on at once.
+STREAM_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def stream_clip(
+    state: AppState,
+    task_id: str,
+    *,
+    every: float,
+    at_most: float,
+    start: Callable[[], Awaitable[None]],
+    write: Callable[[bytes], Awaitable[None]],
+    refuse: Callable[[int, dict[str, Any]], Awaitable[None]],
+) -> bool:
+    """Follow one clip as server-sent events (see :func:`follow_clip`); whether the
+    stream started. The framework sends: ``start`` the status line and headers (before
+    the first event), ``write`` each event, ``refuse`` a plain HTTP error instead, when
+    the very first event is one (an unknown task id is a 404, not a stream). A caller
+    that hung up (``OSError``) ends the stream, and the clip is no longer followed."""
+    started = False
+    with anyio.CancelScope() as stream:
+
+        async def emit(event: str, data: dict[str, Any]) -> None:
+            nonlocal started
+            if not started and event == "error":
+                status = data.pop("status")
+                await refuse(status, data)
+                stream.cancel()
+                return
+            try:
+                if not started:
+                    await start()
+                    started = True
+                await write(sse_event(event, data))
+            except OSError:
+                stream.cancel()
+
+        state.streams += 1
+        try:
+            await follow_clip(state.client, task_id, every=every, at_most=at_most, emit=emit)
+        finally:
+            state.streams -= 1
+    return started
+
+
+async def submit_clip(state: AppState, fields: dict[str, Any]) -> dict[str, str]:
+    """Submit one clip (the fields of ``POST /clips``); the answer: its task id and where
+    to follow it. The SDK checks every value, naming the field, before anything is sent."""
+    try:
+        task_id = await state.client.submit(
+            fields["prompt"],
+            image_url=fields.get("image_url"),
+            enable_prompt_expansion=fields.get("enable_prompt_expansion", True),
+        )
+    except SubmissionUnknownError:
+        # The one error an operator must reconcile by hand: log what was asked for.
+        logger.warning("submit outcome unknown, not retried: %r", str(fields["prompt"])[:80])
+        raise
+    status_url = f"/clips/{task_id}"
+    return {"task_id": task_id, "status_url": status_url, "events_url": f"{status_url}/events"}
+
+
+async def wait_for_clip(state: AppState, task_id: str, seconds: float) -> dict[str, Any]:
+    """The clip's state once it is final, or after ``seconds`` (``final`` false: ask
+    again). The wait goes through the client's one poller, however many wait."""
+    state.waiting += 1
+    try:
+        result = await state.client.wait(task_id, timeout=seconds)
+    except TaskTimeoutError as pending:
+        return clip_state(task_id, pending.last_result)
+    finally:
+        state.waiting -= 1
+    return clip_state(task_id, result)

@@ -16,7 +16,6 @@ the four share the key's limits and webhook events. What talks to the client is
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
@@ -28,10 +27,8 @@ from pydantic import BaseModel, ConfigDict
 from starlette.types import Receive, Scope, Send
 
 from examples import clips
-from novita_video import Client, NovitaError, SubmissionUnknownError, TaskTimeoutError
+from novita_video import Client, NovitaError
 from novita_video.webhooks import MAX_EVENT_SIZE
-
-logger = logging.getLogger(__name__)
 
 
 class ClipRequest(BaseModel):
@@ -45,65 +42,53 @@ class ClipRequest(BaseModel):
 
 
 class ClipEvents(Response):
-    """The ``text/event-stream`` of one clip: a plain ASGI response, because
-    :func:`~examples.clips.follow_clip` runs a task group, which must not live in the
-    generator a ``StreamingResponse`` would need. An error before the first event is a
-    plain HTTP error (an unknown task id: 404)."""
+    """The ``text/event-stream`` of one clip: a plain ASGI response, because the stream
+    runs a task group, which must not live in a ``StreamingResponse``'s generator."""
 
     media_type = "text/event-stream"
 
-    def __init__(
-        self, state: clips.AppState, task_id: str, *, every: float, at_most: float
-    ) -> None:
+    def __init__(self, state: clips.AppState, task_id: str, every: float, at_most: float):
         # Not Response.__init__: it would render an empty body with Content-Length: 0.
         self.status_code, self.background = 200, None
-        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.init_headers(clips.STREAM_HEADERS)
         self._state, self._task_id, self._every, self._at_most = state, task_id, every, at_most
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-        with anyio.CancelScope() as stream:
+        started = False  # the status line went out (the stream may be cut short after)
 
-            async def emit(event: str, data: dict[str, Any]) -> None:
-                nonlocal started
-                if not started and event == "error":
-                    status = data.pop("status")
-                    await JSONResponse(data, status_code=status)(scope, receive, send)
-                    stream.cancel()
-                    return
-                try:
-                    if not started:
-                        start = {"type": "http.response.start", "status": 200}
-                        await send(start | {"headers": self.raw_headers})
-                        started = True
-                    chunk = clips.sse_event(event, data)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except OSError:
-                    stream.cancel()  # the caller hung up: stop following the clip
+        async def start() -> None:
+            nonlocal started
+            headers = {"headers": self.raw_headers}
+            await send({"type": "http.response.start", "status": 200} | headers)
+            started = True
 
-            async def until_disconnect() -> None:
-                # uvicorn drops what is sent to a gone client without a word: listen.
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                stream.cancel()
+        async def write(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-            self._state.streams += 1
-            try:
-                async with anyio.create_task_group() as watcher:
-                    watcher.start_soon(until_disconnect)
-                    await clips.follow_clip(
-                        self._state.client,
-                        self._task_id,
-                        every=self._every,
-                        at_most=self._at_most,
-                        emit=emit,
-                    )
-                    watcher.cancel_scope.cancel()
-            finally:
-                self._state.streams -= 1
-            if started:
-                with suppress(OSError):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        async def refuse(status: int, body: dict[str, Any]) -> None:
+            await JSONResponse(body, status_code=status)(scope, receive, send)
+
+        async def until_disconnect() -> None:
+            # uvicorn drops what is sent to a gone client without a word: listen.
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            watcher.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as watcher:
+            watcher.start_soon(until_disconnect)
+            await clips.stream_clip(
+                self._state,
+                self._task_id,
+                every=self._every,
+                at_most=self._at_most,
+                start=start,
+                write=write,
+                refuse=refuse,
+            )
+            watcher.cancel_scope.cancel()
+        if started:
+            with suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def app_state(request: Request) -> clips.AppState:
@@ -130,19 +115,9 @@ def create_app(make_client: Callable[[], Client] = clips.default_client) -> Fast
     @app.post("/clips", status_code=202)
     async def submit_clip(body: ClipRequest, state: State, response: Response) -> dict[str, str]:
         """Submit one clip; answers its task id at once (the clip takes minutes)."""
-        try:
-            task_id = await state.client.submit(
-                body.prompt,
-                image_url=body.image_url,
-                enable_prompt_expansion=body.enable_prompt_expansion,
-            )
-        except SubmissionUnknownError:
-            # The one error an operator must reconcile by hand: log what was asked for.
-            logger.warning("submit outcome unknown, not retried: %r", body.prompt[:80])
-            raise
-        response.headers["Location"] = f"/clips/{task_id}"
-        urls = {"status_url": f"/clips/{task_id}", "events_url": f"/clips/{task_id}/events"}
-        return {"task_id": task_id, **urls}
+        answer = await clips.submit_clip(state, body.model_dump())
+        response.headers["Location"] = answer["status_url"]
+        return answer
 
     @app.get("/clips/{task_id}")
     async def get_clip(
@@ -152,14 +127,7 @@ def create_app(make_client: Callable[[], Client] = clips.default_client) -> Fast
         wait_for: Annotated[float, Query(alias="timeout", gt=0, le=clips.MAX_WAIT)] = 30.0,
     ) -> dict[str, Any]:
         """Wait up to ``timeout`` seconds for the clip; ``final`` false: ask again."""
-        state.waiting += 1
-        try:
-            result = await state.client.wait(task_id, timeout=wait_for)
-        except TaskTimeoutError as pending:
-            return clips.clip_state(task_id, pending.last_result)
-        finally:
-            state.waiting -= 1
-        return clips.clip_state(task_id, result)
+        return await clips.wait_for_clip(state, task_id, wait_for)
 
     @app.get("/clips/{task_id}/events", response_class=Response)
     async def clip_events(
@@ -169,7 +137,7 @@ def create_app(make_client: Callable[[], Client] = clips.default_client) -> Fast
         at_most: Annotated[float, Query(alias="timeout", gt=0, le=clips.MAX_STREAM)] = 900.0,
     ) -> Response:
         """Stream the clip's progress as server-sent events until it is final."""
-        return ClipEvents(state, task_id, every=every, at_most=at_most)
+        return ClipEvents(state, task_id, every, at_most)
 
     @app.get("/stats")
     async def stats(state: State) -> dict[str, Any]:
