@@ -28,7 +28,7 @@ from novita_video import (
     InvalidRequestError,
     NovitaError,
 )
-from novita_video.webhooks import MAX_EVENT_SIZE
+from novita_video.webhooks import aiohttp_handler
 
 STATE: Final = web.AppKey("novita", clips.AppState)
 _FIELDS: Final = frozenset({"prompt", "image_url", "enable_prompt_expansion"})
@@ -112,11 +112,9 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].as_json())
 
 
-async def novita_webhook(request: web.Request) -> web.Response:
-    """``POST /webhooks/novita``: a task's end, from Novita (see ``clips.take_event``)."""
-    body = await request.content.read(MAX_EVENT_SIZE + 1)  # no more than an event may be
-    status, answer = clips.take_event(request.app[STATE].client, body)
-    return web.json_response(answer, status=status)
+async def novita_webhook(request: web.Request) -> web.StreamResponse:
+    """``POST /webhooks/novita``: a task's end, from Novita, to the SDK's own receiver."""
+    return await aiohttp_handler(request.app[STATE].client)(request)
 
 
 @web.middleware

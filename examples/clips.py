@@ -28,13 +28,11 @@ from novita_video import (
     NotFoundError,
     NovitaError,
     PermissionDeniedError,
-    ProtocolError,
     RateLimitError,
     SubmissionUnknownError,
     TaskResult,
     TaskTimeoutError,
 )
-from novita_video.webhooks import MAX_EVENT_SIZE
 
 __all__ = [
     "MAX_STREAM",
@@ -47,7 +45,6 @@ __all__ = [
     "sse_event",
     "stream_clip",
     "submit_clip",
-    "take_event",
     "wait_for_clip",
 ]
 
@@ -66,20 +63,6 @@ def default_client() -> Client:
     ``NOVITA_REDIS_URL`` (read by the SDK), and ``CLIPS_WEBHOOK_URL``, the address where
     this app receives Novita's webhooks (``POST /webhooks/novita``), if it has one."""
     return Client(webhook_url=os.environ.get("CLIPS_WEBHOOK_URL") or None)
-
-
-def take_event(client: Client, body: bytes) -> tuple[int, dict[str, Any]]:
-    """Hand one webhook body to ``client``: the HTTP status and JSON to answer Novita.
-
-    The client acts on it if it waits for that task and, with Redis, passes it to the
-    worker that does; a body that is not an event is a 400 (Novita retries only non-2xx).
-    """
-    if len(body) > MAX_EVENT_SIZE:
-        return 413, {"error": f"an event is at most {MAX_EVENT_SIZE} bytes"}
-    try:
-        return 200, {"used": client.handle_webhook(body)}
-    except ProtocolError as error:
-        return 400, {"error": str(error)}
 
 
 @attrs.define

@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.types import Receive, Scope, Send
 
 from examples import clips
-from novita_video import Client, NovitaError
-from novita_video.webhooks import MAX_EVENT_SIZE
+from novita_video import Client, NovitaError, webhooks
 
 
 class ClipRequest(BaseModel):
@@ -151,10 +150,10 @@ def create_app(make_client: Callable[[], Client] = clips.default_client) -> Fast
         body = b""
         async for chunk in request.stream():  # read no more than an event may be
             body += chunk
-            if len(body) > MAX_EVENT_SIZE:
+            if len(body) > webhooks.MAX_EVENT_SIZE:
                 break
-        status, answer = clips.take_event(state.client, body)
-        return JSONResponse(answer, status_code=status)
+        status, reply = webhooks.answer(state.client, body)  # the SDK's, as its receivers
+        return JSONResponse(reply, status_code=status)
 
     @app.exception_handler(NovitaError)
     async def novita_error(request: Request, error: NovitaError) -> Response:

@@ -51,7 +51,7 @@ class Retrier:
         counters: Counters,
         retry_unsafe_submits: bool = False,
     ) -> None:
-        self.policy = policy
+        self._policy = policy
         self._clock = clock
         self._counters = counters
         self._retry_unsafe_submits = retry_unsafe_submits
@@ -82,7 +82,7 @@ class Retrier:
                 method,
                 error,
                 attempt,
-                self.policy,
+                self._policy,
                 retry_unsafe_submits=self._retry_unsafe_submits,
             )
         if decision is Decision.UNKNOWN_SUBMISSION:
@@ -92,7 +92,7 @@ class Retrier:
         self._counters.retries += 1
         delay = retry_delay(
             attempt,
-            self.policy,
+            self._policy,
             retry_after=error_retry_after(error),
             rand=self._random.random(),
         )

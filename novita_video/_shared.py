@@ -164,7 +164,6 @@ class Coordinator:
         op_timeout: float = OP_TIMEOUT,
         heartbeat: float = HEARTBEAT,
     ) -> None:
-        self._url = url
         self.where = where(url)
         self._prefix = f"novita-video:{account(api_key)}"
         self._adaptive = adaptive

@@ -33,7 +33,7 @@ from ._errors import ProtocolError
 if TYPE_CHECKING:
     from aiohttp import web  # the server side of aiohttp: only the app that serves needs it
 
-__all__ = ["MAX_EVENT_SIZE", "aiohttp_handler", "asgi_app"]
+__all__ = ["MAX_EVENT_SIZE", "aiohttp_handler", "answer", "asgi_app"]
 
 #: Bytes an event may have; a task result is a few hundred.
 MAX_EVENT_SIZE = 1 << 20
@@ -44,7 +44,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def _answer(client: Client, body: bytes) -> tuple[int, dict[str, object]]:
+def answer(client: Client, body: bytes) -> tuple[int, dict[str, object]]:
+    """Hand one event's raw body to ``client``: the HTTP status and JSON to answer Novita
+    (200 ``{"used": ...}``; 400 for a body that is not an event, 413 for one over
+    :data:`MAX_EVENT_SIZE`). For a framework these receivers do not cover: read at most
+    ``MAX_EVENT_SIZE + 1`` bytes of the request and answer what this returns."""
+    if len(body) > MAX_EVENT_SIZE:
+        return 413, {"error": "event too large"}
     try:
         used = client.handle_webhook(body)
     except ProtocolError as error:
@@ -59,8 +65,8 @@ def aiohttp_handler(client: Client) -> Callable[[web.Request], Awaitable[web.Str
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > MAX_EVENT_SIZE:
             return web.json_response({"error": "event too large"}, status=413)
-        status, answer = _answer(client, await request.read())
-        return web.json_response(answer, status=status)
+        status, reply = answer(client, await request.read())
+        return web.json_response(reply, status=status)
 
     return handle
 
@@ -91,8 +97,8 @@ def asgi_app(client: Client) -> Callable[[Scope, Receive, Send], Awaitable[None]
                 return
             if not message.get("more_body", False):
                 break
-        status, answer = _answer(client, bytes(body))
-        await _send_json(send, status, answer)
+        status, reply = answer(client, bytes(body))
+        await _send_json(send, status, reply)
 
     return app
 

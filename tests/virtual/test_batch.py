@@ -17,6 +17,8 @@ from novita_video import (
     Client,
     InsufficientBalanceError,
     Outcome,
+    RetryPolicy,
+    ServerError,
     TaskTimeoutError,
 )
 from novita_video.testing import FakeNovita, MemoryTransport, RateLimit, VirtualTimeLoop
@@ -142,8 +144,6 @@ async def test_a_wait_on_a_long_task_reports_progress_and_ends_on_time() -> None
 async def test_a_download_whose_renewal_fails_asks_no_more_than_one_retry_budget(
     tmp_path: Any,
 ) -> None:
-    from novita_video import RetryPolicy, ServerError
-
     fake = FakeNovita(**REAL)
     transport = MemoryTransport(fake)
     async with Client(transport=transport) as client:
