@@ -61,6 +61,7 @@ from ._errors import SubmissionUnknownError as SubmissionUnknownError
 from ._errors import UsageError as UsageError
 from ._limits import AdaptiveRate as AdaptiveRate
 from ._models import Outcome as Outcome
+from ._models import Submission as Submission
 from ._models import TaskFailedError as TaskFailedError
 from ._models import TaskResult as TaskResult
 from ._models import TaskStatus as TaskStatus
@@ -117,6 +118,7 @@ __all__ = [
     "RetryPolicy",
     "ScaledClock",
     "ServerError",
+    "Submission",
     "SubmissionUnknownError",
     "SystemClock",
     "TaskFailedError",

@@ -39,12 +39,12 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._clock import Clock
-from ._errors import BatchAbortedError, InvalidRequestError, NovitaError
+from ._errors import BatchAbortedError, InvalidRequestError, NotFoundError, NovitaError
 from ._limits import Limiter
-from ._models import Outcome, TaskResult
+from ._models import Outcome, Submission, TaskResult
 from ._poller import Listener, Poller
 from ._requests import Request, to_request
-from ._submit import Submitter
+from ._submit import Fate, Submitter
 
 __all__ = ["Batch", "PromptInput"]
 
@@ -117,9 +117,14 @@ class _BatchRun:
         self.slots = anyio.Semaphore(max_outstanding)
         self._concurrency = concurrency
         self._scope = anyio.CancelScope()
-        self._waiting: set[anyio.CancelScope] = set()
+        # Submits waiting for their turn, by endpoint: a doom cancels them (all, or one
+        # endpoint's).
+        self._waiting: dict[anyio.CancelScope, str] = {}
         self._listeners: dict[int, Listener] = {}
         self._fatal: NovitaError | None = None
+        # Endpoints that answered a submit 404 (a wrong base URL, a retired model): their
+        # later prompts are not sent; other models of the batch go on.
+        self._dead: dict[str, NovitaError] = {}
         self._pending = 0
         self._input_done = False
         self.input_error: Exception | None = None
@@ -176,8 +181,8 @@ class _BatchRun:
                 except InvalidRequestError as error:
                     self._emit(Outcome(index, None, error=error))
                     continue
-                if self._fatal is not None:
-                    self._emit(Outcome(index, request, error=self._aborted()))
+                if self._stopper(request.endpoint) is not None:
+                    self._emit(Outcome(index, request, error=self._aborted(request.endpoint)))
                     continue
                 await send.send((index, request))
         finally:
@@ -187,18 +192,27 @@ class _BatchRun:
     async def _submit_loop(self, receive: MemoryObjectReceiveStream[tuple[int, Request]]) -> None:
         async with receive:
             async for index, request in receive:
-                if self._fatal is not None:
-                    self._emit(Outcome(index, request, error=self._aborted()))
+                if self._stopper(request.endpoint) is not None:
+                    self._emit(Outcome(index, request, error=self._aborted(request.endpoint)))
                 else:
                     await self._submit_one(index, request)
 
-    def _aborted(self) -> BatchAbortedError:
+    def _stopper(self, endpoint: str) -> NovitaError | None:
+        """The answer that stops submits to ``endpoint``, if one came."""
+        return self._fatal or self._dead.get(endpoint)
+
+    def _aborted(self, endpoint: str) -> BatchAbortedError:
+        cause = self._stopper(endpoint)
+        if cause is self._fatal:
+            what = "the batch"
+        else:
+            what = f"submits to {endpoint} (it is not there: check the base URL and model)"
         return BatchAbortedError(
-            f"not submitted: an earlier answer stopped the batch ({self._fatal})", self._fatal
+            f"not submitted: an earlier answer stopped {what} ({cause})", cause
         )
 
     async def _submit_one(self, index: int, request: Request) -> None:
-        accepted: list[str] = []
+        endpoint = request.endpoint
 
         def before_post() -> None:
             if self._before_submit is not None:
@@ -208,7 +222,6 @@ class _BatchRun:
                     raise _HookFailed(error) from error
 
         def on_accepted(task_id: str) -> None:
-            accepted.append(task_id)
             self._watch(index, request, task_id, self._clock.now())
             if self._after_submit is not None:
                 try:
@@ -216,39 +229,63 @@ class _BatchRun:
                 except Exception as error:
                     raise _HookFailed(error) from error
 
-        error: NovitaError | None = None
+        # What the submit came to is written by the submitter at the wire; whatever
+        # ends the call here (an answer, a doom's cancellation, a retry cut short), the
+        # outcome carries that, never a guess from how the call ended.
+        fate = Fate()
         hook_error: Exception | None = None
         with anyio.CancelScope() as waiting:
-            self._waiting.add(waiting)
+            self._waiting[waiting] = endpoint
             try:
                 await self._submitter.submit(
                     request,
-                    self._limiter_for(request.endpoint),
-                    abort=lambda: self._fatal,
+                    self._limiter_for(endpoint),
+                    abort=lambda: self._stopper(endpoint),
                     before_post=before_post,
                     on_accepted=on_accepted,
+                    fate=fate,
                 )
-            except NovitaError as failure:
-                error = failure
+            except NovitaError:
+                pass  # the fate holds it
             except _HookFailed as failed:
                 hook_error = failed.error
-        self._waiting.discard(waiting)
+        del self._waiting[waiting]
         if hook_error is not None:
             self.fail(hook_error)
             return
-        if accepted:
-            return
-        if error is None:  # cancelled while waiting for its turn: the batch was doomed
-            error = self._aborted()
+        if fate.submission is Submission.ACCEPTED:
+            return  # its watch gives the outcome
+        error = fate.final_error(request)
+        if fate.submission is not Submission.IN_DOUBT and (
+            error is None or isinstance(error, BatchAbortedError) or waiting.cancelled_caught
+        ):
+            # Stopped before it was sent (again); an earlier try that was refused says so.
+            error = self._aborted(endpoint)
+            if fate.submission is Submission.REFUSED:
+                error = BatchAbortedError(
+                    f"{error}; its last try was refused ({fate.wire_error})", error.cause
+                )
+        assert error is not None
+        if fate.submission is Submission.REFUSED and isinstance(error, NotFoundError):
+            self._doom_endpoint(endpoint, error)
         if error.dooms_batch and self._fatal is None:
             self._doom(error)
-        self._emit(Outcome(index, request, error=error))
+        self._emit(Outcome(index, request, error=error, submission=fate.submission))
 
     def _doom(self, error: NovitaError) -> None:
         logger.warning("batch stops submitting: %s", error)
         self._fatal = error
         for scope in self._waiting:
             scope.cancel()
+
+    def _doom_endpoint(self, endpoint: str, error: NovitaError) -> None:
+        if endpoint in self._dead:
+            return
+        logger.warning("batch stops submitting to %s: %s", endpoint, error)
+        self._dead[endpoint] = error
+        for scope, waiting_for in self._waiting.items():
+            if waiting_for == endpoint:
+                scope.cancel()
 
     def _watch(self, index: int, request: Request, task_id: str, submitted_at: float) -> None:
         if self.stopped:

@@ -183,6 +183,9 @@ class HTTPTransport:
     """Sends requests to the Novita API (the key in each one's Authorization header) and
     downloads clips from storage (with no key at all)."""
 
+    #: It calls ``sending.mark_sent()`` as a POST's headers leave (see ``Transport``).
+    reports_sending = True
+
     def __init__(
         self, *, base_url: str, api_key: str, settings: HTTPSettings, user_agent: str
     ) -> None:

@@ -16,7 +16,15 @@ import attrs
 from ._errors import NovitaError
 from ._requests import Request
 
-__all__ = ["Outcome", "TaskFailedError", "TaskResult", "TaskStatus", "TaskTimeoutError", "Video"]
+__all__ = [
+    "Outcome",
+    "Submission",
+    "TaskFailedError",
+    "TaskResult",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "Video",
+]
 
 
 class TaskStatus(enum.Enum):
@@ -175,14 +183,48 @@ class TaskTimeoutError(NovitaError, TimeoutError):
         return (type(self), (str(self), self.task_id, self.last_result))
 
 
+class Submission(enum.Enum):
+    """What a prompt's submit came to: decided once, where the request leaves the machine,
+    and carried unchanged (never guessed later from a cancellation or a stopped batch).
+
+    Novita has no idempotency key, so the four cases differ in what is safe next:
+    ``ACCEPTED`` and ``IN_DOUBT`` may have cost money and must not be sent again on their
+    own; ``NOT_SENT`` and ``REFUSED`` created nothing and may be sent again (a refusal
+    such as ``BILLING_BALANCE_NOT_ENOUGH`` after a top-up).
+    """
+
+    #: The server created the task and its id came back.
+    ACCEPTED = "accepted"
+    #: The request provably never left this machine: nothing was created.
+    NOT_SENT = "not_sent"
+    #: The server answered with an error that created nothing (400, 403, 404, 429, 503).
+    REFUSED = "refused"
+    #: The request left and no usable answer came back (a 500, a dropped connection, an
+    #: unreadable 2xx): a task may exist and may be billed.
+    IN_DOUBT = "in_doubt"
+
+    @property
+    def may_exist(self) -> bool:
+        """Whether a task (and a charge) may exist for this submit."""
+        return self in (Submission.ACCEPTED, Submission.IN_DOUBT)
+
+
+def _submission_default(outcome: Outcome) -> Submission:
+    return Submission.ACCEPTED if outcome.task_id is not None else Submission.NOT_SENT
+
+
 @attrs.frozen
 class Outcome:
     """What became of one prompt of a batch; :meth:`Client.generate` yields exactly one each.
 
-    ``index`` is the prompt's position in the input, ``request`` the validated request
-    (``None`` if the input item itself was invalid), ``task_id`` is ``None`` if it was
-    never submitted, ``result`` the final :class:`TaskResult` when there is one, and
-    ``error`` the :class:`~novita_video.NovitaError` that ended it, or ``None``.
+    ``index`` is the prompt's position in the input, counted from 0 (the first prompt
+    is 0; the command's rows and manifest count from 1), ``request`` the validated
+    request (``None`` if the input item itself was invalid), ``task_id`` is ``None`` if
+    no task id came back, ``result`` the final :class:`TaskResult` when there is one,
+    ``error`` the :class:`~novita_video.NovitaError` that ended it, or ``None``, and
+    ``submission`` what its submit came to (:class:`Submission`): ``IN_DOUBT`` means a
+    task may exist (and be billed) although no id came back, so do not send it again
+    without checking.
     """
 
     index: int
@@ -190,6 +232,9 @@ class Outcome:
     task_id: str | None = None
     result: TaskResult | None = None
     error: NovitaError | None = None
+    submission: Submission = attrs.field(
+        default=attrs.Factory(_submission_default, takes_self=True)
+    )
 
     @property
     def ok(self) -> bool:

@@ -26,7 +26,7 @@ from ._limits import Limiter
 from ._retry import Decision, Method, RetryPolicy, decide, error_retry_after, retry_delay
 from ._stats import Counters
 
-__all__ = ["Retrier", "Retry"]
+__all__ = ["Retrier", "Retry", "unknown_submission"]
 
 T = TypeVar("T")
 
@@ -38,6 +38,18 @@ class Retry:
 
     decision: Decision
     delay: float = 0.0
+
+
+def unknown_submission(error: NovitaError, request: object) -> SubmissionUnknownError:
+    """The error for a POST about ``request`` that may have created a task (it ended in
+    ``error``): it is never sent again on its own."""
+    unknown = SubmissionUnknownError(
+        "the submit may have created a task, but no task id came back "
+        f"({error}); it was not sent again, to avoid paying twice",
+        request,
+    )
+    unknown.__cause__ = error
+    return unknown
 
 
 class Retrier:
@@ -127,11 +139,7 @@ class Retrier:
                 if retry.decision is Decision.UNKNOWN_SUBMISSION:
                     # A caller who cancelled while the shielded POST ran is told so now.
                     await anyio.lowlevel.checkpoint_if_cancelled()
-                    raise SubmissionUnknownError(
-                        "the submit may have created a task, but no task id came back "
-                        f"({error}); it was not sent again, to avoid paying twice",
-                        request,
-                    ) from error
+                    raise unknown_submission(error, request) from error
                 if retry.decision is Decision.RAISE:
                     raise
                 if limiter is None or not isinstance(error, RateLimitError):

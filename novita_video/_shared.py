@@ -401,7 +401,7 @@ class Coordinator:
                 self._lost(error)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self._op_timeout):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis 8
 
     def _deliver(self, data: object) -> None:
         if not isinstance(data, bytes):

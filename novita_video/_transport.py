@@ -81,6 +81,13 @@ class Transport(Protocol):
     ``maybe_sent`` says whether the server may have seen the request),
     :class:`~novita_video.APITimeoutError`, :class:`~novita_video.ProtocolError`; any
     status comes back as a :class:`Response`.
+
+    A transport that sets ``reports_sending = True`` promises to call
+    ``sending.mark_sent()`` the moment a POST leaves, and to raise
+    ``APIConnectionError(maybe_sent=False)`` only for a request that never left: a
+    submit is then cancellable until it leaves. With one that does not (the default),
+    each POST is taken as sent the moment it is called: shielded, and in doubt until an
+    answer comes back.
     """
 
     async def open(self) -> None:

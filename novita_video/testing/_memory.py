@@ -41,6 +41,9 @@ class MemoryTransport:
     """A :class:`~novita_video._transport.Transport` that answers from ``fake`` in memory:
     pass it as ``Client(transport=...)``. ``api_key`` defaults to the simulator's own."""
 
+    #: It calls ``sending.mark_sent()`` as a POST's headers leave (see ``Transport``).
+    reports_sending = True
+
     def __init__(self, fake: FakeNovita, *, api_key: str | None = None) -> None:
         self._fake = fake
         self._auth = f"Bearer {fake.api_key if api_key is None else api_key}"
