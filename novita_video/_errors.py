@@ -22,7 +22,7 @@ The tree::
     │   └── ServerError                       5xx
     ├── TaskFailedError                       a task ended without a clip (FAILED, CANCELLED)
     ├── TaskTimeoutError (TimeoutError)       a task was not final by its deadline
-    ├── DownloadError                         storage refused a clip (403 once a URL expired)
+    ├── DownloadError                         storage refused a clip (after retries, one renewal)
     ├── LocalFileError (OSError)              a clip could not be written here (a full disk)
     └── BatchAbortedError                     a prompt never sent: the batch was stopped first
 
@@ -282,15 +282,22 @@ class ServerError(APIStatusError):
 
 class DownloadError(NovitaError):
     """Storage refused a clip's URL: ``status_code`` 403 means it expired (or was
-    tampered with); :meth:`Client.download` then asks the API for a fresh one."""
+    tampered with); :meth:`Client.download` then asks the API for a fresh one. A 429 or
+    5xx is raised only once the client's :class:`RetryPolicy` gave up on it.
+    ``retry_after`` is the wait storage asked for (``Retry-After``), if it said."""
 
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message, status_code)
+    def __init__(self, message: str, status_code: int, retry_after: float | None = None) -> None:
+        super().__init__(message, status_code, retry_after)
 
     @property
     def status_code(self) -> int:
         """The HTTP status storage answered (403: expired or refused)."""
         return int(self.args[1])
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds storage asked us to wait (``Retry-After``), if it said."""
+        return self.args[2]  # type: ignore[no-any-return]
 
 
 class LocalFileError(NovitaError, OSError):

@@ -72,6 +72,10 @@ _SIGNATURE = re.compile(
     re.IGNORECASE,
 )
 _CHUNK = 1 << 16
+#: Bytes of a storage error's body read at most (and thrown away): a usual XML error
+#: document is a few hundred, and read whole its connection can be reused; a broken host
+#: may send 200 MB, so past this the connection is closed instead.
+MAX_ERROR_BODY = 1 << 16
 
 
 def is_loopback(host: str | None) -> bool:
@@ -373,10 +377,11 @@ class HTTPTransport:
 
         No Authorization header is sent: the URL is presigned storage, not the API, and a
         redirect cannot carry a key that this request never had. A non-2xx answer writes
-        nothing. A body shorter than its Content-Length raises :class:`APIConnectionError`,
-        one that does not end within ``download_timeout`` :class:`APITimeoutError`, one
-        over ``max_clip_bytes`` (decoded) :class:`DownloadError`; a failed write to
-        ``file`` (a full disk) :class:`LocalFileError`, which no retry can mend.
+        nothing, and no more than :data:`MAX_ERROR_BODY` bytes of its body are read. A body
+        shorter than its Content-Length raises :class:`APIConnectionError`, one that does
+        not end within ``download_timeout`` :class:`APITimeoutError`, one over
+        ``max_clip_bytes`` (decoded) :class:`DownloadError`; a failed write to ``file`` (a
+        full disk) :class:`LocalFileError`, which no retry can mend.
         """
         session = self._session(submit=False)
         what = f"GET {urlsplit(url).path}"  # never the query string: it is a signature
@@ -406,7 +411,7 @@ class HTTPTransport:
                         except ProtocolError as err:
                             raise DownloadError(f"{err} (the clip cap)", answer.status) from None
                     else:
-                        await answer.read()
+                        await _skim(answer)
                     response = Response(answer.status, b"", headers)
             except LocalFileError:
                 raise  # this machine's fault, not the network's
@@ -426,8 +431,22 @@ class HTTPTransport:
         return response
 
 
+async def _skim(answer: aiohttp.ClientResponse) -> None:
+    """Read and drop an error answer's body, :data:`MAX_ERROR_BODY` bytes at most: a
+    short one whole (its connection goes back to the pool), a longer one not at all
+    past that (its connection is closed: nothing more is read of it)."""
+    left = MAX_ERROR_BODY
+    while left > 0:
+        chunk = await answer.content.read(left)
+        if not chunk:
+            return
+        left -= len(chunk)
+    if not answer.content.at_eof():
+        answer.close()
+
+
 def _write(file: BinaryIO, data: bytes, what: str) -> None:
     try:
         file.write(data)
     except OSError as err:
-        raise LocalFileError(f"{what}: could not write the clip ({err.strerror or err})") from None
+        raise LocalFileError(f"{what}: could not write the clip ({err.strerror or err})") from err
