@@ -493,8 +493,9 @@ class Client(anyio.AsyncContextManagerMixin):
 
         An ``ASYNC_TASK_RESULT`` event for a task this client waits for makes the poller
         check that task at once (or, with ``trust_webhooks``, ends it with the event's
-        payload). Events for other tasks, duplicates and other kinds are ignored
-        (``False``). A body that is not an event raises :class:`ProtocolError`. With
+        payload); if the task is being checked just then, right after that check
+        returns. Events for other tasks, duplicates of a finished task's and other kinds
+        are ignored (``False``). A body that is not an event raises :class:`ProtocolError`. With
         ``redis_url``, every event is also passed to the other workers of the key, so the
         one that waits for the task acts on it, whichever worker Novita reached.
         """
@@ -532,7 +533,10 @@ class Client(anyio.AsyncContextManagerMixin):
 
         A failed task is returned, not raised (``result.raise_for_status()`` raises it).
         Raises :class:`TaskTimeoutError` after ``timeout`` seconds (``None``: no limit) and
-        API errors that retrying cannot mend (an unknown task id, a bad key). Any number
+        API errors that retrying cannot mend (an unknown task id, a bad key). Transient
+        failures (5xx, dropped connections, timeouts, unreadable answers: an outage) are
+        retried until then, however many (``RetryPolicy.max_attempts`` does not end a
+        wait); a timeout during one names its last error (``__cause__``). Any number
         of concurrent waits share the client's one poller. ``on_progress`` is called with
         every answer the poller gets before the final one (for a progress display); it
         runs on the event loop and must be quick. If it raises, this wait stops and raises

@@ -5,10 +5,18 @@ Whoever wants a task's final result (a :meth:`Client.wait` call, a batch of
 task id share one :class:`_Watch`; watches sit in a heap ordered by when each is due
 (its next check, or its earliest listener's deadline). The poller sleeps until the top
 of the heap is due, expires the listeners whose deadline passed (also while their task
-is being checked), and starts each due check as a short task of its own, paced by its
-own :class:`RateLimiter`. A check either finishes the watch (a final status, or an
-error that retrying cannot mend) or plans the next one from the answer
-(:func:`plan_next_check`). A 429 pauses and slows every poll, not just one.
+is being checked), and queues each due check. A dispatcher of its own starts the queued
+checks, each as a short task, paced by the poller's :class:`RateLimiter`: a limiter
+paused by a 429's ``Retry-After`` holds back checks, never a deadline. A check either
+finishes the watch (a final status, or an error that retrying cannot mend) or plans the
+next one from the answer (:func:`plan_next_check`). A 429 pauses and slows every poll,
+not just one. Transient failures (an outage of the API) are retried on the
+:class:`RetryPolicy` backoff for as long as some listener's deadline allows, however
+many. Whatever else a check raises ends that task's listeners alone
+(:class:`ProtocolError`, the original as its ``__cause__``), never the poller.
+
+A webhook event that arrives while its task is being checked is kept, and acted on when
+the check returns.
 
 The dispatcher never waits for a worker: due checks queue in order, and a check that
 takes longer than ``slow_check`` (1 s: a server dripping its answer) stops counting
@@ -20,7 +28,9 @@ tasks take, and how the server's eta and progress related to the real end
 (:class:`Calibration`). Later plans use what it learned.
 
 Ten thousand waiting web requests cost ten thousand heap entries, not ten thousand
-polling loops; registering or forgetting one is O(log n).
+polling loops; registering or forgetting one is O(log n). An ended or rescheduled watch
+leaves its old heap entry behind (lazy deletion), but once those outnumber the live
+ones the heap is rebuilt, so it stays within a constant factor of the live watches.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from ._models import TaskResult, TaskStatus, TaskTimeoutError
 from ._retrier import Retrier
 from ._retry import Decision
 from ._schedule import Calibration, Observation, PollSchedule, plan_next_check
+from ._wire import snippet
 
 logger = logging.getLogger("novita_video")
 
@@ -62,6 +73,8 @@ _LEARN_PRECISION = 0.1
 #: A check slower than this (seconds of the client's clock) frees its place: answers
 #: take a fraction of a second, so one still coming after this is stuck or dripping.
 SLOW_CHECK = 1.0
+#: Stale heap entries tolerated beyond the live ones before the heap is rebuilt.
+_STALE_SLACK = 64
 
 
 @attrs.define(eq=False)
@@ -93,8 +106,13 @@ class _Watch:
     deadlines: list[tuple[float, int, Listener]] = attrs.Factory(list)
     last: TaskResult | None = None
     failures: int = 0
+    error: NovitaError | None = None  # what the failures since the last answer ended in
     ticket: int = 0
-    checking: bool = False
+    checking: bool = False  # queued or in flight: its answer plans what comes next
+    in_flight: bool = False
+    # Webhook events that came while a check was in flight, acted on when it returns.
+    pushed: TaskResult | None = None
+    recheck: bool = False
     seq: int = 0
     due: float = math.inf  # when the watch's live heap entry is due
     # What the schedule needs (see Observation) and what the poller learns from.
@@ -110,6 +128,15 @@ class _Watch:
         while self.deadlines and self.deadlines[0][2].done:
             heapq.heappop(self.deadlines)
         return self.deadlines[0][0] if self.deadlines else math.inf
+
+    def drop_listener(self, listener: Listener) -> None:
+        self.listeners.pop(listener, None)
+        # Its deadline entry goes when it comes to the top; a long task whose waiters
+        # come and go rebuilds the heap once the departed outnumber the waiting.
+        if len(self.deadlines) > 2 * len(self.listeners) + 8:
+            self.deadlines = [entry for entry in self.deadlines if not entry[2].done]
+            heapq.heapify(self.deadlines)
+            self.listeners = dict(self.listeners)  # a dict never shrinks by itself
 
 
 @attrs.define(eq=False)
@@ -193,6 +220,7 @@ class Poller:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._sleep_scope: anyio.CancelScope | None = None
+        self._idle_scope: anyio.CancelScope | None = None  # the dispatcher's, when idle
         self._learned: defaultdict[str, _Learned] = defaultdict(_Learned)
         # Due checks wait here, in order, for a place among `concurrency`.
         self._queue: deque[_Watch] = deque()
@@ -248,31 +276,44 @@ class Poller:
         watch = self._watches.get(listener.task_id)
         if watch is None:
             return
-        watch.listeners.pop(listener, None)
+        watch.drop_listener(listener)
         if not watch.listeners:
-            del self._watches[listener.task_id]
+            self._remove(watch)
 
     def hint(self, task_id: str) -> bool:
-        """Someone says ``task_id`` changed (a webhook): check it now, if it is watched."""
+        """Someone says ``task_id`` changed (a webhook): check it now, if it is watched.
+
+        If a check of it is in flight, its answer may predate the change: another
+        check follows as soon as it returns."""
         watch = self._watches.get(task_id)
         if watch is None:
             return False
-        if watch.next_check > self._clock.now():
+        if watch.in_flight:
+            watch.recheck = True
+        elif watch.next_check > self._clock.now():
             watch.next_check = self._clock.now()
-            self._reschedule(watch)
+            self._reschedule(watch)  # (a check queued already is coming anyway)
         return True
 
     def push(self, result: TaskResult) -> bool:
-        """Take ``result`` as if a check had answered it (a trusted webhook), if watched."""
+        """Take ``result`` as if a check had answered it (a trusted webhook), if watched.
+
+        If a check of it is in flight, ``result`` is taken when that check returns,
+        unless its own answer ended the task."""
         watch = self._watches.get(result.task_id)
-        if watch is None or watch.checking:
-            return False  # unknown, finished already, or being checked right now
+        if watch is None:
+            return False  # unknown, or finished already
+        if watch.in_flight:
+            if watch.pushed is None or not watch.pushed.is_final:
+                watch.pushed = result
+            return True
         self._answered(watch, result)
         return True
 
     def close(self, error: NovitaError) -> None:
         """Finish every listener with ``error`` (the client is closing)."""
         watches, self._watches = self._watches, {}
+        self._heap.clear()
         for watch in watches.values():
             for listener in list(watch.listeners):
                 listener._finish(None, error)
@@ -284,10 +325,12 @@ class Poller:
         self.running = True
         try:
             async with anyio.create_task_group() as checks:
+                # This loop keeps time (deadlines, due checks) and never waits for the
+                # limiter: the dispatcher does, so a pause cannot hold a deadline back.
+                checks.start_soon(self._dispatch, checks)
                 while True:
                     await self._sleep_until_due()
                     self._expire_due()
-                    await self._dispatch(checks)
         finally:
             self.running = False
 
@@ -311,43 +354,72 @@ class Poller:
             watch.checking = True
             self._queue.append(watch)
             self._reschedule(watch)  # its listeners' deadlines stand while it is checked
+            self._kick()
 
     async def _dispatch(self, checks: anyio.abc.TaskGroup) -> None:
-        """Start the queued checks that have a place and the limiter's leave."""
-        self._release_slow()
-        while self._queue and self._busy < self._concurrency:
+        """Start the queued checks in order, as places free up and the limiter allows."""
+        while True:
+            self._release_slow()
+            self._skip_ended()
+            if not self._queue or self._busy >= self._concurrency:
+                await self._idle()
+                continue
+            ticket = await self._limiter.acquire()
+            # Its turn goes to the first check still wanted when it comes (listeners may
+            # have left, or a webhook ended a task, during a pause).
+            self._skip_ended()
+            if not self._queue:
+                continue
             watch = self._queue.popleft()
-            if self._watches.get(watch.task_id) is not watch:
-                watch.checking = False
-                continue  # ended (every listener gone) while it waited
-            watch.ticket = await self._limiter.acquire()
+            watch.ticket = ticket
+            watch.in_flight = True
             flight = _Flight(self._clock.now())
             self._busy += 1
             self._started.append(flight)
             checks.start_soon(self._check, watch, flight)
 
+    def _skip_ended(self) -> None:
+        while self._queue and self._watches.get(self._queue[0].task_id) is not self._queue[0]:
+            self._queue.popleft().checking = False  # ended while it waited
+
+    async def _idle(self) -> None:
+        # Until a check is queued or a place frees up (_kick), or, when every place is
+        # taken, until the oldest check in flight turns slow and frees its place.
+        due = math.inf
+        if self._queue and self._started:
+            due = self._started[0].began + self._slow_check
+        with anyio.CancelScope() as scope:
+            self._idle_scope = scope
+            if due == math.inf:
+                await anyio.sleep_forever()
+            else:
+                await self._clock.sleep(max(0.0, due - self._clock.now()))
+        self._idle_scope = None
+
+    def _kick(self) -> None:
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+
     def _release_slow(self) -> None:
-        # Checks begun over `slow_check` ago no longer hold a place (those that ended
-        # gave theirs back already).
-        limit = self._clock.now() - self._slow_check
-        while self._started and self._started[0].began <= limit:
+        # Checks begun `slow_check` ago or more no longer hold a place (those that ended
+        # gave theirs back already). The same sum as _idle's: it never waits for nothing.
+        now = self._clock.now()
+        while self._started and self._started[0].began + self._slow_check <= now:
             self._give_back(self._started.popleft())
 
     def _give_back(self, flight: _Flight) -> None:
         if flight.holds_place:
             flight.holds_place = False
             self._busy -= 1
+        # Checks that ended have nothing left to free: a burst of them is not kept
+        # until the next dispatch.
+        while self._started and not self._started[0].holds_place:
+            self._started.popleft()
 
     async def _sleep_until_due(self) -> None:
         while True:
             now = self._clock.now()
             due = self._heap[0][0] if self._heap else math.inf
-            if self._queue:
-                if self._busy < self._concurrency:
-                    return
-                # Full: the oldest check in flight turns slow (and frees its place) then.
-                if self._started:
-                    due = min(due, self._started[0].began + self._slow_check)
             if due <= now:
                 return
             with anyio.CancelScope() as scope:
@@ -374,6 +446,24 @@ class Poller:
         heapq.heappush(self._heap, (due, watch.seq, watch.task_id))
         if self._heap[0][1] == watch.seq:
             self._wake()  # this one is due sooner than the loop sleeps
+        self._compact()
+
+    def _remove(self, watch: _Watch) -> None:
+        """Stop watching (its heap entry is stale from now on)."""
+        if self._watches.get(watch.task_id) is watch:
+            del self._watches[watch.task_id]
+            self._compact()
+
+    def _compact(self) -> None:
+        # Entries of ended or rescheduled watches stay in the heap until they come to
+        # its top (a deadline may be half an hour away). Once they outnumber the live
+        # ones (one a watch at most), rebuild: amortized O(1) a push, memory O(watches).
+        if len(self._heap) <= 2 * len(self._watches) + _STALE_SLACK:
+            return
+        self._watches = dict(self._watches)  # a dict never shrinks by itself
+        watches = self._watches.values()
+        self._heap = [(w.due, w.seq, w.task_id) for w in watches if w.due != math.inf]
+        heapq.heapify(self._heap)
 
     def _expire(self, watch: _Watch, now: float) -> None:
         while watch.deadlines and watch.deadlines[0][0] <= now:
@@ -381,14 +471,23 @@ class Poller:
             if listener.done:
                 continue
             watch.listeners.pop(listener, None)
-            error = TaskTimeoutError(
-                f"task {watch.task_id} was not final after its deadline",
-                watch.task_id,
-                watch.last,
-            )
-            listener._finish(watch.last, error)
+            listener._finish(watch.last, self._timed_out(watch))
         if not watch.listeners:
-            self._watches.pop(watch.task_id, None)
+            self._remove(watch)
+
+    @staticmethod
+    def _timed_out(watch: _Watch) -> TaskTimeoutError:
+        failing = ""
+        if watch.error is not None:
+            # An outage outlasted this wait: say so, the error it ended in as the cause.
+            failing = f"; its last check failed with: {watch.error}"
+        error = TaskTimeoutError(
+            f"task {watch.task_id} was not final after its deadline{failing}",
+            watch.task_id,
+            watch.last,
+        )
+        error.__cause__ = watch.error
+        return error
 
     def _first_delay(self) -> float:
         # Before a task's first answer its type is unknown: the quickest type seen.
@@ -406,22 +505,58 @@ class Poller:
 
     async def _check(self, watch: _Watch, flight: _Flight) -> None:
         try:
-            result = await self._fetch(watch.task_id)
-        except NovitaError as error:
-            self._failed(watch, error)
-        else:
-            self._limiter.accepted()
-            self._answered(watch, result)
+            try:
+                result = await self._fetch(watch.task_id)
+            except NovitaError as error:
+                self._failed(watch, error)
+            else:
+                self._limiter.accepted()
+                self._answered(watch, result)
+            self._take_events(watch)
+        except Exception as error:
+            # One check, one barrier: a custom transport's bug (or this SDK's) ends this
+            # task's listeners alone; the poller and every other wait go on.
+            self._broken(watch, error)
         finally:
             self._give_back(flight)
-            watch.checking = False
+            watch.checking = watch.in_flight = False
+            watch.pushed, watch.recheck = None, False
             if self._watches.get(watch.task_id) is watch:
                 self._reschedule(watch)
-            if self._queue:
-                self._wake()  # a place is free: a queued check may go
+            self._kick()  # a place is free: a queued check may go
+
+    def _take_events(self, watch: _Watch) -> None:
+        """Act on the webhook events that came while ``watch``'s check was in flight."""
+        watch.in_flight = False
+        pushed, recheck = watch.pushed, watch.recheck
+        watch.pushed, watch.recheck = None, False
+        if self._watches.get(watch.task_id) is not watch:
+            return  # the check's own answer ended the task (or its listeners left)
+        if pushed is not None:
+            self._answered(watch, pushed)
+        elif recheck:
+            # The answer may predate the event: look again now.
+            watch.next_check = min(watch.next_check, self._clock.now())
+
+    def _broken(self, watch: _Watch, error: Exception) -> None:
+        name = type(error).__name__
+        logger.error(
+            "task %s: its check raised %s; its waiters end with a ProtocolError, the "
+            "poller and other waits go on",
+            watch.task_id,
+            name,
+            exc_info=error,
+        )
+        wrapped = ProtocolError(
+            f"task {watch.task_id}: checking it raised {name} ({snippet(str(error))}), "
+            "which no transport should: a bug in the transport or in novita_video",
+        )
+        wrapped.__cause__ = error
+        self._end(watch, watch.last, wrapped)
 
     def _answered(self, watch: _Watch, result: TaskResult) -> None:
         watch.failures = 0
+        watch.error = None
         watch.last = result
         now = self._clock.now()
         age = now - watch.started
@@ -488,9 +623,12 @@ class Poller:
         # A 429 pauses and slows the whole poller, and this task is not to blame for it:
         # it uses up none of the task's attempts, and however short the server's
         # Retry-After (even 0), it never makes polls faster than min_interval.
+        # Any other transient failure (an outage) is retried on the policy's backoff,
+        # however many times, until the last listener's deadline ends the watch.
         rate_limited = isinstance(error, RateLimitError)
         if not rate_limited:
             watch.failures += 1
+        watch.error = error
         retry = self._retrier.plan(
             "GET",
             error,
@@ -517,7 +655,6 @@ class Poller:
             self._reschedule(watch)
 
     def _end(self, watch: _Watch, result: TaskResult | None, error: NovitaError | None) -> None:
-        if self._watches.get(watch.task_id) is watch:
-            del self._watches[watch.task_id]
+        self._remove(watch)
         for listener in list(watch.listeners):
             listener._finish(result, error)

@@ -13,6 +13,7 @@ created a task ends in :class:`SubmissionUnknownError`, never in a second POST.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -23,12 +24,28 @@ import attrs
 from ._clock import Clock
 from ._errors import NovitaError, RateLimitError, SubmissionUnknownError
 from ._limits import Limiter
-from ._retry import Decision, Method, RetryPolicy, decide, error_retry_after, retry_delay
+from ._retry import (
+    Decision,
+    Method,
+    RetryPolicy,
+    _transient,
+    decide,
+    error_retry_after,
+    retry_delay,
+)
 from ._stats import Counters
 
 __all__ = ["Retrier", "Retry", "unknown_submission"]
 
 T = TypeVar("T")
+
+
+def _backoff_stops_growing(policy: RetryPolicy) -> int:
+    """The first attempt whose backoff reaches ``max_delay``: every later one waits as
+    long, so an endless run of retries counts no further (a float power would overflow)."""
+    if policy.multiplier <= 1 or policy.initial_delay >= policy.max_delay:
+        return 1
+    return 1 + math.ceil(math.log(policy.max_delay / policy.initial_delay, policy.multiplier))
 
 
 @attrs.frozen
@@ -83,12 +100,15 @@ class Retrier:
         """What to do after attempt ``attempt`` (1 for the first) failed with ``error``.
 
         A 429 pauses and slows ``limiter`` (the request was sent with ``ticket``).
-        ``patient`` callers (the poller) never give up on a 429: a task is not to blame
-        for the account's rate, so 429s do not use up its attempts.
+        ``patient`` callers (the poller's checks of a task) never give up on a transient
+        error: whoever waits for the task has a deadline of their own, which ends the
+        wait, so ``max_attempts`` does not; the backoff still grows to ``max_delay``. A
+        429 counts as a first attempt (a task is not to blame for the account's rate).
         """
         rate_limited = isinstance(error, RateLimitError)
-        if rate_limited and patient:
-            decision, attempt = Decision.RETRY, 1
+        if patient and method == "GET" and _transient(error):
+            decision = Decision.RETRY
+            attempt = 1 if rate_limited else min(attempt, _backoff_stops_growing(self._policy))
         else:
             decision = decide(
                 method,

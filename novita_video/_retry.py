@@ -45,6 +45,14 @@ class RetryPolicy:
     Delays grow ``initial_delay * multiplier ** (attempt - 1)`` up to ``max_delay``, less
     up to ``jitter`` of themselves at random so that many clients do not retry in step.
     A server's ``Retry-After`` wins when given, up to ``max_retry_after`` seconds.
+
+    ``max_attempts`` bounds one request: a submit, a download, a
+    :meth:`~novita_video.Client.get_result` call. It no longer ends a wait: the checks
+    of a :meth:`~novita_video.Client.wait` or of a batch's task retry transient
+    failures (5xx, dropped connections, timeouts, unreadable answers) on this backoff
+    for as long as the wait's own ``timeout`` (a batch's ``task_timeout``) allows, so a
+    wait outlasts an outage of the API; an answer that retrying cannot mend (404, a bad
+    key) still ends it at once.
     """
 
     max_attempts: int = attrs.field(default=6, validator=whole(1))

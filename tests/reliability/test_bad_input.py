@@ -15,7 +15,8 @@ Layers, in the order a prompt meets them:
 * ``env``: the command's environment (key, base URL).
 * ``submit answer``, ``result answer``, ``poll answer``: a scripted server answering
   in a wrong shape; the client retries nothing (``max_attempts=1``), so the first
-  answer decides.
+  answer decides. A wait retries what may mend until its own timeout, whatever
+  ``max_attempts`` says: its :class:`TaskTimeoutError` then names the answer.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from novita_video import (
     RetryPolicy,
     ServerError,
     SubmissionUnknownError,
+    TaskTimeoutError,
 )
 from tests.cli.cli_support import cli_env, prompts_file, simulator
 from tests.reliability.reliability_support import run_measured
@@ -335,9 +337,13 @@ async def check_answer(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             elif case.layer == RESULT_ANSWER:
                 call = client.get_result("t")
             else:
-                call = client.wait("t", timeout=30)
-            with pytest.raises(case.error) as raised:
+                server.script(path, *[case.value] * 20)  # every check is answered so
+                call = client.wait("t", timeout=2)
+            expected = TaskTimeoutError if case.layer == "poll answer" else case.error
+            with pytest.raises(expected) as raised:
                 await call
+    if case.layer == "poll answer":
+        assert isinstance(raised.value.__cause__, case.error)
     assert case.says is not None
     assert case.says in str(raised.value)
     assert server.count("POST", SUBMIT) == (1 if case.layer == SUBMIT_ANSWER else 0)

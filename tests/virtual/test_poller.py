@@ -257,3 +257,22 @@ async def test_two_thousand_waits_share_one_poller_and_all_end(loop: VirtualTime
     assert {end.task_id for end in ended} == set(tasks.tasks)
     assert all(end.error is None for end in ended)
     assert loop.elapsed < 400
+
+
+async def test_an_outage_of_any_length_costs_one_check_per_max_delay() -> None:
+    # More failures than a float's power of the multiplier survives (2.0 ** 1100
+    # overflows): the backoff stays at max_delay, and the task's answer still ends it.
+    now = anyio.current_time()
+    outage = [ServerError("unavailable", 503, "") for _ in range(1100)]
+    tasks = Tasks({"t": Task(now, now + 1)}, errors={"t": outage})
+    ended: list[Ended] = []
+    async with running(tasks) as (poller, counters):
+        listen(poller, "t", ended)
+        await until(ended, 1)
+    assert ended[0].error is None
+    assert counters.retries == 1100
+    times = [at for _, at in tasks.checked_at]
+    gaps = [after - before - 0.2 for before, after in itertools.pairwise(times)]
+    policy = RetryPolicy()
+    assert max(gaps) <= policy.max_delay + 0.01
+    assert sum(gap >= policy.max_delay * (1 - policy.jitter) for gap in gaps) > 1000
