@@ -64,7 +64,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -345,7 +345,9 @@ class Ledger:
         if record is None:
             self._db.execute("DELETE FROM prompts WHERE key = ?", (row.key,))
         else:
-            self._put(row, record.state, record.task_id, record.file, record.error, asked=False)
+            # What was asked for goes back too (the try of this run may have changed it).
+            asked = None if record.request is None else json.loads(record.request)
+            self._put(row, record.state, record.task_id, record.file, record.error, asked=asked)
 
     def write(
         self,
@@ -358,7 +360,8 @@ class Ledger:
     ) -> None:
         """Record the prompt ``row`` as ``state`` (one committed transaction); ``sending``
         also records its request as what was asked for."""
-        self._put(row, state, task_id, file, error, asked=state is State.SENDING)
+        asked = request_fields(row.request) if state is State.SENDING else None
+        self._put(row, state, task_id, file, error, asked=asked)
 
     def _put(
         self,
@@ -368,22 +371,24 @@ class Ledger:
         file: str | None,
         error: str | None,
         *,
-        asked: bool,
+        asked: Mapping[str, Any] | None,
     ) -> None:
+        """One committed statement; ``asked``: the request's fields to record as what was
+        asked for, ``None`` to keep those the row has (a new row gets ``row``'s)."""
         request = row.request
-        fields = request_fields(request)
-        image_url = fields.get("image_url")
         # What was asked for changes only when it is asked for again (an id line whose
         # text was corrected keeps the text its task was made from until then).
-        sql = _INSERT + (_ASKED if asked else "")
+        fields = request_fields(request) if asked is None else asked
+        image_url = fields.get("image_url")
+        prompt = fields.get("prompt")
         self._db.execute(
-            sql,
+            _INSERT if asked is None else _INSERT + _ASKED,
             (
                 row.key,
                 row.index,
                 row.line,
                 row.id,
-                request.prompt,
+                prompt if isinstance(prompt, str) else request.prompt,
                 image_url if isinstance(image_url, str) else None,
                 fields.get("enable_prompt_expansion") is not False,
                 state.value,

@@ -158,6 +158,32 @@ def test_the_manifest_says_what_a_corrected_id_line_was_made_from(tmp_path: Path
     assert "made from an earlier prompt: a fox in snw" in (tmp_path / "index.html").read_text()
 
 
+def test_the_ledger_keeps_what_was_asked_until_it_is_asked_again(tmp_path: Path) -> None:
+    sent = Row(1, 1, VideoRequest("a fox in snw"), id="fox")
+    now = Row(2, 2, VideoRequest("a fox in snow"), id="fox")
+    opened = Ledger.open(tmp_path, "api")
+    try:
+        opened.write(sent, State.SENDING)
+        opened.write(sent, State.UNKNOWN, error="cut off")
+        before = opened.get(sent.key)
+        opened.write(now, State.SUBMITTED, task_id="t1")  # a state: what was asked stays
+        record = opened.get(now.key)
+        assert record is not None
+        assert record.request is not None
+        assert json.loads(record.request)["prompt"] == "a fox in snw"
+        opened.write(now, State.SENDING)  # asked again (--resubmit-unknown): the new text
+        record = opened.get(now.key)
+        assert record is not None
+        assert record.request is not None
+        assert json.loads(record.request)["prompt"] == "a fox in snow"
+        # That try provably made nothing: the record goes back whole, request included.
+        opened.restore(now, before)
+        assert opened.get(now.key) == before
+        assert ledger(tmp_path)[0]["prompt"] == "a fox in snw"
+    finally:
+        opened.close()
+
+
 # The ledger: migrating schema 1.
 
 
