@@ -125,7 +125,7 @@ def _made_from(row: Row, record: Record | None) -> dict[str, Any] | None:
 
 def changed_since_sent(row: Row, record: Record | None) -> str | None:
     """A sentence for stderr when ``row`` (known by its id) was changed since its task was
-    sent: its task and clip are kept, made from the earlier fields; else ``None``."""
+    sent: that task, made from the earlier fields, stays the prompt's; else ``None``."""
     made_from = _made_from(row, record)
     if made_from is None:
         return None
@@ -134,8 +134,8 @@ def changed_since_sent(row: Row, record: Record | None) -> str | None:
         was = was[:159] + "…"
     return (
         f"id {row.id!r} (line {row.line}): its {', '.join(made_from)} changed since its task "
-        f"was sent ({was}); its task and clip are kept, made from that, and not paid again "
-        "(give the line another id to make a new one)"
+        f"was sent ({was}); that task (and its clip) is kept, not paid for again; give "
+        "the line another id to make a new one"
     )
 
 
