@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         "batch",
         help="make a clip for every prompt of a file",
         description=(
-            "Make a clip for every prompt of PROMPTS into DIR: DIR/<index>-<slug>.mp4, "
+            "Make a clip for every prompt of PROMPTS into DIR: DIR/<slug>-<hash>.mp4, "
             "DIR/manifest.jsonl and DIR/index.html (a gallery). The whole file is checked "
             "before anything is sent. Run the same command again after a crash or Ctrl-C "
             "to resume: DIR/.novita/ledger.sqlite remembers every task, so no prompt with "

@@ -13,9 +13,21 @@ line where it starts, the validated request of the batch's model (a
 ``.csv`` row may carry any field of that model (``duration``, ``resolution`` for Hailuo;
 ``image_url``, ``negative_prompt``, ... for Kling); the request is made by the SDK's
 ``to_request``, so its rules and messages apply, reported with the line number.
-``Row.key`` is the prompt's identity in the ledger: a hash of its position, its model and
-every field of its request, so that editing the file adds or drops rows instead of
-confusing one prompt with another.
+
+``Row.key`` is the prompt's identity in the ledger, by what it is, never where it is:
+
+* a line with an ``id`` is that id, for its model: its text (or any other field) may be
+  corrected and it stays the same prompt. Two lines with one id are an error that names
+  both, found in the first pass;
+* a line without one is its model, every field of its request (defaults included), and
+  which occurrence of that identical content it is among the lines without an id: the
+  second identical ``a panda`` line is a prompt of its own, and the first stays the first.
+
+So inserting, deleting, reordering or duplicating lines never makes an existing prompt a
+new one. Counting occurrences streams: each pass keeps a dict of a 64-bit content hash to
+its count so far (tens of bytes per distinct prompt, never a line), and a dict of the ids
+seen to their lines. :func:`prompt_key` is the formula, shared with the ledger's migration
+of keys written before (when a key was the line's position with its fields).
 """
 
 from __future__ import annotations
@@ -45,7 +57,9 @@ __all__ = [
     "PromptSource",
     "Row",
     "Validation",
+    "content_hash",
     "model_fields",
+    "prompt_key",
     "request_fields",
 ]
 
@@ -68,34 +82,51 @@ def request_fields(request: Request) -> dict[str, Any]:
     return attrs.asdict(request)
 
 
+def _digest(payload: object) -> bytes:
+    # sort_keys: the same fields always hash the same, whatever order they came in (a
+    # ledger's stored JSON, a JSONL line, attrs' field order).
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).digest()
+
+
+def content_hash(model: str, fields: Mapping[str, Any]) -> int:
+    """64 bits of what a request is (its model and every field): for counting occurrences
+    of identical content within one pass (a collision merely numbers two prompts as one
+    content's occurrences, about once in 10^10 pairs)."""
+    return int.from_bytes(_digest([model, fields])[:8], "big")
+
+
+def prompt_key(
+    model: str, user_id: str | None, fields: Mapping[str, Any], occurrence: int = 1
+) -> str:
+    """The identity of a prompt in the ledger (hex): its ``id`` and model when it has an
+    id; otherwise its model, its fields and which occurrence of that content it is."""
+    payload: dict[str, Any]
+    if user_id is not None:
+        payload = {"model": model, "id": user_id}
+    else:
+        payload = {"model": model, "fields": fields, "occurrence": occurrence}
+    return _digest(payload).hex()
+
+
 @attrs.frozen
 class Row:
-    """One prompt of the input, validated."""
+    """One prompt of the input, validated.
+
+    ``occurrence`` is which line of identical content (model and fields) this one is,
+    among the lines without an id (1 for the first, and for every line with an id).
+    """
 
     index: int
     line: int
     request: Request
     id: str | None = None
+    occurrence: int = 1
 
     @property
     def key(self) -> str:
-        """The prompt's identity in the ledger: its position, its model and its fields."""
+        """The prompt's identity in the ledger (see the module docstring)."""
         request = self.request
-        content: list[Any]
-        if isinstance(request, VideoRequest):
-            # The shape ledgers were written with before there were other models: kept, so
-            # that upgrading in the middle of a batch does not submit every prompt again.
-            # These are all of VideoRequest's fields; the model is the only one it has.
-            content = [
-                self.index,
-                self.id,
-                request.prompt,
-                request.image_url,
-                request.enable_prompt_expansion,
-            ]
-        else:
-            content = [self.index, self.id, request.endpoint, request_fields(request)]
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        return prompt_key(request.endpoint, self.id, request_fields(request), self.occurrence)
 
 
 class InputError(Exception):
@@ -217,7 +248,14 @@ def _user_id(value: object, where: tuple[str, int]) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InputError(*where, f"id: must be a string or a whole number, not {value!r}")
-    return str(value)
+    return _clean_id(str(value))
+
+
+def _clean_id(value: str | None) -> str | None:
+    # An id is the prompt's identity: blanks an editor adds around it must not make it
+    # another prompt, and a blank id is no id.
+    value = None if value is None else value.strip()
+    return value or None
 
 
 _ONE_OBJECT: Final = 'each line must be one JSON object, such as {"prompt": "a red kite"}'
@@ -389,9 +427,8 @@ def _parse_csv(
                 for field in kinds
                 if field in position or field == "prompt"
             }
-            yield Row(
-                index, start, _request(item, model, where), _cell(record, position, "id") or None
-            )
+            user_id = _clean_id(_cell(record, position, "id"))
+            yield Row(index, start, _request(item, model, where), user_id)
         except InputError as error:
             yield error
 
@@ -401,6 +438,39 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "jsonl": _parse_jsonl,
     "csv": _parse_csv,
 }
+
+
+def _identified(
+    items: Iterator[Row | InputError], name: str, *, count: bool = True
+) -> Iterator[Row | InputError]:
+    """``items`` with a second line of an id an error, and (``count``) each row's
+    occurrence numbered.
+
+    Streams: only a count per distinct content and a line per id are kept.
+    """
+    seen: dict[int, int] = {}  # content hash -> lines without an id that had it so far
+    ids: dict[str, int] = {}  # id -> the line it was first on
+    for item in items:
+        if isinstance(item, InputError):
+            yield item
+        elif item.id is not None:
+            first = ids.setdefault(item.id, item.line)
+            if first == item.line:
+                yield item
+            else:
+                yield InputError(
+                    name,
+                    item.line,
+                    f"id {item.id!r} is also on line {first}: an id names one prompt; "
+                    "give one of them another id",
+                )
+        elif not count:
+            yield item
+        else:
+            request = item.request
+            content = content_hash(request.endpoint, request_fields(request))
+            occurrence = seen[content] = seen.get(content, 0) + 1
+            yield item if occurrence == 1 else attrs.evolve(item, occurrence=occurrence)
 
 
 class PromptSource:
@@ -453,8 +523,9 @@ class PromptSource:
             self._spool.seek(0)
             yield self._spool
 
-    def _parse(self, binary: _Lines) -> Iterator[Row | InputError]:
-        return _PARSERS[self.format](_text_lines(binary, self.name), self.name, self.model)
+    def _parse(self, binary: _Lines, *, count: bool = True) -> Iterator[Row | InputError]:
+        rows = _PARSERS[self.format](_text_lines(binary, self.name), self.name, self.model)
+        return _identified(rows, self.name, count=count)
 
     def validate(self, keep: int = 20) -> Validation:
         """The first pass: count the prompts and collect the errors (the first ``keep``)."""
@@ -463,7 +534,8 @@ class PromptSource:
         error_count = 0
         with self._binary(first=True) as binary:
             try:
-                for item in self._parse(binary):
+                # Occurrences are not counted here: only the later passes need them.
+                for item in self._parse(binary, count=False):
                     if isinstance(item, Row):
                         count += 1
                         continue

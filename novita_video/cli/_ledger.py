@@ -18,11 +18,31 @@ last commits on a power cut; a lost intent would then send that prompt again and
 it twice. FULL costs one fsync per commit, a few per prompt, while submits are limited to
 tens per minute anyway.
 
-Each row also keeps what was asked for: the ``model`` (the submit endpoint) and the whole
-``request`` as JSON, beside the older ``prompt``, ``image_url`` and
+Each row also keeps what its latest POST asked for: the ``model`` (the submit endpoint)
+and the whole ``request`` as JSON, beside the older ``prompt``, ``image_url`` and
 ``enable_prompt_expansion`` columns (kept for the readers they have; a model without the
-switch stores its documented default there, true, and the truth in ``request``). A ledger
-made before there were other models gains the two columns when it is opened.
+switch stores its documented default there, true, and the truth in ``request``). They are
+written with the intent (``sending``) and left alone by later states, so a prompt known by
+its ``id`` whose text was corrected since shows what its task was made from.
+
+One folder holds any models: the model is part of :attr:`Row.key`, so the same text made
+with two models is two rows, and a run's rows of other models stay as they are. A clip's
+``file`` is claimed (:meth:`Ledger.claim_file`) before it is written: no two prompts are
+ever given one file.
+
+Schema 2 (this one) keys rows by what a prompt is (see :mod:`._inputs`). A schema 1
+ledger, keyed by the line position with the fields, is migrated when opened, in one
+transaction and without paying again: each row's key is computed anew from what it
+stores (``model``, ``request``, ``user_id``; ``request`` rebuilt from ``prompt``,
+``image_url`` and ``enable_prompt_expansion`` in ledgers older than it), a row without an
+id being the occurrence its rank by ``idx`` gives among the rows of identical content.
+Rows keep their ``file``: clips on disk keep their old names. Two rows of one id (an id
+line whose text was edited: that code paid again) keep the one furthest along under the
+id; the other keeps its old key, untouched. Two rows naming one file (another ``--model``
+run into the folder overwrote the clip) keep it on the row written last, whose clip it
+holds; the other's clip is downloaded again from its task. The schema version goes to
+"2", so an older novita-video refuses the folder ("written by another version") instead
+of paying for every prompt again.
 
 A ledger is the only memory of what was paid for, so losing it must never mean paying
 again: a ledger that holds no prompt while the folder's ``manifest.jsonl`` lists some as
@@ -37,22 +57,27 @@ mean nothing to another server.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
-from ._inputs import Row, request_fields
+from .._requests import VideoRequest
+from ._inputs import Row, content_hash, prompt_key, request_fields
 
 __all__ = ["Ledger", "LedgerError", "Record", "State"]
 
-_SCHEMA_VERSION: Final = "1"
+_SCHEMA_VERSION: Final = "2"
+#: The first schema (keys by line position), migrated when opened.
+_SCHEMA_V1: Final = "1"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS prompts (
@@ -72,6 +97,8 @@ CREATE TABLE IF NOT EXISTS prompts (
 """
 #: Columns added since the first schema, with their types; added in place when missing.
 _ADDED_COLUMNS: Final = (("model", "TEXT"), ("request", "TEXT"))
+#: Which prompt's clip a file is, asked before each download.
+_FILE_INDEX: Final = "CREATE INDEX IF NOT EXISTS prompts_file ON prompts (file)"
 
 
 class State(enum.StrEnum):
@@ -93,6 +120,8 @@ class Record:
     task_id: str | None
     file: str | None
     error: str | None
+    #: What its latest POST asked for: the request's fields as JSON (``None``: not known).
+    request: str | None = None
 
 
 def _sent_in_manifest(manifest: Path) -> int:
@@ -133,6 +162,7 @@ class Ledger:
     def __init__(self, connection: sqlite3.Connection, lock: int) -> None:
         self._db = connection
         self._lock = lock
+        self._claims: dict[str, str] = {}  # file name -> the key of the prompt it is for
 
     @classmethod
     def open(cls, out: Path, api: str) -> Ledger:
@@ -154,8 +184,12 @@ class Ledger:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 db.executescript(_SCHEMA)
-                cls._check_meta(db, out, api)
-                cls._add_columns(db)
+                version = cls._check_meta(db, out, api)
+                with _transaction(db):
+                    cls._add_columns(db)
+                    db.execute(_FILE_INDEX)  # before the migration, which asks it too
+                    if version == _SCHEMA_V1:
+                        cls._migrate(db)
                 cls._check_not_lost(db, out)
             except BaseException:
                 db.close()
@@ -185,15 +219,17 @@ class Ledger:
             )
 
     @staticmethod
-    def _check_meta(db: sqlite3.Connection, out: Path, api: str) -> None:
+    def _check_meta(db: sqlite3.Connection, out: Path, api: str) -> str:
+        """Check the ledger is for this code and ``api``; its schema version."""
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
         if not meta:
             db.executemany(
                 "INSERT INTO meta (name, value) VALUES (?, ?)",
                 [("schema", _SCHEMA_VERSION), ("api", api)],
             )
-            return
-        if meta.get("schema") != _SCHEMA_VERSION:
+            return _SCHEMA_VERSION
+        version = meta.get("schema")
+        if version not in (_SCHEMA_V1, _SCHEMA_VERSION):
             raise LedgerError(f"{out}/.novita was written by another version of novita-video")
         if meta.get("api") != api:
             # A folder is tied to an API only once something may exist there: a run that
@@ -204,15 +240,70 @@ class Ledger:
                     "mean nothing there; choose another --out"
                 )
             db.execute("UPDATE meta SET value = ? WHERE name = 'api'", (api,))
+        return str(version)
 
     @staticmethod
     def _add_columns(db: sqlite3.Connection) -> None:
-        # Nullable columns added in place: the schema version stays, so an older
-        # novita-video can still read (and resume) a ledger a newer one has touched.
+        # Nullable columns added in place (by schema 1 code too, which had them later).
         present = {row[1] for row in db.execute("PRAGMA table_info(prompts)")}
         for name, kind in _ADDED_COLUMNS:
             if name not in present:
                 db.execute(f"ALTER TABLE prompts ADD COLUMN {name} {kind}")
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Schema 1 to 2: every row keyed by what its prompt is (see the module docstring).
+
+        Runs inside the caller's transaction: a failure leaves the ledger as it was.
+        """
+        found = db.execute(
+            "SELECT key, user_id, prompt, image_url, enable_prompt_expansion, model, request,"
+            " state, file, updated_at FROM prompts ORDER BY idx, key"
+        ).fetchall()
+        seen: dict[int, int] = {}  # content hash -> rows of it so far, in idx order
+        claims: dict[str, tuple[tuple[int, float], str]] = {}  # new key -> (rank, old key)
+        renamed: dict[str, str] = {}  # old key -> new key
+        for key, user_id, prompt, image_url, expansion, model, request, *rest in found:
+            state, file, updated_at = rest
+            model = model or VideoRequest.endpoint
+            if request is None:  # written before the column: Video-01's three fields
+                fields: dict[str, Any] = {
+                    "prompt": prompt,
+                    "image_url": image_url,
+                    "enable_prompt_expansion": bool(expansion),
+                }
+                db.execute(
+                    "UPDATE prompts SET model = ?, request = ? WHERE key = ?",
+                    (model, json.dumps(fields, ensure_ascii=False), key),
+                )
+            else:
+                fields = json.loads(request)
+            user_id = (user_id.strip() or None) if user_id is not None else None
+            if user_id is None:
+                content = content_hash(model, fields)
+                occurrence = seen[content] = seen.get(content, 0) + 1
+                renamed[key] = prompt_key(model, None, fields, occurrence)
+                continue
+            new = prompt_key(model, user_id, fields)
+            rank = (_how_far(State(state), file), updated_at)
+            if new not in claims or rank > claims[new][0]:
+                if new in claims:
+                    del renamed[claims[new][1]]  # that row keeps its old key
+                claims[new] = (rank, key)
+                renamed[key] = new
+        db.executemany(
+            "UPDATE prompts SET key = ? WHERE key = ?",
+            [(new, old) for old, new in renamed.items() if new != old],
+        )
+        # The clip on disk is the last one written: the other rows' clips are fetched again.
+        db.execute(
+            """
+            UPDATE prompts SET file = NULL WHERE file IS NOT NULL AND EXISTS (
+                SELECT 1 FROM prompts AS later WHERE later.file = prompts.file
+                AND (later.updated_at, later.key) > (prompts.updated_at, prompts.key))
+            """
+        )
+        db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (_SCHEMA_VERSION,))
 
     def close(self) -> None:
         """Close the database and release the lock."""
@@ -222,12 +313,26 @@ class Ledger:
     def get(self, key: str) -> Record | None:
         """The record of the prompt with this key, if it has one."""
         found = self._db.execute(
-            "SELECT state, task_id, file, error FROM prompts WHERE key = ?", (key,)
+            "SELECT state, task_id, file, error, request FROM prompts WHERE key = ?", (key,)
         ).fetchone()
         if found is None:
             return None
-        state, task_id, file, error = found
-        return Record(State(state), task_id, file, error)
+        state, task_id, file, error, request = found
+        return Record(State(state), task_id, file, error, request)
+
+    def claim_file(self, name: str, key: str) -> bool:
+        """Take the clip file ``name`` for the prompt ``key``: False when another prompt's
+        record names it, or another prompt of this run took it (its download may be on the
+        way), so that no clip is ever written over another's."""
+        if self._claims.get(name, key) != key:
+            return False
+        taken = self._db.execute(
+            "SELECT 1 FROM prompts WHERE file = ? AND key != ? LIMIT 1", (name, key)
+        ).fetchone()
+        if taken is not None:
+            return False
+        self._claims[name] = key
+        return True
 
     def counts(self) -> dict[State, int]:
         """How many prompts the ledger holds in each state (what a resumed run finds)."""
@@ -240,9 +345,9 @@ class Ledger:
         if record is None:
             self._db.execute("DELETE FROM prompts WHERE key = ?", (row.key,))
         else:
-            self.write(
-                row, record.state, task_id=record.task_id, file=record.file, error=record.error
-            )
+            # What was asked for goes back too (the try of this run may have changed it).
+            asked = None if record.request is None else json.loads(record.request)
+            self._put(row, record.state, record.task_id, record.file, record.error, asked=asked)
 
     def write(
         self,
@@ -253,26 +358,37 @@ class Ledger:
         file: str | None = None,
         error: str | None = None,
     ) -> None:
-        """Record the prompt ``row`` as ``state`` (one committed transaction)."""
+        """Record the prompt ``row`` as ``state`` (one committed transaction); ``sending``
+        also records its request as what was asked for."""
+        asked = request_fields(row.request) if state is State.SENDING else None
+        self._put(row, state, task_id, file, error, asked=asked)
+
+    def _put(
+        self,
+        row: Row,
+        state: State,
+        task_id: str | None,
+        file: str | None,
+        error: str | None,
+        *,
+        asked: Mapping[str, Any] | None,
+    ) -> None:
+        """One committed statement; ``asked``: the request's fields to record as what was
+        asked for, ``None`` to keep those the row has (a new row gets ``row``'s)."""
         request = row.request
-        fields = request_fields(request)
+        # What was asked for changes only when it is asked for again (an id line whose
+        # text was corrected keeps the text its task was made from until then).
+        fields = request_fields(request) if asked is None else asked
         image_url = fields.get("image_url")
+        prompt = fields.get("prompt")
         self._db.execute(
-            """
-            INSERT INTO prompts (key, idx, line, user_id, prompt, image_url,
-                                 enable_prompt_expansion, state, task_id, file, error, updated_at,
-                                 model, request)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (key) DO UPDATE SET
-                line = excluded.line, state = excluded.state, task_id = excluded.task_id,
-                file = excluded.file, error = excluded.error, updated_at = excluded.updated_at
-            """,
+            _INSERT if asked is None else _INSERT + _ASKED,
             (
                 row.key,
                 row.index,
                 row.line,
                 row.id,
-                request.prompt,
+                prompt if isinstance(prompt, str) else request.prompt,
                 image_url if isinstance(image_url, str) else None,
                 fields.get("enable_prompt_expansion") is not False,
                 state.value,
@@ -284,3 +400,39 @@ class Ledger:
                 json.dumps(fields, ensure_ascii=False),
             ),
         )
+
+
+_INSERT: Final = """
+INSERT INTO prompts (key, idx, line, user_id, prompt, image_url, enable_prompt_expansion,
+                     state, task_id, file, error, updated_at, model, request)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    idx = excluded.idx, line = excluded.line, user_id = excluded.user_id,
+    state = excluded.state, task_id = excluded.task_id, file = excluded.file,
+    error = excluded.error, updated_at = excluded.updated_at
+"""
+_ASKED: Final = """,
+    prompt = excluded.prompt, image_url = excluded.image_url,
+    enable_prompt_expansion = excluded.enable_prompt_expansion,
+    model = excluded.model, request = excluded.request
+"""
+
+
+def _how_far(state: State, file: str | None) -> int:
+    """How far along a row is, to keep the best of two rows migrated to one id."""
+    if state is State.SUCCEEDED:
+        return 5 if file is not None else 4
+    order = (State.REJECTED, State.SENDING, State.UNKNOWN, State.FAILED, State.SUBMITTED)
+    return order.index(state)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction (the connection is in autocommit mode): all of it, or none."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

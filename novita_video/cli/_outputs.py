@@ -1,10 +1,21 @@
 """What a batch leaves for people: clip file names, ``manifest.jsonl`` and ``index.html``.
 
-Clip names come from the input, never from the server: ``<index>-<slug>.mp4``, the
-prompt's 1-based position and a short ASCII slug of its text. The manifest has one JSON
-line per prompt of the input; the gallery is made from the manifest, one ``<video>`` per
-clip with its prompt, and each failure with its reason. Both are written to a temporary
-file and renamed into place, so a reader never sees half of one.
+Clip names come from the input, never from the server: ``<slug>-<hash>.mp4``, a short
+ASCII slug of the prompt's text and the first 8 hex digits of its identity
+(:attr:`Row.key`: its id, or its model, fields and occurrence; never its line position).
+A prompt keeps its clip's name when lines are inserted, deleted or moved around it, and
+the same text made with two models gets two names. Once a clip is downloaded its name is
+in the ledger and stays (a folder made before names had a hash keeps its
+``0001-<slug>.mp4`` files). A name is never given to two prompts: when a file of that name
+is already there (or another prompt's record names it), the next of ``<slug>-<hash>-2.mp4``,
+``-3``, ... is taken, so no paid clip is ever written over.
+
+The manifest has one JSON line per prompt of the input, with the ``model`` it is made
+with; the gallery is made from the manifest, one ``<video>`` per clip with its prompt, and
+each failure with its reason. Both are written to a temporary file and renamed into
+place, so a reader never sees half of one. A prompt known by its ``id`` whose fields were
+changed since its task was sent keeps that task and clip: its line says what they were
+made from (``made_from``), and the command says so on stderr (:func:`changed_since_sent`).
 """
 
 from __future__ import annotations
@@ -12,23 +23,26 @@ from __future__ import annotations
 import contextlib
 import html
 import io
+import itertools
 import json
+import os
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 from urllib.parse import quote
 
 import attrs
 
 from .._download import replacing
-from ._inputs import Row
-from ._ledger import Record, State
+from ._inputs import Row, request_fields
+from ._ledger import Ledger, Record, State
 
 __all__ = [
     "Entry",
+    "changed_since_sent",
     "clip_name",
     "counts",
     "failures",
@@ -71,9 +85,58 @@ def slugify(text: str, limit: int = SLUG_LENGTH) -> str:
     return slug or "clip"
 
 
-def clip_name(row: Row) -> str:
-    """The file name of a row's clip: ``0007-a-panda-walks-through-bamboo.mp4``."""
-    return f"{row.index:04d}-{slugify(row.request.prompt)}.mp4"
+#: Hex digits of a prompt's key in its clip's name (32 bits: a clash needs the same slug
+#: too, and is then resolved by :func:`clip_name`).
+NAME_HASH: Final = 8
+
+
+def clip_name(row: Row, out: Path | None = None, ledger: Ledger | None = None) -> str:
+    """The file name of a row's clip: ``a-panda-walks-through-bamboo-3fa2b1c4.mp4``.
+
+    With the folder ``out`` and its ``ledger``: the name the prompt's record already has,
+    or else the first of ``<slug>-<hash>.mp4``, ``<slug>-<hash>-2.mp4``, ... that no file
+    in ``out`` and no other prompt has, claimed for this prompt (see the module docstring).
+    """
+    stem = f"{slugify(row.request.prompt)}-{row.key[:NAME_HASH]}"
+    if out is None or ledger is None:
+        return f"{stem}.mp4"
+    record = ledger.get(row.key)
+    if record is not None and record.file is not None:
+        return record.file  # its own clip: downloaded again under the name it had
+    for number in itertools.count(1):
+        name = f"{stem}.mp4" if number == 1 else f"{stem}-{number}.mp4"
+        if not os.path.lexists(out / name) and ledger.claim_file(name, row.key):
+            return name
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _made_from(row: Row, record: Record | None) -> dict[str, Any] | None:
+    """The fields its task was asked with that differ from ``row``'s (an id line edited
+    since it was sent), or ``None``. A refused prompt is not listed: it is sent anew."""
+    if record is None or record.request is None or record.state is State.REJECTED:
+        return None
+    sent = json.loads(record.request)
+    now = json.loads(json.dumps(request_fields(row.request)))  # tuples as JSON has them
+    changed = {
+        name: sent.get(name) for name in sorted({*sent, *now}) if sent.get(name) != now.get(name)
+    }
+    return changed or None
+
+
+def changed_since_sent(row: Row, record: Record | None) -> str | None:
+    """A sentence for stderr when ``row`` (known by its id) was changed since its task was
+    sent: that task, made from the earlier fields, stays the prompt's; else ``None``."""
+    made_from = _made_from(row, record)
+    if made_from is None:
+        return None
+    was = ", ".join(f"{name} was {value!r}" for name, value in made_from.items())
+    if len(was) > 160:
+        was = was[:159] + "…"
+    return (
+        f"id {row.id!r} (line {row.line}): its {', '.join(made_from)} changed since its task "
+        f"was sent ({was}); that task (and its clip) is kept, not paid for again; give "
+        "the line another id to make a new one"
+    )
 
 
 @attrs.frozen
@@ -83,11 +146,16 @@ class Entry:
     index: int
     line: int
     id: str | None
+    #: The model (submit endpoint) it is made with.
+    model: str
     prompt: str
     task_id: str | None
     status: str
     file: str | None
     error: str | None
+    #: The fields its task was made from, where they differ from the line's (see
+    #: :func:`changed_since_sent`); ``None`` when the task is of the line as it is.
+    made_from: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, row: Row, record: Record | None, *, unsent_reason: str | None = None) -> Entry:
@@ -99,7 +167,19 @@ class Entry:
             error = record.error
             if status == "unknown" and error is None:
                 error = UNKNOWN_REASON
-        return cls(row.index, row.line, row.id, row.request.prompt, task_id, status, file, error)
+        request = row.request
+        return cls(
+            row.index,
+            row.line,
+            row.id,
+            request.endpoint,
+            request.prompt,
+            task_id,
+            status,
+            file,
+            error,
+            _made_from(row, record),
+        )
 
     def to_json(self) -> str:
         """The entry as one line of JSON."""
@@ -175,6 +255,9 @@ for (const video of document.querySelectorAll("video")) {
 
 def _figure(entry: Entry) -> str:
     caption = f'<span class="index">#{entry.index}</span>{html.escape(entry.prompt)}'
+    if entry.made_from:
+        was = ", ".join(f"{name}: {value}" for name, value in entry.made_from.items())
+        caption += f'<span class="reason">made from an earlier {html.escape(was)}</span>'
     if entry.file is not None:
         source = html.escape(quote(entry.file))
         return (

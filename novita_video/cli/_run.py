@@ -43,7 +43,7 @@ from .._models import TaskResult
 from .._requests import Request
 from ._inputs import InputError, PromptSource, Row
 from ._ledger import Ledger, Record, State
-from ._outputs import Entry, clip_name
+from ._outputs import Entry, changed_since_sent, clip_name
 from ._progress import Reporter, Tally
 
 __all__ = ["DOWNLOADS", "Run", "Settings"]
@@ -168,6 +168,8 @@ class Run:
         self, row: Row, send: MemoryObjectSendStream[Request], work: anyio.abc.TaskGroup
     ) -> None:
         record = self._ledger.get(row.key)
+        if (changed := changed_since_sent(row, record)) is not None:
+            print(f"novita-video: {changed}", file=sys.stderr, flush=True)
         state = None if record is None else record.state
         survive = self._settings.tasks_survive
         if record is None or state is State.REJECTED:
@@ -304,7 +306,7 @@ class Run:
 
     async def _download(self, row: Row, task_id: str, source: TaskResult | str) -> None:
         """Fetch a clip (``source`` a fresh result, or a task id to ask again) to its file."""
-        name = clip_name(row)
+        name = clip_name(row, self._settings.out, self._ledger)
         try:
             async with self._downloads:
                 await self._client.download(source, self._settings.out / name)

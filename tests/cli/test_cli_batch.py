@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -74,7 +75,7 @@ async def test_every_format_makes_its_clips(tmp_path: Path) -> None:
     ]
     assert [x["id"] for x in manifest(tmp_path / "jsonl")] == ["fox-1", None]
     assert [x["id"] for x in manifest(tmp_path / "csv")] == ["w1", "w2"]
-    assert manifest(tmp_path / "csv")[0]["file"] == "0001-a-whale-singing.mp4"
+    assert re.fullmatch(r"a-whale-singing-[0-9a-f]{8}\.mp4", manifest(tmp_path / "csv")[0]["file"])
     bird = next(t.request for t in stats.tasks.values() if t.request.prompt == "A bird")
     assert bird.image_url == "https://example.com/bird.png"
     assert bird.enable_prompt_expansion is False

@@ -96,7 +96,7 @@ async def test_the_gallery_plays_every_clip_in_a_browser(tmp_path: Path) -> None
     assert "ILLEGAL_PROMPT" in text
 
     # The same check sees a clip that is garbage, and one that is gone.
-    first, second, third = clips(out)
+    first, second, third = (out / x["file"] for x in manifest(out) if x["file"])
     first.write_bytes(b"\x00not a video\x00" * 100)
     second.unlink()
     page = await open_in_browser(out / "index.html", tmp_path / "profile2")

@@ -3,8 +3,8 @@ JSONL and CSV, their errors by line, and the ledger identity of a prompt's field
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,10 @@ async def test_a_kling_batch_from_csv_columns(tmp_path: Path) -> None:
             # Blank cells are the defaults, which the simulator fills in.
             {"image_url": IMG, "prompt": "A dog wags", "guidance_scale": 0.5, "mode": "Standard"},
         ]
-    assert [x["file"] for x in manifest(out)] == [
-        "0001-a-cat-turns-slowly.mp4",
-        "0002-a-dog-wags.mp4",
-    ]
+    names = [x["file"] for x in manifest(out)]
+    assert re.fullmatch(r"a-cat-turns-slowly-[0-9a-f]{8}\.mp4", names[0]), names
+    assert re.fullmatch(r"a-dog-wags-[0-9a-f]{8}\.mp4", names[1]), names
+    assert {x["model"] for x in manifest(out)} == {"kling-v1.6-i2v"}
 
 
 async def test_a_bad_model_field_is_reported_by_line_before_anything_is_sent(
@@ -195,9 +195,6 @@ def test_csv_cells_take_their_fields_types(tmp_path: Path) -> None:
 
 
 def test_identity_covers_model_and_every_field() -> None:
-    # Ledgers written before --model keyed Video-01 rows so; a changed key would resubmit.
-    legacy = json.dumps([1, None, "a cat", None, True]).encode()
-    assert Row(1, 1, VideoRequest("a cat")).key == hashlib.sha256(legacy).hexdigest()
     kite = Row(1, 1, HailuoRequest("a kite"))
     assert kite.key == Row(1, 5, HailuoRequest("a kite", duration=6)).key  # defaults are fields
     others = [
@@ -207,8 +204,11 @@ def test_identity_covers_model_and_every_field() -> None:
         Row(1, 1, HailuoRequest("a kite", enable_prompt_expansion=False)),
         Row(1, 1, KlingI2VRequest(IMG, "a kite")),
         Row(1, 1, KlingI2VRequest(IMG, "a kite", mode="Professional")),
+        Row(1, 1, HailuoRequest("a kite"), id="k"),
     ]
     assert len({kite.key, *(row.key for row in others)}) == 1 + len(others)
+    # One id is two prompts with two models.
+    assert Row(1, 1, VideoRequest("a kite"), id="k").key != others[-1].key
 
 
 def test_help_lists_the_models(

@@ -40,7 +40,9 @@ def test_slugs_are_short_lowercase_ascii(text: str, slug: str) -> None:
 
 def test_clip_names_come_from_the_input_only() -> None:
     row = Row(7, 12, VideoRequest("A red panda naps"))
-    assert clip_name(row) == "0007-a-red-panda-naps.mp4"
+    assert clip_name(row) == f"a-red-panda-naps-{row.key[:8]}.mp4"
+    # Not the position: a prompt keeps its name when lines move around it.
+    assert clip_name(Row(1, 1, VideoRequest("A red panda naps"))) == clip_name(row)
 
 
 def entries() -> list[Entry]:

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from novita_video import Client
+from novita_video import Client, VideoRequest
+from novita_video.cli._inputs import Row
+from novita_video.cli._outputs import clip_name
 from tests.cli.cli_support import KEY, cli_env, manifest, prompts_file, run_cli
 from tests.reliability.reliability_support import CLIP, Stub, json_answer, succeeded
 
@@ -83,14 +85,15 @@ async def test_the_command_writes_only_inside_its_folder(tmp_path: Path, video_p
     assert "Traceback" not in ran.stderr + waited.stderr
     (line,) = manifest(out)
     assert line["task_id"] == EVIL_ID  # kept as data, never used as a path
-    assert line["file"] == "0001-a-fox-in-the-snow.mp4"
+    name = clip_name(Row(1, 1, VideoRequest("a fox in the snow")))  # from the input only
+    assert line["file"] == name
     outside = files_under(tmp_path) - {Path("p.txt")}
     assert {p for p in outside if ".novita" not in p.parts} == {
-        Path("out/0001-a-fox-in-the-snow.mp4"),
+        Path("out") / name,
         Path("out/manifest.jsonl"),
         Path("out/index.html"),
         # `wait` names the clip after the task id the user typed, made a safe slug.
         Path("out/waited/tmp-novita-pwned-task.mp4"),
     }
-    assert (out / "0001-a-fox-in-the-snow.mp4").read_bytes() == CLIP
+    assert (out / name).read_bytes() == CLIP
     assert not any(path.exists() for path in NAMED)
