@@ -140,7 +140,9 @@ class Wire:
     ) -> Response:
         """One API request; a POST may be cut off by :meth:`cut`."""
         if method != "POST":
-            return await self._inner.request(method, path, params=params, json=json)
+            return await self._inner.request(
+                method, path, params=params, json=json, sending=sending
+            )
         if self.cut_reason is not None:
             raise APIConnectionError(f"{method} {path}: not sent ({self.cut_reason})", False)
         with anyio.CancelScope() as scope:
@@ -232,11 +234,6 @@ class Run:
         self._resumed = anyio.Semaphore(_RESUMED)
         self._work: anyio.CancelScope | None = None
         self._watchers: anyio.abc.TaskGroup | None = None
-
-    @property
-    def interrupted(self) -> bool:
-        """Whether a signal stopped the run."""
-        return self.stopped_by is not None
 
     @property
     def cut_reason(self) -> str | None:
@@ -408,9 +405,13 @@ class Run:
         if self._stopping:
             raise _Stopped
         row = self._pending[index]
-        # What the ledger said before this run first sent the prompt (a retry may send it
-        # again): put back if no try of this run made anything.
-        before = self._ledger.get(row.key)
+        try:
+            # What the ledger said before this run first sent the prompt (a retry may
+            # send it again): put back if no try of this run made anything.
+            before = self._ledger.get(row.key)
+        except sqlite3.Error as failure:
+            self._ledger_failed(failure)
+            raise _Stopped from failure
         if not self._write(row, State.SENDING):
             raise _Stopped  # no intent on record: it must not leave
         self._before_sending.setdefault(row.key, before)
