@@ -2,7 +2,13 @@
 
 Exit codes: 0 every clip was made, 1 some prompts failed, 2 a usage or input error
 (nothing was sent), 3 a fatal answer from the API stopped the batch (a bad key, no
-balance), 130 interrupted. A user's mistake is one sentence on stderr, never a traceback.
+balance, no such model at this URL), 4 the ledger could not be written (the task ids it
+could not record are printed on stderr), 128 + the signal's number when a signal stopped
+the run: 130 SIGINT, 143 SIGTERM, 129 SIGHUP. A user's mistake is one sentence on
+stderr, never a traceback.
+
+The summary at the end of a batch is counted from the manifest's own lines as they are
+written, so the terminal, ``manifest.jsonl`` and the gallery always say the same.
 """
 
 from __future__ import annotations
@@ -14,16 +20,19 @@ import itertools
 import json
 import math
 import os
+import shlex
+import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from .._client import DEFAULT_BASE_URL, Client, check_base_url
+from .._client import DEFAULT_BASE_URL, Client, _check_key, check_base_url
 from .._errors import (
     APIUnreachableError,
     AuthenticationError,
@@ -32,13 +41,15 @@ from .._errors import (
     NotFoundError,
     NovitaError,
 )
+from .._http import HTTPTransport
 from .._models import TaskResult, TaskTimeoutError
 from .._requests import MODELS, VideoRequest
-from .._settings import DEFAULT_BATCH
+from .._settings import DEFAULT_BATCH, DEFAULT_HTTP
 from .._version import __version__
 from ._inputs import FORMATS, InputError, PromptSource, model_fields
 from ._ledger import Ledger, LedgerError, State
 from ._outputs import (
+    FAILED_STATUSES,
     Entry,
     failures,
     remove_leftovers,
@@ -47,7 +58,7 @@ from ._outputs import (
     write_manifest,
 )
 from ._progress import Tally, format_duration, make_reporter
-from ._run import Run, Settings
+from ._run import STOP_SIGNALS, STOP_TIMEOUT, Run, Settings, Wire, signal_name
 
 if TYPE_CHECKING:
     from ..testing import FakeNovita
@@ -58,7 +69,10 @@ OK: Final = 0
 SOME_FAILED: Final = 1
 USAGE: Final = 2
 FATAL: Final = 3
-INTERRUPTED: Final = 130
+#: The ledger could not be written: the run stopped, and the task ids it could not
+#: record were printed (a rerun would not know them).
+LEDGER: Final = 4
+INTERRUPTED: Final = 128 + signal.SIGINT
 
 #: The built-in simulator (``batch --simulate`` and ``simulate``): quick tasks, a roomy limit.
 SIMULATED_TASK_SECONDS: Final = (3.0, 8.0)
@@ -76,10 +90,16 @@ def _base_url() -> str:
 
 
 def _say(message: str) -> None:
-    print(f"novita-video: {message}", file=sys.stderr, flush=True)
+    _line(f"novita-video: {message}")
 
 
-def _explain(error: NovitaError) -> str:
+def _line(text: str) -> None:
+    # After SIGHUP the terminal may be gone; what the run owes its files comes first.
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+
+
+def _explain(error: NovitaError, model: str | None = None) -> str:
     """A fatal error in a sentence that says what to do."""
     if isinstance(error, InsufficientBalanceError):
         return (
@@ -90,6 +110,11 @@ def _explain(error: NovitaError) -> str:
         return f"Novita refused the API key ({error}); check NOVITA_API_KEY"
     if isinstance(error, APIUnreachableError):
         return f"{error}; check NOVITA_BASE_URL (it is {_base_url()})"
+    if isinstance(error, NotFoundError) and model is not None:
+        return (
+            f"the API at {_base_url()} has no model {model} ({error}); check NOVITA_BASE_URL "
+            "and --model, then run the same command again"
+        )
     return f"Novita refused every further request ({error})"
 
 
@@ -222,6 +247,20 @@ def _innermost(error: BaseException) -> BaseException:
 async def _run_batch(
     args: argparse.Namespace, key: str | None, source: PromptSource, ledger: Ledger, total: int
 ) -> int:
+    # The stop signals are caught from here to the end: one that comes while the
+    # manifest is being written waits for it, instead of killing the command half-way.
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        return await _batch_run(args, key, source, ledger, total, signals)
+
+
+async def _batch_run(
+    args: argparse.Namespace,
+    key: str | None,
+    source: PromptSource,
+    ledger: Ledger,
+    total: int,
+    signals: AsyncIterator[signal.Signals],
+) -> int:
     out = Path(args.out)
     started = time.monotonic()
     emit: Callable[[Entry], None] | None = None
@@ -240,78 +279,188 @@ async def _run_batch(
         resubmit_unknown=args.resubmit_unknown,
         tasks_survive=not args.simulate,
         task_timeout=args.task_timeout,
+        stop_timeout=args.stop_timeout,
     )
     tally = Tally(total)
     async with contextlib.AsyncExitStack() as stack:
-        base_url = None
+        url = _base_url()
         if args.simulate:
             fake = await stack.enter_async_context(_simulator())
-            key, base_url = fake.api_key, fake.url
+            key, url = fake.api_key, fake.url
         try:
+            # The SDK's own transport, in a Wire: a stop can give up the POSTs on the wire.
+            wire = Wire(
+                HTTPTransport(
+                    base_url=check_base_url(url),
+                    api_key=_check_key(key),
+                    settings=DEFAULT_HTTP,
+                    user_agent=f"novita-video/{__version__}",
+                )
+            )
             client = Client(
                 key,
-                base_url=base_url,
                 concurrency=args.concurrency,
                 submit_rpm=rpm,
                 task_timeout=args.task_timeout,
                 redis_url=args.redis_url,
+                transport=wire,
             )
         except InvalidRequestError as error:
             _say(str(error))
             return USAGE
-        await stack.enter_async_context(client)
-        run = Run(client, source, ledger, settings, tally, make_reporter(quiet=args.quiet), emit)
-        await run.run()
+        reporter = make_reporter(quiet=args.quiet)
+        run = Run(client, source, ledger, settings, tally, reporter, emit, wire)
+        await run.run(signals)
     if run.input_error is not None:
         _say(f"{run.input_error} (the file changed while it was being read)")
         return USAGE
+    return _report(args, run, source, ledger, time.monotonic() - started)
+
+
+def _stopped(signum: signal.Signals) -> str:
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal_name(signum)}"
+
+
+def _report(
+    args: argparse.Namespace, run: Run, source: PromptSource, ledger: Ledger, seconds: float
+) -> int:
+    """Write the manifest and the gallery, say how the run ended; the exit status."""
+    out = Path(args.out)
     unsent = None
     if run.fatal is not None:
         unsent = f"not submitted: the batch stopped ({run.fatal})"
-    elif run.interrupted:
-        unsent = "not submitted: the run was interrupted"
+    elif run.stopped_by is not None:
+        unsent = f"not submitted: the run was {_stopped(run.stopped_by)}"
+    elif run.ledger_error is not None:
+        unsent = "not submitted: the run stopped (the ledger could not be written)"
     manifest = out / "manifest.jsonl"
-    write_manifest(
-        (Entry.of(row, ledger.get(row.key), unsent_reason=unsent) for row in source.rows()),
-        manifest,
-    )
-    write_gallery(manifest, out / "index.html")
-    if isinstance(run.fatal, APIUnreachableError):
+    counts = Counts(download=not args.no_download)
+    entries = (Entry.of(row, ledger.get(row.key), unsent_reason=unsent) for row in source.rows())
+    written = False
+    try:
+        write_manifest(counts.counting(entries), manifest)
+        write_gallery(manifest, out / "index.html")
+        written = True
+    except OSError as error:
+        _say(f"cannot write to {out}: {error}")
+    if written and isinstance(run.fatal, APIUnreachableError):
         # One sentence: nothing left the machine, so there is nothing else to report.
         _say(_explain(run.fatal))
         return USAGE
-    if not args.quiet:
-        _summarize(run, tally, out, time.monotonic() - started)
+    if written and not args.quiet:
+        _summarize(run, counts, out, seconds)
         _list_failures(manifest)
-    if run.interrupted:
-        return INTERRUPTED
+    # Said even with --quiet: each may have cost money, and only here is it said.
+    _list_in_doubt(run)
     if run.fatal is not None:
-        _say(_explain(run.fatal))  # even with --quiet: it says why nothing more was made
+        _say(_explain(run.fatal, args.model))  # it says why nothing more was made
+    if run.ledger_error is not None:
+        _list_unrecorded(run, out)
+        return LEDGER
+    if not written:
+        return SOME_FAILED
+    if run.stopped_by is not None:
+        return 128 + run.stopped_by
+    if run.fatal is not None:
         return FATAL
-    return OK if tally.done == tally.total else SOME_FAILED
+    return OK if counts.made == counts.total else SOME_FAILED
 
 
-def _summarize(run: Run, tally: Tally, out: Path, seconds: float) -> None:
-    made = f"{tally.done} of {tally.total} clips made"
-    if tally.failed:
-        made += f", {tally.failed} failed"
-    if tally.unknown:
-        made += f", {tally.unknown} unknown"
+class Counts:
+    """What the manifest says of the prompts, counted from its lines as they are written:
+    the summary on the terminal is made of these, never of the run's progress counts."""
+
+    #: The summary's words for the manifest's statuses, in the order it says them.
+    KINDS: Final = ("failed", "unknown", "pending", "not downloaded", "not submitted")
+
+    def __init__(self, *, download: bool) -> None:
+        self.download = download
+        self.total = 0
+        self.made = 0
+        self.others: Counter[str] = Counter()
+
+    def counting(self, entries: Iterable[Entry]) -> Iterator[Entry]:
+        """``entries``, each counted as it passes."""
+        for entry in entries:
+            self.total += 1
+            kind = self.kind(entry)
+            if kind == "made":
+                self.made += 1
+            else:
+                self.others[kind] += 1
+            yield entry
+
+    def kind(self, entry: Entry) -> str:
+        """``made`` or one of :attr:`KINDS`."""
+        if entry.file is not None:
+            return "made"
+        if entry.status == "succeeded":
+            if entry.error:  # its download failed
+                return "failed"
+            return "not downloaded" if self.download else "made"
+        if entry.status in FAILED_STATUSES:
+            return "failed"
+        return entry.status.replace("_", " ")
+
+    def __getitem__(self, kind: str) -> int:
+        return self.made if kind == "made" else self.others[kind]
+
+
+def _summarize(run: Run, counts: Counts, out: Path, seconds: float) -> None:
+    made = ", ".join(
+        [f"{counts.made} of {counts.total} clips made"]
+        + [f"{counts[kind]} {kind}" for kind in Counts.KINDS if counts[kind]]
+    )
     _say(f"{made} in {format_duration(seconds)}; see {out / 'index.html'}")
-    if run.interrupted:
-        running = tally.processing + tally.downloading
+    if run.stopped_by is not None:
         _say(
-            f"interrupted: {running} task(s) still being made at Novita (their ids are in the "
-            f"ledger) and {tally.queued} prompt(s) not submitted; run the same command again "
-            "to resume (no prompt with a task is submitted again)"
+            f"{_stopped(run.stopped_by)}: {counts['pending']} task(s) still being made at "
+            f"Novita (their ids are in the ledger) and {counts['not submitted']} prompt(s) "
+            "not submitted; run the same command again to resume (no prompt with a task "
+            "is submitted again)"
         )
-    elif run.fatal is not None and tally.queued:
-        _say(f"{tally.queued} prompt(s) were not submitted")
-    if tally.unknown:
+    if counts["unknown"]:
         _say(
-            f"{tally.unknown} prompt(s) are unknown: a run stopped while their submits were in "
-            "flight, so Novita may have made (and billed) their tasks; check your dashboard, "
+            f"{counts['unknown']} prompt(s) are unknown: a run stopped while their submits were "
+            "in flight, so Novita may have made (and billed) their tasks; check your dashboard, "
             "then run again with --resubmit-unknown to send them again"
+        )
+
+
+def _shown(prompt: str) -> str:
+    """A prompt on one short line."""
+    return repr(prompt if len(prompt) <= 40 else prompt[:39] + "…")
+
+
+def _list_in_doubt(run: Run) -> None:
+    """The prompts whose POSTs this run left on the wire at its stop."""
+    if not run.in_doubt:
+        return
+    given_up = f", given up: {run.cut_reason}" if run.cut_reason else ""
+    _say(
+        f"in doubt: {len(run.in_doubt)} submit(s) were on the wire when the run stopped"
+        f"{given_up}; Novita may have made (and billed) their tasks (unknown in the ledger):"
+    )
+    for row in run.in_doubt:
+        _line(f"  #{row.index} {_shown(row.request.prompt)}")
+
+
+def _list_unrecorded(run: Run, out: Path) -> None:
+    """The ledger failed: say so, and print every task id it could not record as a
+    ``novita-video wait`` command line (the prompt in a shell comment)."""
+    path = out / ".novita" / "ledger.sqlite"
+    _say(f"cannot write the ledger {path} ({run.ledger_error}); the run stopped")
+    if not run.unrecorded:
+        _say("every task id Novita gave is in the ledger; free some space, then run again")
+        return
+    _say(
+        f"{len(run.unrecorded)} task(s) Novita made (and billed) are not in the ledger, and "
+        "a later run would not know them: wait for each, and download its clip, with"
+    )
+    for row, task_id in run.unrecorded:
+        _line(
+            f"novita-video wait {shlex.quote(task_id)} --out {shlex.quote(str(out))}"
+            f"  # prompt #{row.index}: {_shown(row.request.prompt)}"
         )
 
 
@@ -326,11 +475,10 @@ def _list_failures(manifest: Path) -> None:
         return
     _say("failed:")
     for entry in shown:
-        prompt = entry.prompt if len(entry.prompt) <= 40 else entry.prompt[:39] + "…"
-        print(f"  #{entry.index} {prompt!r}: {entry.error or entry.status}", file=sys.stderr)
+        _line(f"  #{entry.index} {_shown(entry.prompt)}: {entry.error or entry.status}")
     more = sum(1 for _ in failed)
     if more:
-        print(f"  and {more} more, see {manifest}", file=sys.stderr)
+        _line(f"  and {more} more, see {manifest}")
 
 
 def _result_json(result: TaskResult) -> dict[str, Any]:
@@ -489,8 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "The API key comes from NOVITA_API_KEY, the API from NOVITA_BASE_URL "
             f"(default {DEFAULT_BASE_URL}). Exit codes: 0 every clip made, 1 some prompts "
-            "failed, 2 usage or input error, 3 stopped by a fatal API answer (bad key, no "
-            "balance), 130 interrupted."
+            "failed (or a file could not be written), 2 usage or input error, 3 stopped by "
+            "a fatal API answer (bad key, no balance, no such model at this URL), 4 the "
+            "ledger could not be written (the task ids it could not record are printed on "
+            "stderr), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -562,6 +712,17 @@ def build_parser() -> argparse.ArgumentParser:
             "share the key's limits with every other run or app that names the same Redis "
             "(redis://host:6379/0, unix:///path; default: $NOVITA_REDIS_URL; needs "
             "pip install 'novita-video[redis]')"
+        ),
+    )
+    batch.add_argument(
+        "--stop-timeout",
+        type=_positive_float,
+        default=STOP_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "on SIGINT, SIGTERM or SIGHUP, wait this long for the submits on the wire to "
+            "answer, then give them up as unknown (default: %(default)g, inside docker "
+            "stop's 10 s)"
         ),
     )
     batch.add_argument(
