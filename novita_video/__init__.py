@@ -5,6 +5,8 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
 
     _catalog   one table per model, from Novita's reference pages (also the simulator's)
     _requests  what can be submitted: VideoRequest, HailuoRequest, ..., checked on creation
+    _unified   Novita's catalogue of every video model, and CatalogRequest, checked by its schema
+    _balance   the account's Balance in dollars, and SpendCap, which stops a batch at a cap
     _client    Client: the lifetime (pools, task group, poller), submit / get_result / wait
     _batch     generate(): reads prompts lazily, submits under the limits, yields Outcomes
     _submit    Submitter: the limiter, the POST, never a POST twice that may have billed
@@ -31,6 +33,8 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
 
 import attrs
 
+from ._balance import Balance as Balance
+from ._balance import SpendCap as SpendCap
 from ._batch import Batch as Batch
 from ._client import Client as Client
 from ._client import ClientStatistics as ClientStatistics
@@ -57,6 +61,7 @@ from ._errors import PermissionDeniedError as PermissionDeniedError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError
+from ._errors import SpendCapReachedError as SpendCapReachedError
 from ._errors import SubmissionUnknownError as SubmissionUnknownError
 from ._errors import UsageError as UsageError
 from ._limits import AdaptiveRate as AdaptiveRate
@@ -79,6 +84,9 @@ from ._requests import WanI2VRequest as WanI2VRequest
 from ._requests import WanT2VRequest as WanT2VRequest
 from ._retry import RetryPolicy as RetryPolicy
 from ._schedule import PollSchedule as PollSchedule
+from ._unified import CatalogField as CatalogField
+from ._unified import CatalogModel as CatalogModel
+from ._unified import CatalogRequest as CatalogRequest
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -91,8 +99,12 @@ __all__ = [
     "AsyncRequest",
     "AuthenticationError",
     "BadRequestError",
+    "Balance",
     "Batch",
     "BatchAbortedError",
+    "CatalogField",
+    "CatalogModel",
+    "CatalogRequest",
     "Client",
     "ClientClosedError",
     "ClientStatistics",
@@ -118,6 +130,8 @@ __all__ = [
     "RetryPolicy",
     "ScaledClock",
     "ServerError",
+    "SpendCap",
+    "SpendCapReachedError",
     "Submission",
     "SubmissionUnknownError",
     "SystemClock",

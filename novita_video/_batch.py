@@ -27,12 +27,13 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Mapping,
 )
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import anyio
 import anyio.abc
@@ -63,6 +64,18 @@ async def _items(prompts: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[
         for item in prompts:
             yield item
             await anyio.lowlevel.checkpoint()
+
+
+class SpendGate(Protocol):
+    """What a batch asks before each submit (``SpendCap``): ``admit`` waits for room or
+    raises the error that stops the batch; ``settle`` says whether the admitted submit
+    made (or may have made) a task; ``ended`` that one of the batch's tasks ended."""
+
+    async def admit(self, endpoint: str) -> None: ...
+
+    def settle(self, accepted: bool) -> None: ...
+
+    def ended(self) -> None: ...
 
 
 class _HookFailed(Exception):
@@ -100,6 +113,8 @@ class _BatchRun:
         model: str,
         before_submit: Callable[[int, Request], None] | None,
         after_submit: Callable[[int, str], None] | None,
+        prepare: Callable[[Any], Awaitable[Request]] | None = None,
+        spend: SpendGate | None = None,
     ) -> None:
         self._submitter = submitter
         self._poller = poller
@@ -114,6 +129,10 @@ class _BatchRun:
         self._send, self.receive = anyio.create_memory_object_stream[Outcome](math.inf)
         self._before_submit = before_submit
         self._after_submit = after_submit
+        # Turns an item into a checked request when that needs the network (a catalogue
+        # model's schema); raises InvalidRequestError for this item alone.
+        self._prepare = prepare
+        self._spend = spend
         self.slots = anyio.Semaphore(max_outstanding)
         self._concurrency = concurrency
         self._scope = anyio.CancelScope()
@@ -177,7 +196,10 @@ class _BatchRun:
                 index += 1
                 self._pending += 1
                 try:
-                    request = to_request(item, self._model)
+                    if self._prepare is None:
+                        request = to_request(item, self._model)
+                    else:
+                        request = await self._prepare(item)
                 except InvalidRequestError as error:
                     self._emit(Outcome(index, None, error=error))
                     continue
@@ -234,9 +256,13 @@ class _BatchRun:
         # outcome carries that, never a guess from how the call ended.
         fate = Fate()
         hook_error: Exception | None = None
+        admitted = False
         with anyio.CancelScope() as waiting:
             self._waiting[waiting] = endpoint
             try:
+                if self._spend is not None:
+                    await self._spend.admit(endpoint)  # may wait, or stop the batch
+                    admitted = True
                 await self._submitter.submit(
                     request,
                     self._limiter_for(endpoint),
@@ -245,11 +271,15 @@ class _BatchRun:
                     on_accepted=on_accepted,
                     fate=fate,
                 )
-            except NovitaError:
-                pass  # the fate holds it
+            except NovitaError as refused:
+                if fate.error is None and fate.submission is Submission.NOT_SENT:
+                    fate.error = refused  # the spend gate's: nothing was sent
+                # otherwise the fate holds it
             except _HookFailed as failed:
                 hook_error = failed.error
         del self._waiting[waiting]
+        if admitted and self._spend is not None:
+            self._spend.settle(fate.submission in (Submission.ACCEPTED, Submission.IN_DOUBT))
         if hook_error is not None:
             self.fail(hook_error)
             return
@@ -296,6 +326,8 @@ class _BatchRun:
 
         def on_done(result: TaskResult | None, error: NovitaError | None) -> None:
             self._listeners.pop(index, None)
+            if self._spend is not None:
+                self._spend.ended()
             if error is not None and error.dooms_batch and self._fatal is None:
                 self._doom(error)  # a revoked key shows on a poll as well as on a submit
             if error is None and result is not None:

@@ -14,7 +14,14 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -24,6 +31,7 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
+from ._balance import BALANCE_PATH, Balance, SpendCap, parse_balance
 from ._batch import Batch, PromptInput, _BatchRun
 from ._clock import Clock, SystemClock
 from ._download import download
@@ -54,12 +62,23 @@ from ._settings import (
     PollSettings,
     WebhookSettings,
     above,
+    at_least,
 )
 from ._stats import Counters
 from ._submit import Submitter
 from ._transport import Transport
+from ._unified import (
+    ALIASES,
+    CATALOG_PATH,
+    CatalogCache,
+    CatalogModel,
+    CatalogRequest,
+    known,
+    parse_catalog,
+    require_jsonschema,
+)
 from ._version import __version__
-from ._wire import parse_task_result, parse_webhook, snippet
+from ._wire import load_json, parse_task_result, parse_webhook, snippet
 
 if TYPE_CHECKING:
     from ._shared import Coordinator  # only with the redis extra; imported when used
@@ -70,6 +89,8 @@ logger = logging.getLogger("novita_video")
 
 DEFAULT_BASE_URL = "https://api.novita.ai"
 TASK_RESULT_PATH = "/v3/async/task-result"
+#: Seconds the catalogue is kept before it is fetched again (:meth:`Client.models`).
+CATALOG_MAX_AGE = 600.0
 
 
 class InsecureTransportWarning(UserWarning):
@@ -418,8 +439,10 @@ class Client(anyio.AsyncContextManagerMixin):
         """Submit one clip and return its task id.
 
         ``prompt`` is a str (with ``image_url`` and ``enable_prompt_expansion``) or a
-        :class:`VideoRequest`. Bad input raises :class:`InvalidRequestError` before
-        anything is sent. Submits share the client's ``submit_rpm`` limit. A submit that
+        request (:class:`VideoRequest`, :class:`HailuoRequest`, ..., a
+        :class:`CatalogRequest` of any catalogue model, checked against its JSON Schema
+        first). Bad input raises :class:`InvalidRequestError` before anything is sent.
+        Submits share the client's ``submit_rpm`` limit. A submit that
         may have created a task without telling us its id raises
         :class:`SubmissionUnknownError` and is never resent on its own.
         """
@@ -434,6 +457,7 @@ class Client(anyio.AsyncContextManagerMixin):
                 prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
             )
         self._require_open()
+        request = await self._checked(request)  # a catalogue model's: checked by its schema
         return await self._submitter.submit(request, self._submit_limiter_for(request.endpoint))
 
     async def get_result(self, task_id: str) -> TaskResult:
@@ -518,6 +542,95 @@ class Client(anyio.AsyncContextManagerMixin):
             return self._poller.push(result)
         return self._poller.hint(result.task_id)
 
+    # The catalogue and the balance.
+
+    async def models(self, *, max_age: float = CATALOG_MAX_AGE) -> tuple[CatalogModel, ...]:
+        """The video models this account can use, from Novita's catalogue
+        (``GET /v3/admin/video-unify-api/config``): each one's name, description and
+        fields (types, choices, ranges, defaults), read from its JSON Schema.
+
+        Fetched once per client and kept ``max_age`` seconds (10 minutes; 0 fetches it
+        again now). An entry that cannot be read is skipped with a log line. Send one of
+        them with :class:`CatalogRequest`, or ``generate(items, model=name)``.
+        """
+        at_least(0).check("max_age", max_age)
+        self._require_open()
+        return await self._catalog_cache().get(max_age)
+
+    async def model(self, name: str, *, max_age: float = CATALOG_MAX_AGE) -> CatalogModel:
+        """The catalogue model called ``name``; :class:`InvalidRequestError` naming the
+        ones there are when the catalogue has none of that name."""
+        models = await self.models(max_age=max_age)
+        for model in models:
+            if model.name == name:
+                return model
+        raise InvalidRequestError(
+            f"model: {name!r} is not in Novita's catalogue for this key; it has {known(models)}",
+            "model",
+        )
+
+    async def balance(self) -> Balance:
+        """The account's balance (``GET /openapi/v1/billing/balance/detail``), in US
+        dollars: ``available``, ``cash``, ``credit_limit``, ``pending``,
+        ``outstanding_invoices`` (:class:`~decimal.Decimal` each). Account-wide: every
+        use of the key's account moves it."""
+        self._require_open()
+        return await self._retrier.call("GET", self._get_balance)
+
+    async def _get_balance(self) -> Balance:
+        response = await self._transport.request("GET", BALANCE_PATH)
+        if not 200 <= response.status < 300:
+            raise response.error("balance", now_wall=self._clock.wall())
+        return parse_balance(response.body)
+
+    def _catalog_cache(self) -> CatalogCache:
+        # Made on first use (the constructor stays as it is), one per client.
+        cache: CatalogCache | None = self.__dict__.get("_catalog")
+        if cache is None:
+            cache = self.__dict__["_catalog"] = CatalogCache(
+                lambda: self._retrier.call("GET", self._get_catalog), clock=self._clock
+            )
+        return cache
+
+    async def _get_catalog(self) -> tuple[CatalogModel, ...]:
+        response = await self._transport.request("GET", CATALOG_PATH)
+        if not 200 <= response.status < 300:
+            raise response.error("catalogue", now_wall=self._clock.wall())
+        return parse_catalog(load_json(response.body, "catalogue"), body=response.body)
+
+    async def _checked(self, request: Request) -> Request:
+        """``request`` as it is sent: a catalogue model of one of our tables as its typed
+        request (one route per model), any other checked against its JSON Schema."""
+        if not isinstance(request, CatalogRequest):
+            return request
+        typed = ALIASES.get(request.model)
+        if typed is not None:
+            return to_request(dict(request.body), typed)
+        require_jsonschema()  # before anything is fetched: never sent unchecked
+        model = await self.model(request.model)
+        model.check(request.body)
+        return request
+
+    def _preparer(self, model: str) -> Callable[[Any], Awaitable[Request]]:
+        """How a batch of ``model`` turns each item into a request it may send."""
+
+        async def prepare(item: Any) -> Request:
+            if isinstance(item, Request) or model in MODELS:
+                request = to_request(item, model)
+            else:
+                if isinstance(item, str):
+                    item = {"prompt": item}
+                if not isinstance(item, Mapping):
+                    raise InvalidRequestError(
+                        f"prompt: must be a str, a request or a mapping of {model}'s fields, "
+                        f"not {type(item).__name__}",
+                        "prompt",
+                    )
+                request = CatalogRequest(model, item)
+            return await self._checked(request)
+
+        return prepare
+
     # Waiting for tasks.
 
     # The name `timeout` is promised to users (``client.wait(task_id, timeout=900)``); it is a
@@ -580,13 +693,19 @@ class Client(anyio.AsyncContextManagerMixin):
         model: str = VideoRequest.endpoint,
         before_submit: Callable[[int, Request], None] | None = None,
         after_submit: Callable[[int, str], None] | None = None,
+        spend_cap: SpendCap | None = None,
     ) -> Batch:
         """Turn many prompts into clips; iterate for one :class:`Outcome` per prompt.
 
         ``prompts`` is any iterable or async iterable of requests (:class:`VideoRequest`,
         :class:`HailuoRequest`, ...), prompt strs or mappings of a request's fields, the
         last two for ``model`` (default ``"minimax-video-01"``); it is read
-        lazily, never more than ``max_outstanding`` ahead of what you consumed. Outcomes
+        lazily, never more than ``max_outstanding`` ahead of what you consumed. ``model``
+        may be any model of Novita's catalogue (:meth:`models`): each item (a prompt str,
+        a mapping of the model's fields, a :class:`CatalogRequest`) is checked against
+        its JSON Schema before it is sent, and a wrong one's outcome names the field.
+        ``spend_cap`` (a :class:`SpendCap`) stops submitting once the balance has fallen
+        by its ``max_spend``; the prompts it stops are never sent. Outcomes
         come in the order the tasks end. Limits default to the client's (``None``); a batch
         given its own ``submit_rpm`` (``math.inf`` for none) gets its own limiter, otherwise
         it shares the client's with every other submit.
@@ -618,9 +737,15 @@ class Client(anyio.AsyncContextManagerMixin):
             ),
             task_timeout=self._limits.task_timeout if task_timeout is None else task_timeout,
         )
+        model = ALIASES.get(model, model)  # a model of our tables goes its typed route
         if model not in MODELS:
-            known = ", ".join(sorted(MODELS))
-            raise InvalidRequestError(f"model: unknown model {model!r}; known: {known}", "model")
+            CatalogRequest(model)  # a name that can be a catalogue model's, or the error
+        if spend_cap is not None:
+            if not isinstance(spend_cap, SpendCap):
+                raise InvalidRequestError(
+                    f"spend_cap: must be a SpendCap, not {spend_cap!r}", "spend_cap"
+                )
+            spend_cap.bind(self.balance, self._clock)
         # A batch given its own rate has its own limiter (in this process alone); otherwise
         # it shares the client's (and, with Redis, every worker's).
         limiter_for: Callable[[str], Limiter] = self._submit_limiter_for
@@ -640,6 +765,8 @@ class Client(anyio.AsyncContextManagerMixin):
             model=model,
             before_submit=before_submit,
             after_submit=after_submit,
+            prepare=self._preparer(model),
+            spend=spend_cap,
         )
         return Batch(run, start=self._start_batch)
 

@@ -24,6 +24,7 @@ The tree::
     ├── TaskTimeoutError (TimeoutError)       a task was not final by its deadline
     ├── DownloadError                         storage refused a clip (after retries, one renewal)
     ├── LocalFileError (OSError)              a clip could not be written here (a full disk)
+    ├── SpendCapReachedError                  a batch's spend cap stopped its submits (dooms it)
     └── BatchAbortedError                     a prompt never sent: the batch was stopped first
 
 ``TaskFailedError`` and ``TaskTimeoutError`` carry a :class:`TaskResult`, so they live
@@ -61,6 +62,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "ServerError",
+    "SpendCapReachedError",
     "SubmissionUnknownError",
     "UsageError",
 ]
@@ -311,6 +313,28 @@ class LocalFileError(NovitaError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class SpendCapReachedError(NovitaError):
+    """A batch's spend cap (:class:`~novita_video.SpendCap`) stopped its submits: the
+    balance has fallen by ``max_spend`` (US dollars), or would with the tasks already
+    accepted but not yet seen charged; ``spent`` is what the cap counted. Nothing more is
+    sent; tasks already made are still awaited. Dooms the batch."""
+
+    dooms_batch = True
+
+    def __init__(self, message: str, max_spend: Any = None, spent: Any = None) -> None:
+        super().__init__(message, max_spend, spent)
+
+    @property
+    def max_spend(self) -> Any:
+        """The cap, in US dollars (a :class:`~decimal.Decimal`)."""
+        return self.args[1]
+
+    @property
+    def spent(self) -> Any:
+        """What the cap counted as spent when it stopped (a :class:`~decimal.Decimal`)."""
+        return self.args[2]
 
 
 class BatchAbortedError(NovitaError):

@@ -12,6 +12,8 @@ it is made, before anything is sent, and a bad value raises
   ``kling-v1.6-i2v``).
 * :class:`WanT2VRequest`, :class:`WanI2VRequest`: Wan 2.1 (``wan-t2v``, ``wan-i2v``).
 * :class:`AsyncRequest`: any other async endpoint, by name, with a JSON body of your own.
+* :class:`CatalogRequest` (``_unified``): any model of Novita's catalogue, by name, checked
+  against its JSON Schema before it is sent to ``POST /v3/video/create``.
 
 The fields, ranges and defaults come from one table per model (``_catalog``), the same
 tables the simulator serves; a field left ``None`` is not sent, so the server applies its
@@ -45,10 +47,12 @@ from ._catalog import (
     check_field,
 )
 from ._errors import InvalidRequestError
+from ._unified import UNIFIED_PATH, CatalogRequest
 
 __all__ = [
     "MODELS",
     "AsyncRequest",
+    "CatalogRequest",
     "HailuoRequest",
     "KlingI2VRequest",
     "KlingT2VRequest",
@@ -57,6 +61,7 @@ __all__ = [
     "VideoRequest",
     "WanI2VRequest",
     "WanT2VRequest",
+    "submit_path",
     "to_request",
 ]
 
@@ -478,7 +483,7 @@ _TYPED: Final = (
 )
 
 #: Anything :meth:`Client.submit` and :meth:`Client.generate` accept as a request.
-Request: TypeAlias = TypedRequest | AsyncRequest
+Request: TypeAlias = TypedRequest | AsyncRequest | CatalogRequest
 
 #: The typed request class of each model, by endpoint name.
 MODELS: Final[Mapping[str, type[TypedRequest]]] = MappingProxyType(
@@ -492,7 +497,7 @@ def to_request(item: object, model: str = VideoRequest.endpoint) -> Request:
     A ``None`` for a field with a default means the default (JSON's ``null``). Raises
     :class:`InvalidRequestError` naming the field that is wrong.
     """
-    if isinstance(item, (*_TYPED, AsyncRequest)):
+    if isinstance(item, (*_TYPED, AsyncRequest, CatalogRequest)):
         return item
     cls = MODELS.get(model)
     if cls is None:
@@ -519,3 +524,11 @@ def to_request(item: object, model: str = VideoRequest.endpoint) -> Request:
         if value is not None or fields[name].default is attrs.NOTHING
     }
     return cls(**given)
+
+
+def submit_path(request: Request) -> str:
+    """Where ``request`` is POSTed: ``/v3/video/create`` for a catalogue model, else its
+    own ``/v3/async/<endpoint>``."""
+    if isinstance(request, CatalogRequest):
+        return UNIFIED_PATH
+    return f"/v3/async/{request.endpoint}"

@@ -25,7 +25,7 @@ from ._clock import Clock
 from ._errors import APIConnectionError, BatchAbortedError, NovitaError
 from ._limits import Limiter
 from ._models import Submission
-from ._requests import Request
+from ._requests import Request, submit_path
 from ._retrier import Retrier, unknown_submission
 from ._retry import submit_may_have_landed
 from ._stats import Counters
@@ -132,7 +132,7 @@ class Submitter:
             extra = body.setdefault("extra", {})
             if isinstance(extra, dict):
                 extra.setdefault("webhook", {"url": self._webhook_url})
-        path = f"/v3/async/{request.endpoint}"
+        path = submit_path(request)
         # A transport that does not say when a request leaves (a user's own) is taken to
         # send it the moment it is called: shielded from the start, in doubt until an
         # answer says otherwise.

@@ -19,7 +19,7 @@ import cattrs
 
 from ._errors import ProtocolError
 from ._models import TaskResult, TaskStatus, Video
-from ._requests import MODELS, AsyncRequest, Lora, Request
+from ._requests import MODELS, AsyncRequest, CatalogRequest, Lora, Request
 
 logger = logging.getLogger("novita_video")
 
@@ -122,6 +122,9 @@ def _make_converter() -> cattrs.Converter:
         # Unset optional fields are left out, so the server applies its own defaults.
         converter.register_unstructure_hook(typed, _typed_body)
     converter.register_unstructure_hook(AsyncRequest, lambda request: dict(request.body))
+    converter.register_unstructure_hook(
+        CatalogRequest, lambda request: {"model": request.model, **request.body}
+    )
     # Every field of a video may be missing, but a video is still an object.
     structure_video = converter.get_structure_hook(_WireVideo)
 
@@ -180,6 +183,8 @@ def dump_request(request: Request) -> dict[str, Any]:
 def parse_submitted(body: bytes) -> str:
     """The task id of a submit answer ``{"task_id": "..."}``."""
     data = load_json(body, "submit")
+    if isinstance(data, dict) and "task_id" not in data and isinstance(data.get("data"), dict):
+        data = data["data"]  # the unified endpoint's answer may be wrapped (unconfirmed)
     submitted: _WireSubmitted = _structure(data, _WireSubmitted, "submit", body)
     if not submitted.task_id:
         raise ProtocolError("submit: the answer has an empty task_id", snippet(body))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from decimal import Decimal
 
 import pytest
 
@@ -27,6 +28,7 @@ from novita_video import (
     ProtocolError,
     RateLimitError,
     ServerError,
+    SpendCapReachedError,
     SubmissionUnknownError,
     TaskFailedError,
     TaskResult,
@@ -98,6 +100,7 @@ EVERY_ERROR: list[NovitaError] = [
     TaskTimeoutError("late", "t1", RESULT),
     DownloadError("expired", 403),
     LocalFileError("no space left"),
+    SpendCapReachedError("the spend cap is reached", Decimal("5.00"), Decimal("5.12")),
     BatchAbortedError("not sent", AuthenticationError("403", 403, "INVALID_API_KEY")),
 ]
 

@@ -9,12 +9,15 @@ more field here and one more step in the server's pipeline.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
 
+from ._account import CHARGE_MODES
 from ._ratelimit import RateLimit
 from ._tasks import ETA_ROUNDINGS, PROGRESS_CURVES
 
@@ -132,6 +135,43 @@ def _check_balance(
         raise ValueError(f"balance must be None or an int >= 0 (tasks it pays for), not {value!r}")
 
 
+def _dollars(name: str, value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str | float):
+        raise ValueError(f"{name} must be an amount of US dollars, not {value!r}")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{name} must be an amount of US dollars, not {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{name} must be 0 or more US dollars, not {value!r}")
+    return amount
+
+
+def _to_starting_balance(value: object) -> Decimal | None:
+    return None if value is None else _dollars("starting_balance", value)
+
+
+def _to_prices(value: object) -> tuple[tuple[str, Decimal], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, tuple):
+        value = dict(value)
+    if not isinstance(value, Mapping) or not all(isinstance(name, str) for name in value):
+        raise ValueError(f"prices must map model names to US dollars, not {value!r}")
+    return tuple(sorted((name, _dollars(f"prices[{name!r}]", v)) for name, v in value.items()))
+
+
+def _to_catalog(value: object) -> tuple[Any, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"catalog must be None or a list of catalogue entries, not {value!r}")
+    try:
+        return tuple(json.loads(json.dumps(list(value))))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"catalog must be JSON ({error})") from None
+
+
 def _check_seconds(
     instance: SimulatorConfig, attribute: attrs.Attribute[Any], value: object
 ) -> None:
@@ -175,6 +215,10 @@ class SimulatorConfig:
     balance: int | None = attrs.field(default=None, validator=_check_balance)
     webhook_timeout: float = attrs.field(default=5.0, validator=_check_seconds)
     bare_key: str = attrs.field(default="refuse", validator=_one_of("refuse", "accept"))
+    starting_balance: Decimal | None = attrs.field(default=None, converter=_to_starting_balance)
+    charge_at: str = attrs.field(default="submit", validator=_one_of(*CHARGE_MODES))
+    prices: tuple[tuple[str, Decimal], ...] = attrs.field(default=(), converter=_to_prices)
+    catalog: tuple[Any, ...] | None = attrs.field(default=None, converter=_to_catalog, eq=False)
 
     def __attrs_post_init__(self) -> None:
         # Two ways of making an eta wrong would hide each other: one at a time.

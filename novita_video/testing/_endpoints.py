@@ -29,7 +29,7 @@ from .._catalog import CATALOG, BodyError, Model, fill, is_http_url
 from ._errors import ApiError
 from ._tasks import SubmitRequest
 
-__all__ = ["ENDPOINTS", "WebhookSettings", "is_loopback", "parse_body"]
+__all__ = ["ENDPOINTS", "WebhookSettings", "extra_of", "is_loopback", "parse_body"]
 
 #: The submit endpoints by path segment: ``POST /v3/async/<endpoint>``.
 ENDPOINTS: Final[Mapping[str, Model]] = CATALOG
@@ -58,7 +58,8 @@ class WebhookSettings:
 _TEST_STATUSES: Final = ("TASK_STATUS_SUCCEED", "TASK_STATUS_FAILED")
 
 
-def _extra(body: Mapping[str, Any]) -> tuple[WebhookSettings | None, dict[str, Any]]:
+def extra_of(body: Mapping[str, Any]) -> tuple[WebhookSettings | None, dict[str, Any]]:
+    """A submit's ``extra``: its webhook (if any), and what is kept of it."""
     extra = body.get("extra", _MISSING)
     if extra is _MISSING:
         return None, {}
@@ -115,7 +116,7 @@ def parse_body(endpoint: str, body: Any) -> SubmitRequest:
         fields = fill(model, body)
     except BodyError as error:
         raise ApiError.invalid_body(str(error)) from None
-    webhook, extra = _extra(body)
+    webhook, extra = extra_of(body)
     ignored = tuple(sorted(name for name in body if name not in fields and name != "extra"))
     return SubmitRequest(
         endpoint,

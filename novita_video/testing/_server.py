@@ -2,7 +2,8 @@
 
 Every request goes through one pipeline, :meth:`FakeNovita._dispatch`:
 
-1. route it to an endpoint (``submit``, ``task_result``, ``video``, ``other``) and count it;
+1. route it to an endpoint (``submit``, ``task_result``, ``video``, ``catalog``,
+   ``balance``, ``other``) and count it;
 2. draw its chaos :class:`Fault` (none unless a :class:`Chaos` knob is on); a fault that
    comes *before* the API (a dropped connection, a 503, a 429 storm) answers here;
 3. for API endpoints, *admit* it: revoked key, then bearer auth, then the rate limit;
@@ -26,7 +27,8 @@ import ipaddress
 import json
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -34,13 +36,23 @@ import attrs
 from aiohttp import web
 
 from .._clock import Clock, SystemClock
+from ._account import Account
 from ._chaos import Chaos, Fault, Saboteur
 from ._config import SimulatorConfig
 from ._endpoints import ENDPOINTS
 from ._ratelimit import RateLimit, SlidingWindowLog
 from ._stats import Counters, SimulatorStats
 from ._storage import STORAGE_PREFIX, LinkCheck, Presigner, clip_bytes, s3_error_body
-from ._tasks import FINAL_STATUSES, QUEUED, SUCCEED, TaskRecord, TaskState, draw_task
+from ._tasks import (
+    FINAL_STATUSES,
+    QUEUED,
+    SUCCEED,
+    SubmitRequest,
+    TaskRecord,
+    TaskState,
+    draw_task,
+)
+from ._unified import catalog_body, models_of, parse_unified
 from ._webhooks import WebhookDispatcher
 from ._wire import (
     ApiError,
@@ -58,9 +70,13 @@ ASYNC_PREFIX: Final = "/v3/async/"
 #: The default model's submit path; every key of ``ENDPOINTS`` has one like it.
 SUBMIT_PATH: Final = ASYNC_PREFIX + "minimax-video-01"
 RESULT_PATH: Final = ASYNC_PREFIX + "task-result"
+#: Every catalogue model's submit, its catalogue, and the account's balance.
+UNIFIED_PATH: Final = "/v3/video/create"
+CATALOG_PATH: Final = "/v3/admin/video-unify-api/config"
+BALANCE_PATH: Final = "/openapi/v1/billing/balance/detail"
 STATS_PATH: Final = "/_simulator/stats"
 CHAOS_PATH: Final = "/_simulator/chaos"
-_API_ENDPOINTS: Final = frozenset({"submit", "task_result"})
+_API_ENDPOINTS: Final = frozenset({"submit", "task_result", "balance"})
 
 # Bigger than aiohttp's 128 so a benchmark opening hundreds of connections at
 # once is not refused by the kernel before the simulator sees it.
@@ -83,6 +99,11 @@ class FakeNovita:
     fields, see ``_endpoints``; the task records which one made it, and task-result
     answers carry its ``task_type``), ``GET /v3/async/task-result``,
     presigned video links under ``/storage/``, and its own statistics at
+    ``POST /v3/video/create`` for every model of its catalogue (``GET
+    /v3/admin/video-unify-api/config``, served without auth as Novita's docs page fetches
+    it; each body checked against its model's JSON Schema, see ``_unified``), the
+    account's balance at ``GET /openapi/v1/billing/balance/detail`` (see ``_account``),
+    and its own statistics at
     ``GET /_simulator/stats`` (no auth, not rate limited, not counted;
     ``?tasks=0`` leaves out the per-task records). ``GET /_simulator/chaos`` shows
     the chaos in force and ``PUT`` changes some of its knobs (a JSON object of them),
@@ -118,6 +139,14 @@ class FakeNovita:
     * ``seed``: replay the same task ids, durations and failures.
     * ``illegal_marker``: a prompt containing it is refused with 400 ``ILLEGAL_PROMPT``.
     * ``balance``: after this many accepted tasks, submits get 400 ``BILLING_BALANCE_NOT_ENOUGH``.
+    * ``starting_balance``: the account's dollars at start (``None``: bottomless); each
+      accepted task costs its model's price (``prices``, dollars by model name, over the
+      made-up ``PRICES`` of ``_account``), and a submit the available balance cannot pay
+      for gets 400 ``BILLING_BALANCE_NOT_ENOUGH``. ``charge_at`` says when a task is
+      charged: ``"submit"`` (default), ``"end"`` (nothing shows until it ends) or
+      ``"end-pending"`` (held in ``pendingCharges`` until it ends).
+    * ``catalog``: catalogue entries to serve instead of the simulator's own (a test's
+      odd ones); the unified endpoint takes the models among them that have a schema.
     * ``bare_key``: what an ``Authorization`` header with the key but without ``Bearer ``
       gets (Novita's JS SDK sends that; the real API's answer is unconfirmed):
       ``"refuse"`` (default) answers 401 ``INVALID_API_KEY`` saying so, ``"accept"``
@@ -163,6 +192,10 @@ class FakeNovita:
         balance: int | None = None,
         webhook_timeout: float = 5.0,
         bare_key: str = "refuse",
+        starting_balance: Decimal | int | str | None = None,
+        charge_at: str = "submit",
+        prices: Mapping[str, Decimal | int | str] | None = None,
+        catalog: Sequence[Any] | None = None,
         chaos: Chaos | None = None,
     ) -> None:
         self.config: Final = SimulatorConfig(
@@ -187,6 +220,10 @@ class FakeNovita:
             balance=balance,
             webhook_timeout=webhook_timeout,
             bare_key=bare_key,
+            starting_balance=starting_balance,
+            charge_at=charge_at,
+            prices=prices,
+            catalog=catalog,
         )
         if clock is not None and not isinstance(clock, Clock):
             raise ValueError(f"clock must implement now(), wall() and sleep(), not {clock!r}")
@@ -198,6 +235,11 @@ class FakeNovita:
         self._saboteur = Saboteur(Chaos() if chaos is None else chaos, seed)
         self._presigner = Presigner()
         self._counters = Counters()
+        config = self.config
+        self._account = Account(
+            config.starting_balance, charge_at=config.charge_at, prices=dict(config.prices)
+        )
+        self._unified = models_of(config.catalog)
         # One per model's submit endpoint (made on first use) and one for task-result.
         self._limiters: dict[str, SlidingWindowLog] = {}
         if result_limit is not None:
@@ -352,6 +394,12 @@ class FakeNovita:
         handler: _Handler
         if method == "POST" and path.removeprefix(ASYNC_PREFIX) in ENDPOINTS:
             endpoint, handler = "submit", self._submit
+        elif method == "POST" and path == UNIFIED_PATH:
+            endpoint, handler = "submit", self._submit_unified
+        elif method == "GET" and path == CATALOG_PATH:
+            endpoint, handler = "catalog", self._catalog
+        elif method == "GET" and path == BALANCE_PATH:
+            endpoint, handler = "balance", self._balance
         elif path == RESULT_PATH and method == "GET":
             endpoint, handler = "task_result", self._task_result
         elif path.startswith(STORAGE_PREFIX) and method in ("GET", "HEAD"):
@@ -481,6 +529,11 @@ class FakeNovita:
         # The key sent is never echoed back: it may be a real one sent here by mistake.
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.encode(), expected):
             raise ApiError(403, "INVALID_API_KEY", "invalid API key")
+        if endpoint != "submit" or model is not None:
+            self._admit_rate(model, endpoint)
+
+    def _admit_rate(self, model: str | None, endpoint: str = "submit") -> None:
+        """The rate limit of ``endpoint`` (``model``'s own, for a submit)."""
         limiter = self._limiter(endpoint, model)
         if limiter is None:
             return
@@ -519,11 +572,32 @@ class FakeNovita:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, "INVALID_REQUEST_BODY", "request body is too large") from None
-        job = parse_submit(raw, model)
+        return self._create(parse_submit(raw, model))
+
+    async def _submit_unified(self, request: web.Request) -> web.StreamResponse:
+        # The model is in the body: the key is checked first, then that model's limit.
+        self._admit(request, "submit")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, "INVALID_REQUEST_BODY", "request body is too large") from None
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise ApiError.invalid_body("request body is not valid JSON") from None
+        job = parse_unified(body, self._unified)
+        self._admit_rate(job.endpoint)
+        return self._create(job)
+
+    def _create(self, job: SubmitRequest) -> web.StreamResponse:
+        """Accept a validated submit: refuse it, or draw its task and answer its id."""
         config = self.config
         if config.illegal_marker in job.prompt:
             raise ApiError(400, "ILLEGAL_PROMPT", "the prompt breaks the content policy")
-        if config.balance is not None and len(self._counters.tasks) >= config.balance:
+        tasks = self._counters.tasks
+        if (config.balance is not None and len(tasks) >= config.balance) or (
+            not self._account.can_pay(job.endpoint, tasks, self.clock.now())
+        ):
             raise ApiError(400, "BILLING_BALANCE_NOT_ENOUGH", "insufficient balance")
         task = draw_task(
             self._rng,
@@ -538,6 +612,7 @@ class FakeNovita:
             eta_bias=config.eta_bias,
         )
         self._counters.add_task(task)
+        self._account.charge(task)
         plan = self._saboteur.stuck_plan()
         if plan is not None:
             self._counters.stuck[task.task_id] = plan
@@ -651,6 +726,19 @@ class FakeNovita:
             # Only reachable with a link signed for a task that is not a success.
             return self._storage_error(404, "NoSuchKey", "The specified key does not exist.")
         return web.Response(body=clip_bytes(), content_type="video/mp4")
+
+    async def _catalog(self, request: web.Request) -> web.StreamResponse:
+        # Public, as the reference's own page fetches it without a key.
+        return web.json_response(catalog_body(self.config.catalog))
+
+    async def _balance(self, request: web.Request) -> web.StreamResponse:
+        self._admit(request, "balance")
+        reading = self._account.reading(self._counters.tasks, self.clock.now())
+        return web.json_response(reading)
+
+    def spent(self) -> Decimal:
+        """Dollars the account has been charged so far (and holds as pending)."""
+        return self._account.spent(self._counters.tasks, self.clock.now())
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "API_NOT_FOUND", f"no API at {request.method} {request.path}")

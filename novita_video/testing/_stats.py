@@ -21,6 +21,7 @@ from ._tasks import SubmitRequest, TaskRecord
 __all__ = ["ENDPOINTS", "Counters", "SimulatorStats", "WebhookStats"]
 
 #: The names requests are counted under.
+#: (``"catalog"`` and ``"balance"`` too, once they are asked for.)
 ENDPOINTS: Final = ("submit", "task_result", "video", "other")
 
 
@@ -79,7 +80,9 @@ class SimulatorStats:
     sent the key to storage") and for benchmarks (requests per task, 429s).
 
     * ``requests``: requests received per endpoint (``"submit"``, ``"task_result"``,
-      ``"video"``, ``"other"``), whatever their answer. ``/_simulator/stats`` is not counted.
+      ``"video"``, ``"other"``; ``"catalog"`` and ``"balance"`` once asked for), whatever
+      their answer; a submit to the unified endpoint counts as a ``"submit"``.
+      ``/_simulator/stats`` is not counted.
     * ``rate_limited``: 429 answers per endpoint (every key always present).
     * ``errors``: error answers per ``reason`` (``"INVALID_API_KEY"``, ...; 429s included,
       as ``"RATE_LIMIT_EXCEEDED"``).
