@@ -103,7 +103,7 @@ class Balance:
     def to_wire(self) -> dict[str, str]:
         """The amounts as Novita sends them (strings of 1/10000 USD): for a record on disk."""
         return {
-            wire: str((getattr(self, name) * WIRE_UNIT).normalize())
+            wire: format((getattr(self, name) * WIRE_UNIT).normalize(), "f")
             for name, wire in _WIRE_NAMES.items()
         }
 

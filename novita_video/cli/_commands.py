@@ -1,14 +1,17 @@
-"""The command line: its parser, its four commands, and what each exit code means.
+"""The command line: its parser, its five commands, and what each exit code means.
 
 Exit codes: 0 every clip was made, 1 some prompts failed, 2 a usage or input error
 (nothing was sent), 3 a fatal answer from the API stopped the batch (a bad key, no
 balance, no such model at this URL), 4 the ledger could not be written (the task ids it
-could not record are printed on stderr), 128 + the signal's number when a signal stopped
-the run: 130 SIGINT, 143 SIGTERM, 129 SIGHUP. A user's mistake is one sentence on
-stderr, never a traceback.
+could not record are printed on stderr), 5 the spend cap (``--max-spend``) stopped the
+batch (or could not be kept: the balance could not be read), 128 + the signal's number
+when a signal stopped the run: 130 SIGINT, 143 SIGTERM, 129 SIGHUP. A user's mistake is
+one sentence on stderr, never a traceback.
 
 The summary at the end of a batch is counted from the manifest's own lines as they are
-written, so the terminal, ``manifest.jsonl`` and the gallery always say the same.
+written, so the terminal, ``manifest.jsonl`` and the gallery always say the same. The
+balance is read before and after a batch: what it fell by is reported as spent (in the
+summary, the gallery's header, the last line of ``--json`` and ``DIR/runs.jsonl``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sqlite3
@@ -27,26 +31,33 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+import attrs
 
+from .._balance import Balance, SpendCap, dollars
 from .._client import DEFAULT_BASE_URL, Client, _check_key, check_base_url
 from .._errors import (
+    APITimeoutError,
     APIUnreachableError,
     AuthenticationError,
     InsufficientBalanceError,
     InvalidRequestError,
     NotFoundError,
     NovitaError,
+    SpendCapReachedError,
 )
 from .._http import HTTPTransport
 from .._models import TaskResult, TaskTimeoutError
 from .._requests import MODELS, VideoRequest
 from .._settings import DEFAULT_BATCH, DEFAULT_HTTP
+from .._unified import ALIASES, UNIFIED_PATH, CatalogModel, canonical_model, require_jsonschema
 from .._version import __version__
-from ._inputs import FORMATS, InputError, PromptSource, model_fields
+from ._inputs import FORMATS, InputError, ModelSpec, PromptSource, model_fields
 from ._ledger import Ledger, LedgerError, State
 from ._outputs import (
     FAILED_STATUSES,
@@ -59,6 +70,7 @@ from ._outputs import (
 )
 from ._progress import Tally, format_duration, make_reporter
 from ._run import STOP_SIGNALS, STOP_TIMEOUT, Run, Settings, Wire, signal_name
+from ._spend import FolderSpend, SpendRecordError, append_run
 
 if TYPE_CHECKING:
     from ..testing import FakeNovita
@@ -72,6 +84,8 @@ FATAL: Final = 3
 #: The ledger could not be written: the run stopped, and the task ids it could not
 #: record were printed (a rerun would not know them).
 LEDGER: Final = 4
+#: The spend cap stopped the batch, or could not be kept (the balance could not be read).
+SPEND_CAP: Final = 5
 INTERRUPTED: Final = 128 + signal.SIGINT
 
 #: The built-in simulator (``batch --simulate`` and ``simulate``): quick tasks, a roomy limit.
@@ -79,6 +93,10 @@ SIMULATED_TASK_SECONDS: Final = (3.0, 8.0)
 SIMULATED_SUBMITS_PER_MINUTE: Final = 120
 #: Novita's default submit limit for its video models (Minimax, Kling, Wan: 20 a minute).
 NOVITA_SUBMITS_PER_MINUTE: Final = DEFAULT_BATCH.submit_rpm
+
+#: Seconds a balance read before or after a run may take (it only informs the summary,
+#: unless a spend cap needs it).
+BALANCE_WAIT: Final = 20.0
 
 NO_KEY: Final = (
     "no API key: set NOVITA_API_KEY to your Novita key (https://novita.ai/settings/key-management)"
@@ -101,6 +119,11 @@ def _line(text: str) -> None:
 
 def _explain(error: NovitaError, model: str | None = None) -> str:
     """A fatal error in a sentence that says what to do."""
+    if isinstance(error, SpendCapReachedError):
+        return (
+            f"the batch stopped: {error}; the prompts not sent are not_submitted. The cap "
+            "is this folder's: run the same command with a higher --max-spend to spend more"
+        )
     if isinstance(error, InsufficientBalanceError):
         return (
             f"Novita says the balance is too low ({error}); top up, then run the same "
@@ -144,8 +167,15 @@ def _batch(args: argparse.Namespace) -> int:
     if key is None and not args.simulate:
         _say(f"{NO_KEY}, or add --simulate to try the built-in simulator without one")
         return USAGE
+    args.model = canonical_model(args.model)  # hailuo-02 of the catalogue: our table's
+    spec: ModelSpec = args.model
+    if args.model not in MODELS:
+        found = _catalog_model(args, key)
+        if isinstance(found, int):
+            return found
+        spec = found
     try:
-        source = PromptSource(args.prompts, args.format, args.model)
+        source = PromptSource(args.prompts, args.format, spec)
     except InputError as error:
         _say(str(error))
         return USAGE
@@ -199,6 +229,70 @@ def _batch(args: argparse.Namespace) -> int:
                     raise
                 _say(f"cannot write to {out}: {cause}")
                 return SOME_FAILED
+
+
+def _catalog_model(args: argparse.Namespace, key: str | None) -> CatalogModel | int:
+    """The catalogue model ``--model`` names, fetched before any line is checked; or the
+    exit status, having said why it cannot be used."""
+    try:
+        require_jsonschema()
+    except InvalidRequestError:
+        _say(
+            f"--model {args.model}: a model of Novita's catalogue, whose lines are checked "
+            "against its JSON Schema before anything is sent; that needs jsonschema: "
+            "pip install 'novita-video[catalog]'"
+        )
+        return USAGE
+
+    async def fetch() -> CatalogModel | int:
+        try:
+            async with _catalog_client(args, key) as client:
+                return await client.model(args.model)
+        except InvalidRequestError as error:
+            _say(
+                f"--model {args.model}: {str(error).removeprefix('model: ')}; "
+                "`novita-video models` lists them"
+            )
+            return USAGE
+        except NovitaError as error:
+            _say(f"cannot read Novita's catalogue of models: {error}")
+            return FATAL if error.dooms_batch else SOME_FAILED
+
+    return anyio.run(fetch)
+
+
+@contextlib.asynccontextmanager
+async def _catalog_client(args: argparse.Namespace, key: str | None) -> AsyncIterator[Client]:
+    """A client of the API the command is for (the built-in simulator with --simulate)."""
+    async with contextlib.AsyncExitStack() as stack:
+        url = _base_url()
+        if args.simulate:
+            fake = await stack.enter_async_context(_simulator())
+            key, url = fake.api_key, fake.url
+        yield await stack.enter_async_context(_reader(key, url))
+
+
+def _reader(key: str | None, url: str) -> Client:
+    """A plain client of ``url`` for one look (the catalogue, the balance)."""
+    return Client(
+        transport=HTTPTransport(
+            base_url=check_base_url(url, warn=False),
+            api_key=_check_key(key),
+            settings=DEFAULT_HTTP,
+            user_agent=f"novita-video/{__version__}",
+        )
+    )
+
+
+async def _read_balance(key: str | None, url: str) -> Balance | NovitaError:
+    """The account's balance, or why it could not be read (within :data:`BALANCE_WAIT`)."""
+    try:
+        with anyio.move_on_after(BALANCE_WAIT):
+            async with _reader(key, url) as reader:
+                return await reader.balance()
+        return APITimeoutError(f"balance: no answer within {BALANCE_WAIT:g} s", True)
+    except NovitaError as error:
+        return error
 
 
 def _out_problem(out: Path, error: OSError) -> str:
@@ -308,13 +402,139 @@ async def _batch_run(
         except InvalidRequestError as error:
             _say(str(error))
             return USAGE
+        money = await _money_before(args, key, url)
+        if isinstance(money, int):
+            return money
+        settings = attrs.evolve(settings, spend_cap=money.cap)
         reporter = make_reporter(quiet=args.quiet)
         run = Run(client, source, ledger, settings, tally, reporter, emit, wire)
         await run.run(signals)
+        if isinstance(money.before, Balance) and run.stopped_by is None:
+            # Not after a signal: the time left before SIGKILL is the manifest's.
+            money.after = await _read_balance(key, url)
+            if isinstance(money.after, Balance):
+                money.folder.observe(money.after)
+                with contextlib.suppress(OSError):
+                    money.folder.save()
     if run.input_error is not None:
         _say(f"{run.input_error} (the file changed while it was being read)")
         return USAGE
-    return _report(args, run, source, ledger, time.monotonic() - started)
+    code = _report(args, run, source, ledger, time.monotonic() - started, money)
+    record = money.record(args, run, code)
+    append_run(out, record)
+    if args.json:
+        with contextlib.suppress(OSError):
+            print(json.dumps({"run": record}), flush=True)
+    return code
+
+
+@attrs.define
+class Money:
+    """What a run knows of money: the balance before and after (or why it is not known),
+    the folder's record of spending, and its spend cap."""
+
+    started: str
+    folder: FolderSpend
+    before: Balance | NovitaError
+    cap: SpendCap | None = None
+    after: Balance | NovitaError | None = None
+    #: The manifest's counts, once it is written.
+    counts: Counts | None = None
+
+    @property
+    def spent(self) -> Decimal | None:
+        """What the balance fell by during the run (account-wide), when both are known."""
+        if isinstance(self.before, Balance) and isinstance(self.after, Balance):
+            return self.after.spent_since(self.before)
+        return None
+
+    def sentence(self) -> str:
+        """The summary's words on money."""
+        if not isinstance(self.before, Balance):
+            return f"the balance could not be read ({self.before}), so the spend is not known"
+        if not isinstance(self.after, Balance):
+            why = "the run was stopped" if self.after is None else str(self.after)
+            text = f"balance {dollars(self.before.available)} before; not read after ({why})"
+        else:
+            spent = self.spent
+            assert spent is not None
+            text = (
+                f"spent {dollars(spent)} this run (balance {dollars(self.before.available)}"
+                f" -> {dollars(self.after.available)}; account-wide: other use counts too)"
+            )
+        if self.folder.max_spend is not None:
+            text += (
+                f"; this folder has spent {dollars(self.folder.spent)} of its "
+                f"{dollars(self.folder.max_spend)} cap"
+            )
+        return text
+
+    def note(self) -> str:
+        """The gallery's line under its heading."""
+        return self.sentence()[0].upper() + self.sentence()[1:] + "."
+
+    def record(self, args: argparse.Namespace, run: Run, code: int) -> dict[str, Any]:
+        """This run's line of ``DIR/runs.jsonl`` (and of ``--json``)."""
+
+        def amount(value: Balance | NovitaError | None) -> str | None:
+            return str(value.available) if isinstance(value, Balance) else None
+
+        stopped = None
+        if isinstance(run.fatal, SpendCapReachedError):
+            stopped = "spend cap"
+        elif run.fatal is not None:
+            stopped = "fatal answer"
+        elif run.stopped_by is not None:
+            stopped = signal_name(run.stopped_by)
+        spent = self.spent
+        return {
+            "started": self.started,
+            "ended": _now(),
+            "model": args.model,
+            "prompts": None if self.counts is None else self.counts.total,
+            "made": None if self.counts is None else self.counts.made,
+            "balance_before": amount(self.before),
+            "balance_after": amount(self.after),
+            "spent": None if spent is None else str(spent),
+            "folder_spent": str(self.folder.spent) if self.folder.baseline else None,
+            "max_spend": None if self.folder.max_spend is None else str(self.folder.max_spend),
+            "stopped": stopped,
+            "exit": code,
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+async def _money_before(args: argparse.Namespace, key: str | None, url: str) -> Money | int:
+    """Read the balance, and make the folder's spend cap; or the exit status, said."""
+    out = Path(args.out)
+    try:
+        folder = FolderSpend.load(out)
+    except SpendRecordError as error:
+        _say(f"{error}: what this folder spent is not known; nothing was sent")
+        return USAGE
+    if args.max_spend == "none":
+        folder.max_spend = None
+    elif args.max_spend is not None:
+        folder.max_spend = args.max_spend
+    elif folder.max_spend is not None and not args.quiet:
+        _say(
+            f"keeping this folder's spend cap of {dollars(folder.max_spend)} "
+            "(--max-spend changes it, --max-spend none lifts it)"
+        )
+    before = await _read_balance(key, url)
+    if isinstance(before, Balance):
+        folder.observe(before)
+    elif folder.max_spend is not None:
+        _say(
+            f"the spend cap of {dollars(folder.max_spend)} cannot be kept: the balance "
+            f"cannot be read ({before}); nothing was sent"
+        )
+        return SPEND_CAP
+    folder.save()
+    return Money(_now(), folder, before, folder.cap())
 
 
 def _stopped(signum: signal.Signals) -> str:
@@ -322,7 +542,12 @@ def _stopped(signum: signal.Signals) -> str:
 
 
 def _report(
-    args: argparse.Namespace, run: Run, source: PromptSource, ledger: Ledger, seconds: float
+    args: argparse.Namespace,
+    run: Run,
+    source: PromptSource,
+    ledger: Ledger,
+    seconds: float,
+    money: Money,
 ) -> int:
     """Write the manifest and the gallery, say how the run ended; the exit status."""
     out = Path(args.out)
@@ -334,12 +559,12 @@ def _report(
     elif run.ledger_error is not None:
         unsent = "not submitted: the run stopped (the ledger could not be written)"
     manifest = out / "manifest.jsonl"
-    counts = Counts(download=not args.no_download)
+    counts = money.counts = Counts(download=not args.no_download)
     entries = (Entry.of(row, ledger.get(row.key), unsent_reason=unsent) for row in source.rows())
     written = False
     try:
         write_manifest(counts.counting(entries), manifest)
-        write_gallery(manifest, out / "index.html")
+        write_gallery(manifest, out / "index.html", note=money.note())
         written = True
     except OSError as error:
         _say(f"cannot write to {out}: {error}")
@@ -349,6 +574,7 @@ def _report(
         return USAGE
     if written and not args.quiet:
         _summarize(run, counts, out, seconds)
+        _say(money.sentence())
         _list_failures(manifest)
     # Said even with --quiet: each may have cost money, and only here is it said.
     _list_in_doubt(run)
@@ -361,6 +587,8 @@ def _report(
         return SOME_FAILED
     if run.stopped_by is not None:
         return 128 + run.stopped_by
+    if isinstance(run.fatal, SpendCapReachedError):
+        return SPEND_CAP
     if run.fatal is not None:
         return FATAL
     return OK if counts.made == counts.total else SOME_FAILED
@@ -590,6 +818,96 @@ def _wait(args: argparse.Namespace) -> int:
     return anyio.run(wait)
 
 
+def _models(args: argparse.Namespace) -> int:
+    key = SIMULATOR_KEY if args.simulate else _api_key()
+    if key is None:
+        _say(f"{NO_KEY}, or add --simulate to list the built-in simulator's models")
+        return USAGE
+
+    async def fetch() -> tuple[CatalogModel, ...] | int:
+        try:
+            async with _catalog_client(args, key) as client:
+                return await client.models()
+        except InvalidRequestError as error:
+            _say(str(error))
+            return USAGE
+        except NovitaError as error:
+            _say(f"cannot read Novita's catalogue of models: {error}")
+            return _client_errors(error) if error.dooms_batch else SOME_FAILED
+
+    found = anyio.run(fetch)
+    if isinstance(found, int):
+        return found
+    models = found
+    if args.name is not None:
+        name = args.name
+        chosen = [model for model in models if model.name == name]
+        if not chosen:
+            if name in MODELS:
+                _say(
+                    f"{name} is one of this SDK's own models, not in the catalogue: its "
+                    "fields are in docs/models.md (and batch --help)"
+                )
+                return OK
+            _say(f"no model {name!r} in the catalogue; `novita-video models` lists them")
+            return USAGE
+        models = tuple(chosen)
+    if args.json:
+        shown = [_model_json(model) for model in models]
+        print(json.dumps(shown[0] if args.name is not None else {"models": shown}, indent=1))
+    elif args.name is not None:
+        _print_model(models[0])
+    else:
+        _print_catalog(models)
+    return OK
+
+
+def _route(name: str) -> str:
+    typed = ALIASES.get(name)
+    return f"POST /v3/async/{typed}" if typed else f"POST {UNIFIED_PATH}"
+
+
+def _model_json(model: CatalogModel) -> dict[str, Any]:
+    return {
+        "model": model.name,
+        "description": model.description,
+        "route": _route(model.name),
+        "fields": [attrs.asdict(field) for field in model.fields],
+    }
+
+
+#: Characters of a description in the catalogue's table.
+DESCRIPTION_SHOWN: Final = 60
+
+
+def _print_catalog(models: Sequence[CatalogModel]) -> None:
+    width = max([len("MODEL"), *(len(model.name) for model in models)])
+    print(f"{'MODEL':<{width}}  DESCRIPTION / FIELDS (* required)")
+    for model in models:
+        text = model.description or "(no description)"
+        if len(text) > DESCRIPTION_SHOWN:
+            text = text[: DESCRIPTION_SHOWN - 1] + "…"
+        fields = ", ".join(f"{f.name}{'*' if f.required else ''}" for f in model.fields)
+        print(f"{model.name:<{width}}  {text}")
+        print(f"{'':<{width}}    {fields or '(no fields listed)'}")
+    own = ", ".join(sorted(MODELS))
+    aliases = ", ".join(f"{name} = {typed}" for name, typed in ALIASES.items())
+    print(
+        f"\n{len(models)} model(s). This SDK's own models go their typed routes: {own} "
+        f"({aliases}). `novita-video models NAME` shows one model's fields."
+    )
+
+
+def _print_model(model: CatalogModel) -> None:
+    print(f"{model.name}: {model.description or '(no description)'}")
+    print(f"sent as {_route(model.name)}")
+    for field in model.fields:
+        mark = " (required)" if field.required else ""
+        print(f"  {field.name}{mark}: {field.allows()}")
+        if field.description:
+            print(f"      {field.description}")
+
+
 def _simulate(argv: Sequence[str]) -> int:
     # The simulator's own command, knobs, defaults and output: one way to start it.
     from ..testing.__main__ import main as serve  # the server side: only when asked
@@ -607,6 +925,29 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return value
+
+
+_MODEL_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _model_name(text: str) -> str:
+    if not _MODEL_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a model name: {text!r}")
+    return text
+
+
+def _max_spend(text: str) -> Decimal | str:
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = Decimal(text.strip().removeprefix("$"))
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not (value.is_finite() and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"must be an amount of US dollars >= 0 (or none), not {text!r}"
+        )
     return value
 
 
@@ -631,8 +972,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="novita-video",
         description=(
-            "Make video clips with Novita AI's API (Minimax Video-01 and Hailuo-02, Kling "
-            "v1.6, Wan 2.1; see --model), many prompts at once."
+            "Make video clips with Novita AI's API, many prompts at once: Minimax Video-01 "
+            "and Hailuo-02, Kling v1.6 and Wan 2.1 by their own endpoints, and every other "
+            "model of Novita's catalogue (Kling 3.0, Hailuo 2.3, Seedance, Wan 2.6, Vidu, "
+            "...: see `novita-video models`)."
         ),
         epilog=(
             "The API key comes from NOVITA_API_KEY, the API from NOVITA_BASE_URL "
@@ -640,7 +983,8 @@ def build_parser() -> argparse.ArgumentParser:
             "failed (or a file could not be written), 2 usage or input error, 3 stopped by "
             "a fatal API answer (bad key, no balance, no such model at this URL), 4 the "
             "ledger could not be written (the task ids it could not record are printed on "
-            "stderr), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP."
+            "stderr), 5 stopped by the spend cap (--max-spend), 130 / 143 / 129 stopped by "
+            "SIGINT / SIGTERM / SIGHUP."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -673,9 +1017,15 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", required=True, metavar="DIR", help="where the clips go")
     batch.add_argument(
         "--model",
-        choices=sorted(MODELS),
+        type=_model_name,
         default=VideoRequest.endpoint,
-        help="the model every prompt is made with (default: %(default)s)",
+        metavar="NAME",
+        help=(
+            f"the model every prompt is made with: one of this SDK's ({', '.join(sorted(MODELS))}) "
+            "or any model of Novita's catalogue (`novita-video models` lists them; their "
+            "lines are checked against the model's JSON Schema, which needs pip install "
+            "'novita-video[catalog]'); hailuo-02 is minimax-hailuo-02 (default: %(default)s)"
+        ),
     )
     batch.add_argument(
         "--format",
@@ -726,6 +1076,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     batch.add_argument(
+        "--max-spend",
+        type=_max_spend,
+        metavar="USD",
+        help=(
+            "stop submitting once the account's balance has fallen by USD dollars since this "
+            "folder's first run (kept in DIR/.novita/spend.json: a rerun keeps the cap and "
+            "counts what earlier runs spent; --max-spend again raises or lowers it, "
+            "--max-spend none lifts it). The balance is read before each submit, so at "
+            "most the submits already in flight (one per --concurrency slot) pass the cap, "
+            "and tasks accepted but not yet seen charged count at the price seen so far. "
+            "The balance is account-wide: other use of the account makes the run stop "
+            "earlier, never later. Unsent prompts stay not_submitted; exit code 5"
+        ),
+    )
+    batch.add_argument(
         "--no-download", action="store_true", help="record the tasks, do not fetch the clips"
     )
     batch.add_argument(
@@ -742,7 +1107,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     batch.add_argument(
-        "--json", action="store_true", help="print one JSON line per finished prompt on stdout"
+        "--json",
+        action="store_true",
+        help=(
+            "print one JSON line per finished prompt on stdout, and a last line "
+            '{"run": {...}} with the balance before and after and what was spent'
+        ),
     )
     batch.add_argument("--quiet", action="store_true", help="show no progress")
 
@@ -785,6 +1155,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wait.add_argument("--json", action="store_true", help="print the answer as JSON")
     wait.add_argument("--simulate", action="store_true", help=simulated)
+
+    models = commands.add_parser(
+        "models",
+        help="list the video models of Novita's catalogue, and their fields",
+        description=(
+            "Print the video models the key's account can use, from Novita's catalogue "
+            "(GET /v3/admin/video-unify-api/config): each one's name, description and "
+            "fields (* required). With NAME, one model's fields in full: type, what is "
+            "allowed, default. Any of them works with batch --model NAME."
+        ),
+    )
+    models.set_defaults(command=_models)
+    models.add_argument("name", nargs="?", metavar="NAME", help="show this model's fields")
+    models.add_argument("--json", action="store_true", help="print the catalogue as JSON")
+    models.add_argument(
+        "--simulate",
+        action="store_true",
+        help="list the built-in simulator's catalogue (no key needed)",
+    )
 
     # Parsed by the simulator's own parser (see run_command): listed here for --help.
     commands.add_parser(

@@ -12,9 +12,14 @@ line where it starts, the validated request of the batch's model (a
 ``--model minimax-hailuo-02``, ...) and the user's optional ``id``. A ``.jsonl`` line or a
 ``.csv`` row may carry any field of that model (``duration``, ``resolution`` for Hailuo;
 ``image_url``, ``negative_prompt``, ... for Kling); the request is made by the SDK's
-``to_request``, so its rules and messages apply, reported with the line number.
+``to_request``, so its rules and messages apply, reported with the line number. For a
+model of Novita's catalogue (:class:`~novita_video.CatalogModel`, ``--model`` of any
+other name) a line may carry any field its JSON Schema lists, and is checked against it
+(``CatalogModel.request``); a CSV cell of a list or object field is read as JSON.
 
-``Row.key`` is the prompt's identity in the ledger, by what it is, never where it is:
+``Row.key`` is the prompt's identity in the ledger, by what it is, never where it is
+(and by the model's canonical name: ``hailuo-02`` of the catalogue is ``minimax-hailuo-02``
+of our tables, so either name finds the same prompts):
 
 * a line with an ``id`` is that id, for its model: its text (or any other field) may be
   corrected and it stays the same prompt. Two lines with one id are an error that names
@@ -50,6 +55,7 @@ import attrs
 from .._catalog import CATALOG
 from .._errors import InvalidRequestError
 from .._requests import MODELS, AsyncRequest, Request, VideoRequest, to_request
+from .._unified import ALIASES, CatalogModel, CatalogRequest, canonical_model
 
 __all__ = [
     "FORMATS",
@@ -70,16 +76,36 @@ _TRUE: Final = frozenset({"true", "1", "yes", "y"})
 _FALSE: Final = frozenset({"false", "0", "no", "n"})
 
 
-def model_fields(model: str) -> tuple[str, ...]:
+#: A model a file's lines are for: one of our tables by name, or a catalogue model.
+ModelSpec = str | CatalogModel
+
+
+def _name(model: ModelSpec) -> str:
+    return model.name if isinstance(model, CatalogModel) else model
+
+
+def model_fields(model: ModelSpec) -> tuple[str, ...]:
     """The fields a line may carry for ``model``: its request's fields, then ``id``."""
+    if isinstance(model, CatalogModel):
+        return (*(field.name for field in model.fields), "id")
     return (*attrs.fields_dict(MODELS[model]), "id")
 
 
 def request_fields(request: Request) -> dict[str, Any]:
     """Every field of ``request``, defaults included (JSON-able: what identifies it)."""
-    if isinstance(request, AsyncRequest):
+    if isinstance(request, AsyncRequest | CatalogRequest):
         return dict(request.body)
     return attrs.asdict(request)
+
+
+def identity(request: Request) -> tuple[str, dict[str, Any]]:
+    """What a prompt is, whichever route it goes: the model's canonical name and its
+    fields. A catalogue request of a model of our tables is its typed request's."""
+    if isinstance(request, CatalogRequest) and request.model in ALIASES:
+        # Fields our table does not know: it is known by what was given.
+        with contextlib.suppress(InvalidRequestError):
+            request = to_request(dict(request.body), ALIASES[request.model])
+    return canonical_model(request.endpoint), request_fields(request)
 
 
 def _digest(payload: object) -> bytes:
@@ -125,8 +151,8 @@ class Row:
     @property
     def key(self) -> str:
         """The prompt's identity in the ledger (see the module docstring)."""
-        request = self.request
-        return prompt_key(request.endpoint, self.id, request_fields(request), self.occurrence)
+        model, fields = identity(self.request)
+        return prompt_key(model, self.id, fields, self.occurrence)
 
 
 class InputError(Exception):
@@ -154,9 +180,12 @@ class Validation:
     error_count: int
 
 
-def _local_images(item: Mapping[str, Any], model: str, name: str) -> Mapping[str, Any]:
+def _local_images(item: Mapping[str, Any], model: ModelSpec, name: str) -> Mapping[str, Any]:
     """Image fields that name a local file (not a URL or a data URI) as paths, relative to
-    the prompts file (or, for stdin, the working directory): the SDK sends them inline."""
+    the prompts file (or, for stdin, the working directory): the SDK sends them inline.
+    (A catalogue model's schema does not say which fields are images: they go as given.)"""
+    if isinstance(model, CatalogModel):
+        return item
     changed = dict(item)
     base = Path.cwd() if name == "<stdin>" else Path(name).parent
     for field in CATALOG[model].fields:
@@ -168,7 +197,7 @@ def _local_images(item: Mapping[str, Any], model: str, name: str) -> Mapping[str
     return changed
 
 
-def _request(item: Mapping[str, Any], model: str, where: tuple[str, int]) -> Request:
+def _request(item: Mapping[str, Any], model: ModelSpec, where: tuple[str, int]) -> Request:
     # Values come straight from JSON or CSV: the SDK checks their types and says what is
     # wrong. The prompt is stripped: surrounding blanks are never meant, and a trailing
     # space left by an editor must not change a prompt's identity.
@@ -177,6 +206,9 @@ def _request(item: Mapping[str, Any], model: str, where: tuple[str, int]) -> Req
         item = {**item, "prompt": prompt.strip()}
     item = _local_images(item, model, where[0])
     try:
+        if isinstance(model, CatalogModel):
+            # A null (or a blank CSV cell) leaves the field out, as for our own models.
+            return model.request({key: value for key, value in item.items() if value is not None})
         return to_request(item, model)
     except InvalidRequestError as error:
         raise InputError(*where, str(error)) from None
@@ -221,12 +253,12 @@ def _text_lines(binary: _Lines, name: str) -> Iterator[tuple[int, str | InputErr
 
 
 _Parser = Callable[
-    [Iterable[tuple[int, "str | InputError"]], str, str], Iterator["Row | InputError"]
+    [Iterable[tuple[int, "str | InputError"]], str, ModelSpec], Iterator["Row | InputError"]
 ]
 
 
 def _parse_txt(
-    lines: Iterable[tuple[int, str | InputError]], name: str, model: str
+    lines: Iterable[tuple[int, str | InputError]], name: str, model: ModelSpec
 ) -> Iterator[Row | InputError]:
     index = 0
     for number, text in lines:
@@ -273,7 +305,7 @@ def _json_problem(text: str, error: json.JSONDecodeError) -> str:
     return f"not valid JSON at column {column} ({error.msg.lower()}, near {near!r}); {_ONE_OBJECT}"
 
 
-def _jsonl_row(text: str, index: int, model: str, where: tuple[str, int]) -> Row:
+def _jsonl_row(text: str, index: int, model: ModelSpec, where: tuple[str, int]) -> Row:
     try:
         item = json.loads(text)
     except json.JSONDecodeError as error:
@@ -290,17 +322,17 @@ def _jsonl_row(text: str, index: int, model: str, where: tuple[str, int]) -> Row
         # Strict, because a misspelt "image_url" would silently make a different clip.
         raise InputError(
             *where,
-            f"unknown field(s) {', '.join(unknown)}; {model} takes {', '.join(fields)} "
+            f"unknown field(s) {', '.join(unknown)}; {_name(model)} takes {', '.join(fields)} "
             "(--model chooses another model)",
         )
-    if "prompt" not in item:
+    if "prompt" not in item and "prompt" in fields:
         raise InputError(*where, "no 'prompt'")
     user_id = _user_id(item.pop("id", None), where)
     return Row(index, where[1], _request(item, model, where), user_id)
 
 
 def _parse_jsonl(
-    lines: Iterable[tuple[int, str | InputError]], name: str, model: str
+    lines: Iterable[tuple[int, str | InputError]], name: str, model: ModelSpec
 ) -> Iterator[Row | InputError]:
     index = 0
     for number, text in lines:
@@ -335,12 +367,28 @@ def _csv_number(
         raise InputError(*where, f"{name}: must be {what}, not {value!r}") from None
 
 
-@cache
-def _csv_kinds(model: str) -> dict[str, type]:
-    """The type a CSV cell of each of ``model``'s fields is read as: bool, int, float or str.
+#: The type a CSV cell of a catalogue field is read as, by its JSON type.
+_JSON_KINDS: Final[dict[str | None, type]] = {
+    "boolean": bool,
+    "integer": int,
+    "number": float,
+    "array": list,
+    "object": dict,
+}
 
-    Read from the request class's annotations, so a new model's columns need no code here.
-    """
+
+def _csv_kinds(model: ModelSpec) -> dict[str, type]:
+    """The type a CSV cell of each of ``model``'s fields is read as: bool, int, float or
+    str (a catalogue model's list or object fields: JSON)."""
+    if isinstance(model, CatalogModel):
+        return {field.name: _JSON_KINDS.get(field.type, str) for field in model.fields}
+    return _typed_csv_kinds(model)
+
+
+@cache
+def _typed_csv_kinds(model: str) -> dict[str, type]:
+    """The kinds of a typed request's fields, read from its class's annotations, so a new
+    model's columns need no code here."""
     hints = typing.get_type_hints(MODELS[model])
     kinds: dict[str, type] = {}
     for name in attrs.fields_dict(MODELS[model]):
@@ -371,6 +419,13 @@ def _csv_value(name: str, cell: str, kind: type, where: tuple[str, int]) -> Any:
         return _csv_bool(name, cell, where)
     if kind is int or kind is float:
         return _csv_number(name, cell, kind, where)
+    if kind is list or kind is dict:
+        try:
+            value = json.loads(cell)
+        except ValueError:
+            what = "a JSON list" if kind is list else "a JSON object"
+            raise InputError(*where, f"{name}: must be {what}, not {cell!r}") from None
+        return value
     return cell
 
 
@@ -380,7 +435,7 @@ def _cell(record: list[str], position: dict[str, int], column: str) -> str | Non
 
 
 def _parse_csv(
-    lines: Iterable[tuple[int, str | InputError]], name: str, model: str
+    lines: Iterable[tuple[int, str | InputError]], name: str, model: ModelSpec
 ) -> Iterator[Row | InputError]:
     numbers: list[int] = [0]  # the last line the reader took, for error messages
 
@@ -399,9 +454,9 @@ def _parse_csv(
     if header is None:
         return
     columns = [column.strip().lower() for column in header]
-    if "prompt" not in columns:
-        raise InputError(name, numbers[0], "the header has no 'prompt' column")
     fields = model_fields(model)
+    if "prompt" not in columns and "prompt" in fields:
+        raise InputError(name, numbers[0], "the header has no 'prompt' column")
     duplicates = sorted({c for c in columns if c in fields and columns.count(c) > 1})
     if duplicates:
         raise InputError(name, numbers[0], f"duplicate column(s) {', '.join(duplicates)}")
@@ -467,8 +522,7 @@ def _identified(
         elif not count:
             yield item
         else:
-            request = item.request
-            content = content_hash(request.endpoint, request_fields(request))
+            content = content_hash(*identity(item.request))
             occurrence = seen[content] = seen.get(content, 0) + 1
             yield item if occurrence == 1 else attrs.evolve(item, occurrence=occurrence)
 
@@ -480,9 +534,9 @@ class PromptSource:
     """
 
     def __init__(
-        self, path: str, fmt: str | None = None, model: str = VideoRequest.endpoint
+        self, path: str, fmt: str | None = None, model: ModelSpec = VideoRequest.endpoint
     ) -> None:
-        if model not in MODELS:
+        if isinstance(model, str) and model not in MODELS:
             raise ValueError(f"unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
         self.model = model
         self.path = path

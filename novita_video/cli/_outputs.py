@@ -310,16 +310,18 @@ def _failed(entry: Entry) -> bool:
     return entry.status in FAILED_STATUSES or (entry.status == "succeeded" and bool(entry.error))
 
 
-def write_gallery(manifest: Path, path: Path) -> None:
-    """Write ``index.html`` from ``manifest.jsonl``: every clip, every failure."""
+def write_gallery(manifest: Path, path: Path, *, note: str | None = None) -> None:
+    """Write ``index.html`` from ``manifest.jsonl``: every clip, every failure; ``note``
+    (what the run spent) goes under the heading."""
     heading = html.escape(counts(manifest))
+    spend = "" if note is None else f'<p class="spend">{html.escape(note)}</p>\n'
     with _replacing(path) as file:
         file.write(
             '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>novita-video: {heading}</title>\n"
             f"<style>{_STYLE}</style>\n</head>\n<body>\n"
-            f"<h1>{heading}</h1>\n<main>\n"
+            f"<h1>{heading}</h1>\n{spend}<main>\n"
         )
         for entry in _entries(manifest):
             file.write(_figure(entry))

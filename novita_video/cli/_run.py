@@ -45,6 +45,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._balance import SpendCap
 from .._client import Client
 from .._errors import APIConnectionError, BatchAbortedError, NotFoundError, NovitaError
 from .._models import Outcome, Submission, TaskResult
@@ -95,6 +96,8 @@ class Settings:
     task_timeout: float
     #: Seconds the POSTs on the wire get after a stop (``--stop-timeout``).
     stop_timeout: float = STOP_TIMEOUT
+    #: The folder's spend cap (``--max-spend``): it stops the batch as a fatal answer does.
+    spend_cap: SpendCap | None = None
 
 
 class Wire:
@@ -440,6 +443,7 @@ class Run:
             model=self._settings.model,
             before_submit=self._before_submit,
             after_submit=self._after_submit,
+            spend_cap=self._settings.spend_cap,
         )
         async with batch:
             try:

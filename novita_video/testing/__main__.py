@@ -122,7 +122,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m novita_video.testing",
         description=(
-            f"Serve a simulated Novita video API ({', '.join(ENDPOINTS)}; webhooks to "
+            f"Serve a simulated Novita video API ({', '.join(ENDPOINTS)}; the unified "
+            "/v3/video/create for its catalogue's models; the balance; webhooks to "
             "loopback URLs) on this machine until Ctrl-C."
         ),
     )
@@ -182,6 +183,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add("--illegal-marker", default="[illegal]", help="prompts containing it get ILLEGAL_PROMPT")
     add("--balance", type=int, help="accept this many tasks, then BILLING_BALANCE_NOT_ENOUGH")
     add(
+        "--starting-balance",
+        metavar="USD",
+        help=(
+            "the account's dollars at start, falling by a made-up price per task; an empty "
+            "balance answers BILLING_BALANCE_NOT_ENOUGH (default: bottomless)"
+        ),
+    )
+    add(
+        "--charge-at",
+        choices=("submit", "end", "end-pending"),
+        default="submit",
+        help="when a task is charged (Novita does not say; default: %(default)s)",
+    )
+    add(
         "--bare-key",
         choices=("refuse", "accept"),
         default="refuse",
@@ -225,6 +240,8 @@ def _fake_from_args(args: argparse.Namespace) -> FakeNovita:
         seed=args.seed,
         illegal_marker=args.illegal_marker,
         balance=args.balance,
+        starting_balance=args.starting_balance,
+        charge_at=args.charge_at,
         webhook_timeout=args.webhook_timeout,
         bare_key=args.bare_key,
         chaos=chaos_from_args(args),

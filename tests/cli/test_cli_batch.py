@@ -160,7 +160,8 @@ async def test_exit_codes_and_json_lines(tmp_path: Path) -> None:
 
     refused = runs["refused"]
     assert refused.code == 1
-    lines = [json.loads(line) for line in refused.stdout.splitlines()]
+    *lines, last = [json.loads(line) for line in refused.stdout.splitlines()]
+    assert last["run"]["exit"] == 1  # the last line is the run's, with its spend
     assert sorted((x["index"], x["status"]) for x in lines) == [
         (1, "succeeded"),
         (2, "rejected"),
