@@ -54,11 +54,6 @@ class Unreporting:
         return await self._inner.download(url, file)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a transport without reports_sending is trusted when it says maybe_sent=False: "
-    "the submit is NOT_SENT and retried, paying again (docs: 'in doubt until an answer')",
-)
 async def test_an_unreporting_transports_connection_error_is_in_doubt_not_retried() -> None:
     async with FakeNovita(task_duration=(0.05, 0.1)) as fake:
         transport = Unreporting(MemoryTransport(fake))
