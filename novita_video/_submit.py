@@ -169,7 +169,7 @@ class Submitter:
                     task_id = self._submitted(response)
                 except NovitaError as error:
                     failure = error
-                    if isinstance(error, APIConnectionError) and sending.sent:
+                    if isinstance(error, APIConnectionError) and (sending.sent or not reports):
                         failure = _maybe_sent(error)  # it left, whatever the error says
                     fate.failed(failure)
                     if failure is error:
