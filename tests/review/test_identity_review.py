@@ -16,11 +16,6 @@ def _keys(path: Path, text: str, model: str) -> list[str]:
     return [row.key for row in source.rows()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a number's JSON spelling is part of the identity: guidance_scale 1 and 1.0 "
-    "(a formatter's rewrite, or a CSV turned into JSONL) are two prompts, paid twice",
-)
 def test_a_number_written_1_or_1_0_is_one_prompt(tmp_path: Path) -> None:
     model = "kling-v1.6-t2v"
     as_int = _keys(tmp_path / "a.jsonl", '{"prompt": "a panda", "guidance_scale": 1}\n', model)
