@@ -69,11 +69,6 @@ def v1_folder(out: Path, api: str, rows: list[tuple[int, str, str, str | None]])
     db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="migration numbers identical rows by idx alone: a refused row of an earlier "
-    "run becomes occurrence 1 and the prompt, already made, is paid for again",
-)
 async def test_migration_does_not_pay_again_for_a_prompt_refused_then_made(
     tmp_path: Path,
 ) -> None:
