@@ -580,6 +580,7 @@ class Client(anyio.AsyncContextManagerMixin):
         model: str = VideoRequest.endpoint,
         before_submit: Callable[[int, Request], None] | None = None,
         after_submit: Callable[[int, str], None] | None = None,
+        after_refused: Callable[[int, NovitaError], None] | None = None,
     ) -> Batch:
         """Turn many prompts into clips; iterate for one :class:`Outcome` per prompt.
 
@@ -599,8 +600,11 @@ class Client(anyio.AsyncContextManagerMixin):
         connection open, before the server can have created a task; never for a request
         that could not connect) and
         ``after_submit(index, task_id)`` right after the task id comes back, even if the batch
-        is being cancelled just then: a crash-safe ledger writes its records there. Both run
-        on the event loop and must be quick.
+        is being cancelled just then: a crash-safe ledger writes its records there.
+        ``after_refused(index, error)`` is called when a POST that left comes to nothing
+        (an answer that created nothing, such as a 429 or a 503, that may be retried): the
+        intent ``before_submit`` recorded is void. All three run on the event loop and must
+        be quick.
 
         Nothing is read or sent until the batch is entered or first iterated. Leaving the
         loop (a break, an exception, a cancellation) stops submitting at once, whether or
@@ -640,6 +644,7 @@ class Client(anyio.AsyncContextManagerMixin):
             model=model,
             before_submit=before_submit,
             after_submit=after_submit,
+            after_refused=after_refused,
         )
         return Batch(run, start=self._start_batch)
 

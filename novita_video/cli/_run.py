@@ -430,6 +430,14 @@ class Run:
             self.unrecorded.append((row, task_id))
             _tell(f"the ledger cannot record task {task_id} of prompt #{row.index}")
 
+    def _after_refused(self, index: int, error: NovitaError) -> None:
+        # A try that left came to nothing (a 429, a 503): its intent is void. Recorded as
+        # refused, so a run stopped before the retry sends it again next time rather than
+        # calling it in doubt; the retry, if it comes, records its own intent.
+        row = self._pending[index]
+        self._on_wire.pop(row.key, None)
+        self._write(row, State.REJECTED, error=str(error))
+
     # Outcomes.
 
     async def _consume(
@@ -440,6 +448,7 @@ class Run:
             model=self._settings.model,
             before_submit=self._before_submit,
             after_submit=self._after_submit,
+            after_refused=self._after_refused,
         )
         async with batch:
             try:

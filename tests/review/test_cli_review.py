@@ -98,12 +98,6 @@ async def test_migration_does_not_pay_again_for_a_prompt_refused_then_made(
     assert panda[0]["file"] == "0003-a-panda.mp4"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stop during a refused submit's backoff (429 Retry-After) records the "
-    "prompt in doubt ('unknown', 'on the wire'), though its only POST was refused: it "
-    "is then made only with --resubmit-unknown, which resends every other unknown too",
-)
 async def test_a_stop_while_a_refused_submit_waits_to_retry_is_not_in_doubt(
     tmp_path: Path,
 ) -> None:

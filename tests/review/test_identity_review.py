@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from novita_video.cli._inputs import PromptSource
 
 
