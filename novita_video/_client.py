@@ -56,7 +56,7 @@ from ._settings import (
     above,
 )
 from ._stats import Counters
-from ._submit import Submitter
+from ._submit import Fate, Submitter
 from ._transport import Transport
 from ._version import __version__
 from ._wire import parse_task_result, parse_webhook, snippet
@@ -433,8 +433,42 @@ class Client(anyio.AsyncContextManagerMixin):
             request = VideoRequest(
                 prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
             )
-        self._require_open()
-        return await self._submitter.submit(request, self._submit_limiter_for(request.endpoint))
+        task_group = self._require_open()
+        limiter = self._submit_limiter_for(request.endpoint)
+        # The POST runs in the client's task group, not in the caller's task: asyncio's own
+        # cancellation of the caller (task.cancel(), asyncio.timeout, a web handler whose
+        # client went away) would get through anyio's shield there and drop a POST that
+        # may be making a task. A caller who leaves stops it until it has left; after
+        # that it ends, and a task it made is logged with its id, never lost unsaid.
+        fate = Fate()
+        done = anyio.Event()
+        scope = anyio.CancelScope()
+        caller_left = False
+
+        async def post() -> None:
+            with scope, contextlib.suppress(NovitaError):
+                await self._submitter.submit(request, limiter, fate=fate)
+            done.set()
+            if caller_left and fate.submission.may_exist:
+                logger.warning(
+                    "a submit whose caller left was %s (task %s): %s",
+                    fate.submission.value,
+                    fate.task_id or "id unknown",
+                    request.prompt[:60],
+                )
+
+        task_group.start_soon(post, name="novita_video submit")
+        try:
+            await done.wait()
+        except BaseException:
+            caller_left = True
+            scope.cancel()
+            raise
+        if fate.task_id is not None:
+            return fate.task_id
+        if fate.error is not None:
+            raise fate.error
+        raise ClientClosedError("the client closed before this submit was sent")
 
     async def get_result(self, task_id: str) -> TaskResult:
         """Check a task once (``GET /v3/async/task-result``), retrying transient failures."""

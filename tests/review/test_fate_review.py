@@ -3,6 +3,8 @@ and servers on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -145,16 +147,7 @@ async def test_odd_submit_answers_have_the_fates_they_should() -> None:
 # asyncio's own cancellation (task.cancel(): asyncio.timeout, wait_for, an aiohttp
 # handler whose client went away) of a submit whose POST is on the wire.
 
-import asyncio  # noqa: E402
-import logging  # noqa: E402
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="task.cancel() goes through the submit's shield: the POST is dropped on the "
-    "wire, the task is made (and billed) and its id is neither returned nor logged "
-    "(the same in f0a860a)",
-)
 async def test_a_natively_cancelled_submit_does_not_lose_its_task_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
