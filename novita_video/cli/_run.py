@@ -560,6 +560,13 @@ class Run:
     async def _download(self, row: Row, task_id: str, source: TaskResult | str) -> None:
         """Fetch a clip (``source`` a fresh result, or a task id to ask again) to its file."""
         name = clip_name(row, self._settings.out, self._ledger)
+        # The name is recorded before the download: a run killed after the clip was
+        # renamed into place (whole) leaves a record that names it, so the next run finds
+        # it instead of downloading it again beside itself; one killed before finds the
+        # name free and fetches the clip into it.
+        if not self._write(row, State.SUCCEEDED, task_id=task_id, file=name):
+            self._finish(row, "downloading", "failed")
+            return
         try:
             async with self._downloads:
                 await self._client.download(source, self._settings.out / name)
@@ -569,6 +576,10 @@ class Run:
             self._write(row, State.SUCCEEDED, task_id=task_id, error=f"download failed: {error}")
             self._finish(row, "downloading", "failed")
             return
+        except BaseException:
+            # Stopped mid-way: no file is there, and the record must not name one.
+            self._write(row, State.SUCCEEDED, task_id=task_id, error="download not finished")
+            raise
         self._write(row, State.SUCCEEDED, task_id=task_id, file=name)
         self._finish(row, "downloading", "done")
 
