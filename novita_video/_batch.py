@@ -115,6 +115,7 @@ class _BatchRun:
         after_submit: Callable[[int, str], None] | None,
         prepare: Callable[[Any], Awaitable[Request]] | None = None,
         spend: SpendGate | None = None,
+        after_refused: Callable[[int, NovitaError], None] | None = None,
     ) -> None:
         self._submitter = submitter
         self._poller = poller
@@ -133,6 +134,7 @@ class _BatchRun:
         # model's schema); raises InvalidRequestError for this item alone.
         self._prepare = prepare
         self._spend = spend
+        self._after_refused = after_refused
         self.slots = anyio.Semaphore(max_outstanding)
         self._concurrency = concurrency
         self._scope = anyio.CancelScope()
@@ -251,6 +253,13 @@ class _BatchRun:
                 except Exception as error:
                     raise _HookFailed(error) from error
 
+        def on_refused(error: NovitaError) -> None:
+            if self._after_refused is not None:
+                try:
+                    self._after_refused(index, error)
+                except Exception as failure:
+                    raise _HookFailed(failure) from failure
+
         # What the submit came to is written by the submitter at the wire; whatever
         # ends the call here (an answer, a doom's cancellation, a retry cut short), the
         # outcome carries that, never a guess from how the call ended.
@@ -269,6 +278,7 @@ class _BatchRun:
                     abort=lambda: self._stopper(endpoint),
                     before_post=before_post,
                     on_accepted=on_accepted,
+                    on_refused=on_refused,
                     fate=fate,
                 )
             except NovitaError as refused:

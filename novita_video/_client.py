@@ -65,7 +65,7 @@ from ._settings import (
     at_least,
 )
 from ._stats import Counters
-from ._submit import Submitter
+from ._submit import Fate, Submitter
 from ._transport import Transport
 from ._unified import (
     ALIASES,
@@ -456,9 +456,43 @@ class Client(anyio.AsyncContextManagerMixin):
             request = VideoRequest(
                 prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
             )
-        self._require_open()
+        task_group = self._require_open()
         request = await self._checked(request)  # a catalogue model's: checked by its schema
-        return await self._submitter.submit(request, self._submit_limiter_for(request.endpoint))
+        limiter = self._submit_limiter_for(request.endpoint)
+        # The POST runs in the client's task group, not in the caller's task: asyncio's own
+        # cancellation of the caller (task.cancel(), asyncio.timeout, a web handler whose
+        # client went away) would get through anyio's shield there and drop a POST that
+        # may be making a task. A caller who leaves stops it until it has left; after
+        # that it ends, and a task it made is logged with its id, never lost unsaid.
+        fate = Fate()
+        done = anyio.Event()
+        scope = anyio.CancelScope()
+        caller_left = False
+
+        async def post() -> None:
+            with scope, contextlib.suppress(NovitaError):
+                await self._submitter.submit(request, limiter, fate=fate)
+            done.set()
+            if caller_left and fate.submission.may_exist:
+                logger.warning(
+                    "a submit whose caller left was %s (task %s): %s",
+                    fate.submission.value,
+                    fate.task_id or "id unknown",
+                    request.prompt[:60],
+                )
+
+        task_group.start_soon(post, name="novita_video submit")
+        try:
+            await done.wait()
+        except BaseException:
+            caller_left = True
+            scope.cancel()
+            raise
+        if fate.task_id is not None:
+            return fate.task_id
+        if fate.error is not None:
+            raise fate.error
+        raise ClientClosedError("the client closed before this submit was sent")
 
     async def get_result(self, task_id: str) -> TaskResult:
         """Check a task once (``GET /v3/async/task-result``), retrying transient failures."""
@@ -694,6 +728,7 @@ class Client(anyio.AsyncContextManagerMixin):
         before_submit: Callable[[int, Request], None] | None = None,
         after_submit: Callable[[int, str], None] | None = None,
         spend_cap: SpendCap | None = None,
+        after_refused: Callable[[int, NovitaError], None] | None = None,
     ) -> Batch:
         """Turn many prompts into clips; iterate for one :class:`Outcome` per prompt.
 
@@ -718,8 +753,11 @@ class Client(anyio.AsyncContextManagerMixin):
         connection open, before the server can have created a task; never for a request
         that could not connect) and
         ``after_submit(index, task_id)`` right after the task id comes back, even if the batch
-        is being cancelled just then: a crash-safe ledger writes its records there. Both run
-        on the event loop and must be quick.
+        is being cancelled just then: a crash-safe ledger writes its records there.
+        ``after_refused(index, error)`` is called when a POST that left comes to nothing
+        (an answer that created nothing, such as a 429 or a 503, that may be retried): the
+        intent ``before_submit`` recorded is void. All three run on the event loop and must
+        be quick.
 
         Nothing is read or sent until the batch is entered or first iterated. Leaving the
         loop (a break, an exception, a cancellation) stops submitting at once, whether or
@@ -767,6 +805,7 @@ class Client(anyio.AsyncContextManagerMixin):
             after_submit=after_submit,
             prepare=self._preparer(model),
             spend=spend_cap,
+            after_refused=after_refused,
         )
         return Batch(run, start=self._start_batch)
 

@@ -112,6 +112,7 @@ class Submitter:
         abort: Callable[[], NovitaError | None] = lambda: None,
         before_post: Callable[[], None] | None = None,
         on_accepted: Callable[[str], None] | None = None,
+        on_refused: Callable[[NovitaError], None] | None = None,
         fate: Fate | None = None,
     ) -> str:
         """POST ``request``, retrying only when no task can have been created.
@@ -123,6 +124,8 @@ class Submitter:
         ``on_accepted`` is told the task id inside the shielded section, so a task that
         was created is never lost to a cancellation that arrives while the POST runs; a
         cancellation that arrives before the request left stops it, and nothing is sent.
+        ``on_refused`` is told when a try that left comes to nothing (an answer that
+        created nothing): the intent ``before_post`` recorded is void.
         ``fate`` is written as the wire decides (see :class:`Fate`), so a caller that
         cancels this call still knows what it came to.
         """
@@ -148,9 +151,12 @@ class Submitter:
             # is told as it leaves: a request that never left created nothing.
             with anyio.CancelScope() as guard:
                 hook_failed: list[Exception] = []
+                sending_left = False
 
                 def on_sent() -> None:
+                    nonlocal sending_left
                     guard.shield = True
+                    sending_left = True
                     fate.left()
                     if before_post is not None:
                         try:
@@ -169,9 +175,12 @@ class Submitter:
                     task_id = self._submitted(response)
                 except NovitaError as error:
                     failure = error
-                    if isinstance(error, APIConnectionError) and sending.sent:
+                    if isinstance(error, APIConnectionError) and (sending.sent or not reports):
                         failure = _maybe_sent(error)  # it left, whatever the error says
                     fate.failed(failure)
+                    made_nothing = fate.submission is not Submission.IN_DOUBT
+                    if sending_left and made_nothing and on_refused is not None:
+                        on_refused(failure)  # this try left, and its intent is void
                     if failure is error:
                         raise
                     raise failure from error

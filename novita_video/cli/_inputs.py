@@ -98,6 +98,18 @@ def request_fields(request: Request) -> dict[str, Any]:
     return attrs.asdict(request)
 
 
+def _canonical(value: object) -> object:
+    # A number is its value, not its spelling: 1, 1.0 and a CSV's "1" read as a float
+    # are one prompt (a formatter's rewrite must not pay again).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value
+
+
 def identity(request: Request) -> tuple[str, dict[str, Any]]:
     """What a prompt is, whichever route it goes: the model's canonical name and its
     fields. A catalogue request of a model of our tables is its typed request's."""
@@ -111,7 +123,7 @@ def identity(request: Request) -> tuple[str, dict[str, Any]]:
 def _digest(payload: object) -> bytes:
     # sort_keys: the same fields always hash the same, whatever order they came in (a
     # ledger's stored JSON, a JSONL line, attrs' field order).
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).digest()
+    return hashlib.sha256(json.dumps(_canonical(payload), sort_keys=True).encode()).digest()
 
 
 def content_hash(model: str, fields: Mapping[str, Any]) -> int:

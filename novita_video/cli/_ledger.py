@@ -260,10 +260,20 @@ class Ledger:
             "SELECT key, user_id, prompt, image_url, enable_prompt_expansion, model, request,"
             " state, file, updated_at FROM prompts ORDER BY idx, key"
         ).fetchall()
-        seen: dict[int, int] = {}  # content hash -> rows of it so far, in idx order
+        # content hash -> its rows without an id: (how far it got, position, key, ...)
+        alike: dict[int, list[tuple[tuple[int, float], int, str, str, dict[str, Any]]]] = {}
         claims: dict[str, tuple[tuple[int, float], str]] = {}  # new key -> (rank, old key)
         renamed: dict[str, str] = {}  # old key -> new key
-        for key, user_id, prompt, image_url, expansion, model, request, *rest in found:
+        for position, (
+            key,
+            user_id,
+            prompt,
+            image_url,
+            expansion,
+            model,
+            request,
+            *rest,
+        ) in enumerate(found):
             state, file, updated_at = rest
             model = model or VideoRequest.endpoint
             if request is None:  # written before the column: Video-01's three fields
@@ -279,18 +289,25 @@ class Ledger:
             else:
                 fields = json.loads(request)
             user_id = (user_id.strip() or None) if user_id is not None else None
+            rank = (_how_far(State(state), file), updated_at)
             if user_id is None:
-                content = content_hash(model, fields)
-                occurrence = seen[content] = seen.get(content, 0) + 1
-                renamed[key] = prompt_key(model, None, fields, occurrence)
+                group = alike.setdefault(content_hash(model, fields), [])
+                group.append((rank, position, key, model, fields))
                 continue
             new = prompt_key(model, user_id, fields)
-            rank = (_how_far(State(state), file), updated_at)
             if new not in claims or rank > claims[new][0]:
                 if new in claims:
                     del renamed[claims[new][1]]  # that row keeps its old key
                 claims[new] = (rank, key)
                 renamed[key] = new
+        for group in alike.values():
+            # Identical lines are numbered furthest along first, then by position: the
+            # old code keyed a prompt by its line, so one prompt moved in the file left
+            # a row at each place (refused at line 2, made at line 3); the one that was
+            # made must be the first occurrence, or the next run pays for it again.
+            group.sort(key=lambda row: (-row[0][0], row[1]))
+            for occurrence, (_, _, key, model, fields) in enumerate(group, 1):
+                renamed[key] = prompt_key(model, None, fields, occurrence)
         db.executemany(
             "UPDATE prompts SET key = ? WHERE key = ?",
             [(new, old) for old, new in renamed.items() if new != old],

@@ -433,6 +433,14 @@ class Run:
             self.unrecorded.append((row, task_id))
             _tell(f"the ledger cannot record task {task_id} of prompt #{row.index}")
 
+    def _after_refused(self, index: int, error: NovitaError) -> None:
+        # A try that left came to nothing (a 429, a 503): its intent is void. Recorded as
+        # refused, so a run stopped before the retry sends it again next time rather than
+        # calling it in doubt; the retry, if it comes, records its own intent.
+        row = self._pending[index]
+        self._on_wire.pop(row.key, None)
+        self._write(row, State.REJECTED, error=str(error))
+
     # Outcomes.
 
     async def _consume(
@@ -444,6 +452,7 @@ class Run:
             before_submit=self._before_submit,
             after_submit=self._after_submit,
             spend_cap=self._settings.spend_cap,
+            after_refused=self._after_refused,
         )
         async with batch:
             try:
@@ -555,6 +564,13 @@ class Run:
     async def _download(self, row: Row, task_id: str, source: TaskResult | str) -> None:
         """Fetch a clip (``source`` a fresh result, or a task id to ask again) to its file."""
         name = clip_name(row, self._settings.out, self._ledger)
+        # The name is recorded before the download: a run killed after the clip was
+        # renamed into place (whole) leaves a record that names it, so the next run finds
+        # it instead of downloading it again beside itself; one killed before finds the
+        # name free and fetches the clip into it.
+        if not self._write(row, State.SUCCEEDED, task_id=task_id, file=name):
+            self._finish(row, "downloading", "failed")
+            return
         try:
             async with self._downloads:
                 await self._client.download(source, self._settings.out / name)
@@ -564,6 +580,10 @@ class Run:
             self._write(row, State.SUCCEEDED, task_id=task_id, error=f"download failed: {error}")
             self._finish(row, "downloading", "failed")
             return
+        except BaseException:
+            # Stopped mid-way: no file is there, and the record must not name one.
+            self._write(row, State.SUCCEEDED, task_id=task_id, error="download not finished")
+            raise
         self._write(row, State.SUCCEEDED, task_id=task_id, file=name)
         self._finish(row, "downloading", "done")
 

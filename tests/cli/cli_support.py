@@ -133,6 +133,23 @@ _EXPIRED = (
 )
 
 
+async def forward(upstream: str, request: web.Request, body: bytes) -> tuple[int, bytes, str]:
+    """Send ``request`` (with ``body``) on to ``upstream``, as a test proxy does: its
+    status, body and content type (only the key and the content type go along)."""
+    headers = {
+        name: value
+        for name, value in request.headers.items()
+        if name.lower() in ("authorization", "content-type")
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            request.method, upstream + request.path_qs, data=body, headers=headers
+        ) as answer,
+    ):
+        return answer.status, await answer.read(), answer.content_type
+
+
 class Proxy:
     """An HTTP hop between the command and a simulator, which misbehaves on cue.
 
@@ -161,19 +178,7 @@ class Proxy:
         if self.expire_downloads and first_download:
             self.expired.add(request.path)
             return web.Response(status=403, text=_EXPIRED, content_type="application/xml")
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() in ("authorization", "content-type")
-        }
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method, self.upstream + request.path_qs, data=body, headers=headers
-            ) as answer,
-        ):
-            payload = await answer.read()
-            status, content_type = answer.status, answer.content_type
+        status, payload, content_type = await forward(self.upstream, request, body)
         if request.path == SUBMIT and self.hold_submits:
             self.held += 1
             await self._released.wait()

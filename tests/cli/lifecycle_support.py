@@ -13,12 +13,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import anyio.abc
 from aiohttp import web
 
-from tests.cli.cli_support import SUBMIT, command, manifest
+from tests.cli.cli_support import SUBMIT, command, forward, manifest
 from tests.support import serve_app
 
 
@@ -80,21 +79,6 @@ class Scripted:
     def event(self, name: str) -> anyio.Event:
         return self.events.setdefault(name, anyio.Event())
 
-    async def forward(self, request: web.Request, body: bytes) -> tuple[int, bytes, str]:
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() in ("authorization", "content-type")
-        }
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method, self.upstream + request.path_qs, data=body, headers=headers
-            ) as answer,
-        ):
-            payload = await answer.read()
-            return answer.status, payload, answer.content_type
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         if request.path == SUBMIT:
@@ -102,7 +86,7 @@ class Scripted:
             self.arrived.append(json.loads(body)["prompt"])
             if turn < len(self.plays):
                 return await self.plays[turn](self, body, request)
-        status, payload, content_type = await self.forward(request, body)
+        status, payload, content_type = await forward(self.upstream, request, body)
         payload = payload.replace(self.upstream.encode(), self.url.encode())
         return web.Response(status=status, body=payload, content_type=content_type)
 

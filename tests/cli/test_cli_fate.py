@@ -30,6 +30,7 @@ from tests.cli.cli_support import (
     Proxy,
     cli_env,
     eventually,
+    forward,
     ledger,
     manifest,
     prompts_file,
@@ -63,7 +64,7 @@ def batch_args(path: Path, out: Path, *more: str) -> tuple[str, ...]:
 async def in_doubt(hop: Scripted, body: bytes, request: web.Request) -> web.StreamResponse:
     """The POST reaches the API, which makes (and bills) the task; its answer is a 500
     that comes after the fatal answer to another prompt."""
-    await hop.forward(request, body)
+    await forward(hop.upstream, request, body)
     await hop.event("fatal").wait()
     await anyio.sleep(0.5)
     return error(500, "CREATE_TASK_FAILED")

@@ -38,7 +38,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import attrs
 import pytest
@@ -47,7 +46,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from novita_video.testing import Chaos, FakeNovita
-from tests.cli.cli_support import KEY, cli_env, ledger, manifest, run_cli, start_cli
+from tests.cli.cli_support import KEY, cli_env, forward, ledger, manifest, run_cli, start_cli
 from tests.support import serve_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
@@ -150,23 +149,9 @@ class StampingProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.url = ""
-        self._session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        assert self._session is not None
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if k.lower() in ("authorization", "content-type")
-        }
-        async with self._session.request(
-            request.method,
-            self.upstream + request.path_qs,
-            data=await request.read(),
-            headers=headers,
-        ) as answer:
-            body = await answer.read()
-            status, content_type = answer.status, answer.content_type
+        status, body, content_type = await forward(self.upstream, request, await request.read())
         if request.path.startswith("/storage/") and status == 200:
             body += _free_box(request.path.rsplit("/", 1)[-1].removesuffix(".mp4"))
         body = body.replace(self.upstream.encode(), self.url.encode())
@@ -176,8 +161,8 @@ class StampingProxy:
     async def serving(self) -> AsyncIterator[StampingProxy]:
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self.handle)
-        async with aiohttp.ClientSession() as session, serve_app(app) as url:
-            self._session, self.url = session, url
+        async with serve_app(app) as url:
+            self.url = url
             yield self
 
 
