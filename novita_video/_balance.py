@@ -198,7 +198,7 @@ class SpendCap:
         self._accepted = 0  # tasks accepted (or in doubt) through this cap
         self._ended = 0
         self._in_flight = 0
-        self._seen = (0, 0)  # (accepted, ended) when the latest reading started
+        self._seen = (0, 0, 0)  # (accepted, ended, in flight) when the latest reading started
         self._quiet = 0
         self._charged_at: Literal["accept", "end"] | None = None
         self._price: Decimal | None = None
@@ -241,7 +241,7 @@ class SpendCap:
     @property
     def unseen(self) -> int:
         """Tasks accepted (or in flight) that the latest reading does not show charged."""
-        accepted, ended = self._seen
+        accepted, ended, _ = self._seen
         charged = {"accept": accepted, "end": ended}.get(self._charged_at or "", 0)
         return max(0, self._accepted + self._in_flight - charged)
 
@@ -267,18 +267,21 @@ class SpendCap:
         :class:`SpendCapReachedError` when none does (nor ever will)."""
         if self._read is None or self._clock is None:
             raise InvalidRequestError("spend_cap: pass it to Client.generate()", "spend_cap")
+        again = False
         while True:
             if self._reached is not None:
                 raise self._stopped()
-            await self._fresh()
+            await self._fresh(again=again)
             room = self._room()
             if room is True:
                 self._in_flight += 1  # reserved before any await: no other submit sees room
                 return
+            again = room == "again"
             if room is False:
                 self._reached = self._stopped()
                 raise self._reached
-            await self._pause()  # the first task's price is not known yet
+            if room is None:
+                await self._pause()  # for the first price, or the submits on the wire
 
     def settle(self, accepted: bool) -> None:
         """An admitted submit ended: ``accepted`` when a task was (or may have been) made."""
@@ -320,9 +323,11 @@ class SpendCap:
 
     # How it decides.
 
-    def _room(self) -> bool | None:
+    def _room(self) -> bool | Literal["again"] | None:
         """True: one more submit fits; False: none does; None: wait (for the price, or
-        for the submits admitted already, which may yet make no task)."""
+        for the submits admitted already, which may yet make no task); "again": read
+        the balance again first (the latest reading began while submits were on the
+        wire: their charges may be in it without their tasks, so no stop is based on it)."""
         price = self._price
         if price is None:
             if self._spent >= self._max:
@@ -333,7 +338,9 @@ class SpendCap:
             return True
         # No room: but the batch stops only once the submits it admitted have answered
         # (a stop would cancel them, and they fit), and one refused may leave room.
-        return None if self._in_flight else False
+        if self._in_flight:
+            return None
+        return "again" if self._seen[2] else False
 
     def _stopped(self) -> SpendCapReachedError:
         return SpendCapReachedError(
@@ -344,17 +351,18 @@ class SpendCap:
             self.estimate,
         )
 
-    async def _fresh(self) -> None:
-        """A reading that started after this call, shared with concurrent callers."""
+    async def _fresh(self, *, again: bool = False) -> None:
+        """A reading that started after this call, shared with concurrent callers (unless
+        ``again``: one of its own, after the submits on the wire have answered)."""
         asked = self._sequence
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
-            if self._fresh_from >= asked:
+            if self._fresh_from >= asked and not (again and self._seen[2]):
                 return  # one started after we asked, and has ended
             number = self._sequence
             self._sequence += 1
-            seen = (self._accepted, self._ended)
+            seen = (self._accepted, self._ended, self._in_flight)
             assert self._read is not None
             try:
                 balance = await self._read()
@@ -371,7 +379,7 @@ class SpendCap:
         if self._on_reading is not None:
             self._on_reading(self)
 
-    def _observe(self, balance: Balance, seen: tuple[int, int]) -> None:
+    def _observe(self, balance: Balance, seen: tuple[int, int, int]) -> None:
         if self._last is not None:
             charged = max(Decimal(0), balance.spent_since(self._last))
             self._spent += charged
@@ -381,7 +389,7 @@ class SpendCap:
             self._first = balance
         self._last = balance
         self._seen = seen
-        accepted, ended = seen
+        accepted, ended, _ = seen
         if self._charged_at is None and accepted:
             # The first reading that began after a task was accepted: a charge taken on
             # acceptance shows in it; if none shows, the charge comes later (at the end).

@@ -420,6 +420,7 @@ class CatalogCache:
         self._clock = clock
         self._lock: anyio.Lock | None = None
         self._kept: tuple[float, tuple[CatalogModel, ...]] | None = None
+        self._fetches = 0
 
     def _fresh(self, max_age: float) -> tuple[CatalogModel, ...] | None:
         if self._kept is None:
@@ -434,11 +435,12 @@ class CatalogCache:
             return models
         if self._lock is None:
             self._lock = anyio.Lock()
-        asked = self._clock.now()
+        fetches = self._fetches
         async with self._lock:
             # Someone else may have fetched it while this call waited for the lock.
-            if self._kept is not None and self._kept[0] >= asked:
+            if self._kept is not None and self._fetches > fetches:
                 return self._kept[1]
             models = await self._fetch()
             self._kept = (self._clock.now(), models)
+            self._fetches += 1
             return models
