@@ -167,6 +167,8 @@ class SpendCap:
     sent. ``spent`` dollars were spent before it started, up to the reading ``since``
     (a record kept by whoever runs batches over several processes, as the command does
     in its output folder); without ``since`` it counts from its own first reading.
+    ``price`` is the price of a task observed before (by that earlier run): without it,
+    the first task is sent alone to learn it, and may pass the cap by itself.
     ``recheck`` is how often (seconds) it reads the balance while it waits to learn the
     price of its first task. ``on_reading`` is called after every reading (to keep that
     record). See the module docstring for what it counts and why.
@@ -178,6 +180,7 @@ class SpendCap:
         *,
         spent: Decimal | int | str = 0,
         since: Balance | None = None,
+        price: Decimal | int | str | None = None,
         recheck: float = 5.0,
         on_reading: Callable[[SpendCap], None] | None = None,
     ) -> None:
@@ -201,7 +204,7 @@ class SpendCap:
         self._seen = (0, 0, 0)  # (accepted, ended, in flight) when the latest reading started
         self._quiet = 0
         self._charged_at: Literal["accept", "end"] | None = None
-        self._price: Decimal | None = None
+        self._price: Decimal | None = None if price is None else _money(price, "price")
         self._reached: SpendCapReachedError | None = None
         self._changed: anyio.Event | None = None  # set when a submit settles or a task ends
 

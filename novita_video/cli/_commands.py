@@ -467,6 +467,8 @@ class Money:
                 f"; this folder has spent {dollars(self.folder.spent)} of its "
                 f"{dollars(self.folder.max_spend)} cap"
             )
+        elif self.folder.spent != self.spent:
+            text += f"; this folder has spent {dollars(self.folder.spent)} since its first run"
         return text
 
     def note(self) -> str:
@@ -477,7 +479,7 @@ class Money:
         """This run's line of ``DIR/runs.jsonl`` (and of ``--json``)."""
 
         def amount(value: Balance | NovitaError | None) -> str | None:
-            return str(value.available) if isinstance(value, Balance) else None
+            return _plain(value.available) if isinstance(value, Balance) else None
 
         stopped = None
         if isinstance(run.fatal, SpendCapReachedError):
@@ -495,12 +497,17 @@ class Money:
             "made": None if self.counts is None else self.counts.made,
             "balance_before": amount(self.before),
             "balance_after": amount(self.after),
-            "spent": None if spent is None else str(spent),
-            "folder_spent": str(self.folder.spent) if self.folder.baseline else None,
-            "max_spend": None if self.folder.max_spend is None else str(self.folder.max_spend),
+            "spent": None if spent is None else _plain(spent),
+            "folder_spent": _plain(self.folder.spent) if self.folder.baseline else None,
+            "max_spend": None if self.folder.max_spend is None else _plain(self.folder.max_spend),
             "stopped": stopped,
             "exit": code,
         }
+
+
+def _plain(amount: Decimal) -> str:
+    """Dollars as a plain decimal string: ``"8.71"``, ``"0"``, ``"10"``."""
+    return format(amount.normalize(), "f")
 
 
 def _now() -> str:

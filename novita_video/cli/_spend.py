@@ -5,7 +5,9 @@
 * ``baseline``: the balance read before the folder's first run that could read one;
 * ``spent``: dollars the balance has fallen since then, counted as the spend cap counts
   them (falls only: a top-up is not room to spend), up to the reading ``last``;
-* ``max_spend``: the folder's cap (``--max-spend``), or ``null``.
+* ``max_spend``: the folder's cap (``--max-spend``), or ``null``;
+* ``price``: the price of one task as the cap last observed it (a rerun starts from it,
+  instead of sending one task alone to learn it).
 
 So the cap belongs to the folder: a run killed half-way and run again counts what the
 first one spent (the fall from ``last`` to the new run's first reading), and a rerun
@@ -70,6 +72,7 @@ class FolderSpend:
     spent: Decimal = Decimal(0)
     last: Balance | None = None
     max_spend: Decimal | None = None
+    price: Decimal | None = None
 
     @classmethod
     def load(cls, out: Path) -> FolderSpend:
@@ -84,13 +87,14 @@ class FolderSpend:
         try:
             if not isinstance(data, dict) or data.get("version") != _VERSION:
                 raise ValueError("written by another version of novita-video")
-            cap = data.get("max_spend")
+            cap, price = data.get("max_spend"), data.get("price")
             return cls(
                 path,
                 baseline=_balance(data.get("baseline")),
                 spent=_decimal(data.get("spent", "0")),
                 last=_balance(data.get("last")),
                 max_spend=None if cap is None else _decimal(cap),
+                price=None if price is None else _decimal(price),
             )
         except (ValueError, InvalidOperation) as error:
             raise SpendRecordError(f"{path} is damaged ({error})") from None
@@ -103,6 +107,7 @@ class FolderSpend:
             "spent": str(self.spent),
             "last": None if self.last is None else self.last.to_wire(),
             "max_spend": None if self.max_spend is None else str(self.max_spend),
+            "price": None if self.price is None else str(self.price),
         }
         with replacing(self.path) as file:
             file.write((json.dumps(body, indent=1) + "\n").encode())
@@ -124,11 +129,16 @@ class FolderSpend:
             return None
 
         def keep(cap: SpendCap) -> None:
-            self.spent, self.last = cap.spent, cap.last
+            self.spent, self.last, self.price = cap.spent, cap.last, cap.price or self.price
             self.save()
 
         return SpendCap(
-            self.max_spend, spent=self.spent, since=self.last, recheck=recheck, on_reading=keep
+            self.max_spend,
+            spent=self.spent,
+            since=self.last,
+            price=self.price,
+            recheck=recheck,
+            on_reading=keep,
         )
 
 

@@ -1,0 +1,180 @@
+"""Money in the command (issue 22), through the real command as a subprocess against the
+simulator's account: the balance before and after a run reported as spent (summary,
+``--json``, the gallery, ``DIR/runs.jsonl``), and ``--max-spend`` stopping a run within
+one submit per concurrency slot of the cap, a cap that belongs to the folder."""
+
+from __future__ import annotations
+
+import json
+import signal
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from novita_video.cli._commands import build_parser
+from novita_video.testing._account import PRICES
+from tests.cli.cli_support import (
+    FAST,
+    cli_env,
+    eventually,
+    manifest,
+    prompts_file,
+    run_cli,
+    simulator,
+    start_cli,
+)
+from tests.support import scripted_server
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
+
+PRICE = Decimal(PRICES["minimax-video-01"]) / 10000  # $0.43 a clip in the simulator
+
+
+def runs(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "runs.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def record(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / ".novita" / "spend.json").read_text())
+    return data
+
+
+async def test_what_a_run_spent_is_in_the_summary_json_gallery_and_runs_record(
+    tmp_path: Path,
+) -> None:
+    prompts = prompts_file(tmp_path / "p.txt", ["a fox", "a cat", "a dog"])
+    out = tmp_path / "out"
+    args = ("batch", str(prompts), "--out", str(out), *FAST)
+    async with simulator(starting_balance="10") as fake:
+        env = cli_env(fake.url)
+        first = await run_cli(*args, "--json", env=env)
+        again = await run_cli(*args, env=env)
+        quiet = await run_cli(*args, "--quiet", env=env)
+    assert first.code == 0, first.stderr
+    said = "spent $1.29 this run (balance $10.00 -> $8.71; account-wide: other use counts too)"
+    assert said in first.stderr
+    last = json.loads(first.stdout.splitlines()[-1])["run"]
+    assert (last["balance_before"], last["balance_after"], last["spent"]) == ("10", "8.71", "1.29")
+    assert (last["prompts"], last["made"], last["exit"], last["stopped"]) == (3, 3, 0, None)
+    # The gallery is the latest run's: it says what the folder spent too.
+    gallery = (out / "index.html").read_text()
+    assert "Spent $0.00 this run" in gallery
+    assert "this folder has spent $1.29 since its first run" in gallery
+    assert "spent $0.00 this run (balance $8.71 -> $8.71" in again.stderr
+    assert quiet.stderr == ""
+    lines = runs(out)
+    assert [line["spent"] for line in lines] == ["1.29", "0", "0"]
+    assert lines[0] == last
+    assert record(out)["baseline"]["availableBalance"] == "100000"  # $10.00, the first run's
+    assert record(out)["max_spend"] is None
+
+
+async def test_max_spend_stops_within_one_submit_per_slot_and_belongs_to_the_folder(
+    tmp_path: Path,
+) -> None:
+    slots = 4
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(40)])
+    out = tmp_path / "out"
+    args = ("batch", str(prompts), "--out", str(out), *FAST, "--concurrency", str(slots))
+    async with simulator(starting_balance="20") as fake:
+        env = cli_env(fake.url)
+        capped = await run_cli(*args, "--max-spend", "3", env=env)
+        spent_first = fake.spent()
+        kept = await run_cli(*args, env=env)  # the folder's cap, not a fresh $3
+        spent_kept = fake.spent()
+        raised = await run_cli(*args, "--max-spend", "5", env=env)
+        spent_raised = fake.spent()
+        lifted = await run_cli(*args, "--max-spend", "none", env=env)
+        tasks = fake.stats.task_count
+        duplicates = fake.stats.duplicate_submissions
+    assert capped.code == 5, capped.stderr
+    assert Decimal(3) - slots * PRICE <= spent_first <= Decimal(3) + slots * PRICE
+    assert "the spend cap of $3.00 is reached" in capped.stderr
+    assert "higher --max-spend" in capped.stderr
+    first_line = runs(out)[0]
+    assert (first_line["stopped"], first_line["exit"], first_line["max_spend"]) == (
+        "spend cap",
+        5,
+        "3",
+    )
+    assert kept.code == 5
+    assert "keeping this folder's spend cap of $3.00" in kept.stderr
+    assert spent_kept == spent_first  # nothing more was sent
+    assert raised.code == 5
+    assert Decimal(5) - slots * PRICE <= spent_raised <= Decimal(5) + slots * PRICE
+    assert lifted.code == 0, lifted.stderr
+    assert tasks == 40
+    assert duplicates == 0
+    assert record(out)["max_spend"] is None
+
+
+async def test_the_manifest_of_a_capped_run_says_what_was_not_sent(tmp_path: Path) -> None:
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
+    out = tmp_path / "out"
+    args = ("batch", str(prompts), "--out", str(out), *FAST, "--max-spend", "1", "--json")
+    async with simulator(starting_balance="20") as fake:
+        ran = await run_cli(*args, env=cli_env(fake.url))
+        made = fake.stats.task_count
+    assert ran.code == 5
+    assert made == 2  # $0.86 of $1.00: a third would pass it
+    entries = manifest(out)
+    assert (
+        sorted(entry["status"] for entry in entries) == ["not_submitted"] * 18 + ["succeeded"] * 2
+    )
+    unsent = [entry for entry in entries if entry["status"] == "not_submitted"]
+    assert all("spend cap" in entry["error"] for entry in unsent)
+    assert json.loads(ran.stdout.splitlines()[-1])["run"]["stopped"] == "spend cap"
+
+
+async def test_a_crashed_run_cannot_spend_the_folders_cap_again(tmp_path: Path) -> None:
+    slots = 2
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(30)])
+    out = tmp_path / "out"
+    args = (
+        "batch", str(prompts), "--out", str(out), "--rpm", "120",
+        "--concurrency", str(slots), "--max-spend", "4",
+    )  # fmt: skip
+    async with simulator(starting_balance="20", task_duration=(1.0, 2.0)) as fake:
+        env = cli_env(fake.url)
+        process = await start_cli(*args, env=env)
+        await eventually(lambda: fake.stats.task_count >= 4)
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        killed_at = fake.spent()
+        rerun = await run_cli(*args, env=env)
+        spent = fake.spent()
+    assert killed_at < Decimal(4)
+    assert rerun.code == 5, rerun.stderr
+    # Both runs together stayed within the one cap (plus what the slots had in flight).
+    assert spent <= Decimal(4) + slots * PRICE
+    assert spent >= Decimal(4) - slots * PRICE
+
+
+async def test_a_cap_that_cannot_be_kept_sends_nothing(tmp_path: Path) -> None:
+    prompts = prompts_file(tmp_path / "p.txt", ["a fox"])
+    async with scripted_server() as server:  # its balance answer is no balance
+        ran = await run_cli(
+            "batch", str(prompts), "--out", str(tmp_path / "o"), "--max-spend", "2",
+            env=cli_env(server.url),
+        )  # fmt: skip
+    assert ran.code == 5
+    assert "the spend cap of $2.00 cannot be kept: the balance cannot be read" in ran.stderr
+    assert server.count("POST", "/v3/async/minimax-video-01") == 0
+
+
+def test_help_says_other_use_stops_it_earlier_never_later(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["batch", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-spend USD" in text
+    assert "other use of the account makes the run stop earlier, never later" in text
+    assert "one per --concurrency slot" in text
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["batch", "p", "--out", "o", "--max-spend", "-3"])
+    assert "must be an amount of US dollars >= 0 (or none)" in capsys.readouterr().err
