@@ -1,8 +1,10 @@
 """A local Novita: a real HTTP server that plays the video API, for tests and benchmarks.
 
 :class:`FakeNovita` listens on 127.0.0.1 and answers like Novita's async video API
-(Minimax Video-01 and Hailuo-02, Kling v1.6 image-to-video, Wan text-to-video): bearer
-auth, each model's body validation, tasks that move QUEUED -> PROCESSING -> SUCCEED
+(Minimax Video-01 and Hailuo-02, Kling v1.6 image-to-video, Wan text-to-video, and the
+unified endpoint of its catalogue's models: Kling 3.0, Hailuo 2.3, Seedance 1.5, ...):
+bearer auth, each model's body validation, an account whose balance falls by a price per
+task, tasks that move QUEUED -> PROCESSING -> SUCCEED
 (or FAILED) as simulator time passes, presigned video links that expire, 429s
 under a :class:`RateLimit`, and webhook events POSTed to a loopback URL when a task
 ends (retried, and lost or doubled on demand). It counts what clients do in
@@ -33,9 +35,10 @@ The same server runs on its own with ``python -m novita_video.testing --port 0``
 Layout, one concept per module: ``_config`` (the knobs), ``_tasks`` (a task's life
 as a function of time), ``_ratelimit`` (sliding-window log), ``_chaos`` (faults: how
 often, and the seeded decisions), ``_errors`` (the error answer), ``_endpoints`` (each
-model's submit body), ``_wire`` (JSON in and out), ``_storage`` (presigned links to
-``assets/clip.mp4``), ``_webhooks`` (the one dispatcher of webhook events), ``_stats``
-(what was seen), ``_server`` (aiohttp and the request pipeline), ``_memory``
+model's submit body), ``_unified`` (the catalogue and its bodies), ``_account`` (the
+balance and the made-up prices), ``_wire`` (JSON in and out), ``_storage`` (presigned
+links to ``assets/clip.mp4``), ``_webhooks`` (the one dispatcher of webhook events),
+``_stats`` (what was seen), ``_server`` (aiohttp and the request pipeline), ``_memory``
 (:class:`MemoryTransport`: a client answered by that pipeline without a socket) and
 ``_virtual`` (:class:`VirtualTimeLoop`: an event loop on virtual time, for both).
 """

@@ -136,7 +136,8 @@ async def test_a_404_on_submit_ends_the_run_as_a_fatal_answer_does(tmp_path: Pat
     assert wrong in said
     assert "has no model minimax-video-01" in said
     assert "API_NOT_FOUND" in said
-    assert not_found == 1  # one submit went to the wrong path; then the run stopped
+    # The balance read before the run, then one submit went to the wrong path; it stopped.
+    assert not_found == 2
     assert statuses(out) == ["rejected"] + ["not_submitted"] * 5
     assert summary_counts(ran.stderr) == manifest_counts(out)
 
