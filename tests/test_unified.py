@@ -452,3 +452,40 @@ def test_a_catalogue_model_makes_a_checked_request_itself() -> None:
         model.request(prompt="a fox", duration=2)
     with pytest.raises(InvalidRequestError, match="JSON-serialisable"):
         CatalogRequest(KLING, {"prompt": object()})
+
+
+def test_a_prompt_file_for_a_catalogue_model(tmp_path: Path) -> None:
+    from novita_video.cli._inputs import PromptSource
+
+    (kling,) = parse_catalog({"configs": [UNIFIED_MODELS[KLING].entry()]})
+    (bare,) = parse_catalog({"configs": [entry("bare", {"type": "object"})]})
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a", "mood": "calm"}\n{"prompt": "b", "duration": null}\n')
+    found = PromptSource(str(jsonl), model=kling).validate()
+    assert [str(error) for error in found.errors] == [
+        f"{jsonl}:1: unknown field(s) mood; {KLING} takes sound, prompt, duration, cfg_scale,"
+        " aspect_ratio, multi_prompt, negative_prompt, id (--model chooses another model)"
+    ]
+    anything = PromptSource(str(jsonl), model=bare)
+    assert anything.validate().error_count == 0  # a schema listing no fields takes any
+    rows = list(anything.rows())
+    assert [dict(row.request.body) for row in rows] == [
+        {"prompt": "a", "mood": "calm"},
+        {"prompt": "b"},
+    ]
+    csv = tmp_path / "p.csv"
+    csv.write_text(
+        'prompt,multi_prompt,sound\na,"[{""prompt"": ""x"", ""duration"": 3}]",yes\nb,[oops,\n'
+    )
+    source = PromptSource(str(csv), model=kling)
+    checked = source.validate()
+    assert [str(error) for error in checked.errors] == [
+        f"{csv}:3: multi_prompt: must be a JSON list, not '[oops'"
+    ]
+    csv.write_text('prompt,multi_prompt,sound\na,"[{""prompt"": ""x"", ""duration"": 3}]",yes\n')
+    (row,) = PromptSource(str(csv), model=kling).rows()
+    assert dict(row.request.body) == {
+        "prompt": "a",
+        "multi_prompt": [{"prompt": "x", "duration": 3}],
+        "sound": True,
+    }
