@@ -3,14 +3,16 @@
 ``novita-video batch prompts.txt --out clips`` checks the whole file, submits every
 prompt under the rate limit, waits for the tasks with the SDK's one poller, downloads
 each clip and writes a manifest and a gallery; ``status``, ``wait`` and ``simulate``
-handle one task or serve the built-in simulator. The modules, in the order a run uses them:
+handle one task or serve the built-in simulator; ``models`` lists Novita's catalogue. The
+modules, in the order a run uses them:
 
-    _commands  the parser, the four commands, exit codes and messages
+    _commands  the parser, the commands, exit codes and messages
     _inputs    .txt / .jsonl / .csv / stdin, read lazily with line numbers, checked first
     _ledger    DIR/.novita/ledger.sqlite: intent before each POST, task id after, outcome
     _run       the second pass: submit, resume, poll, download, record
     _progress  counts, pace and ETA on stderr (rich on a terminal, plain lines otherwise)
     _outputs   clip names, manifest.jsonl and the index.html gallery
+    _spend     DIR/.novita/spend.json (the folder's spend cap) and DIR/runs.jsonl
 """
 
 from __future__ import annotations
