@@ -11,7 +11,7 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
     _retrier   the one retry driver: submit, get, download and the poller's checks
     _limits    RateLimiter: evenly spaced requests, slower after a 429
     _shared    the same limits shared by every worker of a key, through Redis (opt-in)
-    _transport what a transport does (Transport) and what crosses it (Response, Sending)
+    _transport the public seam: Transport, Response, Sending; MockTransport for tests
     _http      the only aiohttp user, the real transport: the key in its header, errors mapped
     _poller    the one poller: a heap of due checks for every outstanding task
     _schedule  when to check a task next, from its eta and progress (a pure function)
@@ -79,6 +79,11 @@ from ._requests import WanI2VRequest as WanI2VRequest
 from ._requests import WanT2VRequest as WanT2VRequest
 from ._retry import RetryPolicy as RetryPolicy
 from ._schedule import PollSchedule as PollSchedule
+from ._transport import MockTransport as MockTransport
+from ._transport import Response as Response
+from ._transport import Sending as Sending
+from ._transport import Transport as Transport
+from ._transport import TransportRequest as TransportRequest
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -107,6 +112,7 @@ __all__ = [
     "LocalFileError",
     "Lora",
     "MissingAPIKeyError",
+    "MockTransport",
     "NotFoundError",
     "NovitaError",
     "Outcome",
@@ -115,8 +121,10 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "Request",
+    "Response",
     "RetryPolicy",
     "ScaledClock",
+    "Sending",
     "ServerError",
     "Submission",
     "SubmissionUnknownError",
@@ -125,6 +133,8 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "TaskTimeoutError",
+    "Transport",
+    "TransportRequest",
     "UsageError",
     "Video",
     "VideoRequest",
