@@ -11,6 +11,7 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
     _retrier   the one retry driver: submit, get, download and the poller's checks
     _limits    RateLimiter: evenly spaced requests, slower after a 429
     _shared    the same limits shared by every worker of a key, through Redis (opt-in)
+    _observe   every request seen above the transport: event hooks, NOVITA_LOG's lines
     _transport the public seam: Transport, Response, Sending; MockTransport for tests
     _http      the only aiohttp user, the real transport: the key in its header, errors mapped
     _poller    the one poller: a heap of due checks for every outstanding task
@@ -22,6 +23,7 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
     _stats     the counters every room adds to (a leaf)
     _settings  every setting's default and check, in small frozen objects (on _errors)
     _clock     injectable time (SystemClock, ScaledClock)
+    _logs      NOVITA_LOG, and the filter that keeps credentials out of every line
 
     testing/   FakeNovita, a faithful local simulator of the API, its CLI and pytest fixture
 
@@ -60,6 +62,7 @@ from ._errors import ServerError as ServerError
 from ._errors import SubmissionUnknownError as SubmissionUnknownError
 from ._errors import UsageError as UsageError
 from ._limits import AdaptiveRate as AdaptiveRate
+from ._logs import setup_logging as _setup_logging
 from ._models import Outcome as Outcome
 from ._models import Submission as Submission
 from ._models import TaskFailedError as TaskFailedError
@@ -67,6 +70,8 @@ from ._models import TaskResult as TaskResult
 from ._models import TaskStatus as TaskStatus
 from ._models import TaskTimeoutError as TaskTimeoutError
 from ._models import Video as Video
+from ._observe import RequestEvent as RequestEvent
+from ._observe import ResponseEvent as ResponseEvent
 from ._requests import MODELS as MODELS
 from ._requests import AsyncRequest as AsyncRequest
 from ._requests import HailuoRequest as HailuoRequest
@@ -121,7 +126,9 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "Request",
+    "RequestEvent",
     "Response",
+    "ResponseEvent",
     "RetryPolicy",
     "ScaledClock",
     "Sending",
@@ -157,3 +164,5 @@ def _show_public_home() -> None:
 
 
 _show_public_home()
+# NOVITA_LOG=debug|info: the novita_video logger to stderr (and its filter, always).
+_setup_logging()

@@ -25,11 +25,12 @@ from ._clock import Clock
 from ._errors import APIConnectionError, BatchAbortedError, NovitaError
 from ._limits import Limiter
 from ._models import Submission
+from ._observe import Observed
 from ._requests import Request
 from ._retrier import Retrier, unknown_submission
 from ._retry import submit_may_have_landed
 from ._stats import Counters
-from ._transport import Response, Sending, Transport
+from ._transport import Response, Sending
 from ._wire import dump_request, parse_submitted
 
 __all__ = ["Fate", "Submitter"]
@@ -91,7 +92,7 @@ class Submitter:
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Observed,
         *,
         clock: Clock,
         retrier: Retrier,
@@ -138,7 +139,7 @@ class Submitter:
         # answer says otherwise.
         reports = bool(getattr(self._transport, "reports_sending", False))
 
-        async def attempt() -> str:
+        async def attempt(number: int) -> str:
             cause = abort()
             if cause is not None:
                 raise BatchAbortedError(f"not submitted: {cause}", cause)
@@ -164,7 +165,7 @@ class Submitter:
                     on_sent()
                 try:
                     response = await self._transport.request(
-                        "POST", path, json=body, sending=sending
+                        "POST", path, json=body, sending=sending, attempt=number
                     )
                     task_id = self._submitted(response)
                 except NovitaError as error:
