@@ -45,6 +45,7 @@ from ._errors import APIStatusError as APIStatusError
 from ._errors import APITimeoutError as APITimeoutError
 from ._errors import APIUnreachableError as APIUnreachableError
 from ._errors import AuthenticationError as AuthenticationError
+from ._errors import BackPressureError as BackPressureError
 from ._errors import BadRequestError as BadRequestError
 from ._errors import BatchAbortedError as BatchAbortedError
 from ._errors import ClientClosedError as ClientClosedError
@@ -100,6 +101,7 @@ __all__ = [
     "AdaptiveRate",
     "AsyncRequest",
     "AuthenticationError",
+    "BackPressureError",
     "BadRequestError",
     "Batch",
     "BatchAbortedError",

@@ -56,6 +56,7 @@ from ._settings import (
     PollSettings,
     WebhookSettings,
     above,
+    at_least,
 )
 from ._stats import Counters
 from ._submit import Submitter
@@ -431,6 +432,7 @@ class Client(anyio.AsyncContextManagerMixin):
         *,
         image_url: str | None = None,
         enable_prompt_expansion: bool = True,
+        max_wait: float | None = None,
     ) -> str:
         """Submit one clip and return its task id.
 
@@ -439,6 +441,13 @@ class Client(anyio.AsyncContextManagerMixin):
         anything is sent. Submits share the client's ``submit_rpm`` limit. A submit that
         may have created a task without telling us its id raises
         :class:`SubmissionUnknownError` and is never resent on its own.
+
+        ``max_wait`` (seconds; ``None``: as long as it takes) is how long this submit may
+        wait for its turn under the rate limit (shared through Redis or not), retries'
+        waits included: a turn further off raises :class:`BackPressureError`, whose
+        ``retry_after`` says when a turn is likely, and nothing was sent. It never cuts
+        a POST short: once a request has left, the submit waits for its answer. A web
+        service answers the first with ``503`` and ``Retry-After``.
         """
         if not isinstance(prompt, str):
             if image_url is not None or enable_prompt_expansion is not True:
@@ -450,8 +459,11 @@ class Client(anyio.AsyncContextManagerMixin):
             request = VideoRequest(
                 prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
             )
+        at_least(0).check("max_wait", 0 if max_wait is None else max_wait)
         self._require_open()
-        return await self._submitter.submit(request, self._submit_limiter_for(request.endpoint))
+        return await self._submitter.submit(
+            request, self._submit_limiter_for(request.endpoint), max_wait=max_wait
+        )
 
     async def get_result(self, task_id: str) -> TaskResult:
         """Check a task once (``GET /v3/async/task-result``), retrying transient failures."""

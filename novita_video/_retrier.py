@@ -24,7 +24,7 @@ import attrs
 
 from ._clock import Clock
 from ._errors import NovitaError, RateLimitError, SubmissionUnknownError
-from ._limits import Limiter
+from ._limits import Limiter, too_far
 from ._retry import (
     Decision,
     Method,
@@ -156,17 +156,23 @@ class Retrier:
         *,
         limiter: Limiter | None = None,
         request: object = None,
+        max_wait: float | None = None,
     ) -> T:
         """``await attempt(number)`` until it returns, retrying what :meth:`plan` allows
         (``number`` is 1 for the first attempt: the event hooks and the log show it).
 
         Each attempt first waits for its turn at ``limiter``. A POST that may have
         created a task raises :class:`SubmissionUnknownError` about ``request``.
+        ``max_wait`` bounds the time spent waiting for turns and between attempts, in
+        all: a turn (or a retry) further off raises :class:`BackPressureError`, before
+        anything more is sent.
         """
+        deadline = None if max_wait is None else self._clock.now() + max_wait
         number = 0
         while True:
             number += 1
-            ticket = None if limiter is None else await limiter.acquire()
+            left = None if deadline is None else max(0.0, deadline - self._clock.now())
+            ticket = None if limiter is None else await limiter.acquire(left)
             try:
                 value = await attempt(number)
             except NovitaError as error:
@@ -178,6 +184,9 @@ class Retrier:
                 if retry.decision is Decision.RAISE:
                     raise
                 if limiter is None or not isinstance(error, RateLimitError):
+                    if deadline is not None and self._clock.now() + retry.delay > deadline:
+                        assert max_wait is not None
+                        raise too_far(retry.delay, max_wait) from error
                     await self._clock.sleep(retry.delay)
                 # After a 429 the limiter itself holds the next turn back.
             else:

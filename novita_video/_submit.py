@@ -114,6 +114,7 @@ class Submitter:
         before_post: Callable[[], None] | None = None,
         on_accepted: Callable[[str], None] | None = None,
         fate: Fate | None = None,
+        max_wait: float | None = None,
     ) -> str:
         """POST ``request``, retrying only when no task can have been created.
 
@@ -125,7 +126,9 @@ class Submitter:
         was created is never lost to a cancellation that arrives while the POST runs; a
         cancellation that arrives before the request left stops it, and nothing is sent.
         ``fate`` is written as the wire decides (see :class:`Fate`), so a caller that
-        cancels this call still knows what it came to.
+        cancels this call still knows what it came to. ``max_wait`` bounds the wait for
+        turns (see :meth:`Retrier.call`): past it, :class:`BackPressureError`, and no more
+        is sent; a POST that left is never cut short by it.
         """
         fate = Fate() if fate is None else fate
         body = dump_request(request)
@@ -195,7 +198,9 @@ class Submitter:
             raise AssertionError("unreachable: the guard scope is never cancelled itself")
 
         try:
-            return await self._retrier.call("POST", attempt, limiter=limiter, request=request)
+            return await self._retrier.call(
+                "POST", attempt, limiter=limiter, request=request, max_wait=max_wait
+            )
         except NovitaError as error:
             fate.error = error
             raise

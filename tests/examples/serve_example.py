@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import socket
 import sys
 from functools import partial
@@ -25,8 +26,10 @@ from novita_video import Client
 from tests.examples.loop_lag import LoopLag
 
 # The simulator has no limits, and 200 clips at Novita's documented 20 submits a minute
-# would take ten minutes: the tests lift the client's rates, nothing else.
-make_client = partial(Client, submit_rpm=None, poll_rpm=None)
+# would take ten minutes: the tests lift the client's rates, nothing else (unless a test
+# names a submit rate in EXAMPLE_SUBMIT_RPM, to see the app's back-pressure).
+_rpm = os.environ.get("EXAMPLE_SUBMIT_RPM")
+make_client = partial(Client, submit_rpm=float(_rpm) if _rpm else None, poll_rpm=None)
 # Fine enough to see a 50 ms stall.
 LAG_PROBE_EVERY = 0.01
 LAG_PATH = "/_test/loop-lag"
