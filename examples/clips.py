@@ -64,11 +64,12 @@ MAX_SUBMIT_WAIT: Final = 2.0
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
-def default_client() -> Client:
+def default_client(**settings: Any) -> Client:
     """The client from the environment: ``NOVITA_API_KEY``, ``NOVITA_BASE_URL`` and
     ``NOVITA_REDIS_URL`` (read by the SDK), and ``CLIPS_WEBHOOK_URL``, the address where
-    this app receives Novita's webhooks (``POST /webhooks/novita``), if it has one."""
-    return Client(webhook_url=os.environ.get("CLIPS_WEBHOOK_URL") or None)
+    this app receives Novita's webhooks (``POST /webhooks/novita``), if it has one;
+    ``settings`` go to the :class:`Client` as they are (``event_hooks=...``)."""
+    return Client(webhook_url=os.environ.get("CLIPS_WEBHOOK_URL") or None, **settings)
 
 
 @attrs.define

@@ -23,8 +23,8 @@ import anyio.lowlevel
 import attrs
 
 from ._clock import Clock
-from ._errors import NovitaError, RateLimitError, SubmissionUnknownError
-from ._limits import Limiter, too_far
+from ._errors import BackPressureError, NovitaError, RateLimitError, SubmissionUnknownError
+from ._limits import Limiter
 from ._retry import (
     Decision,
     Method,
@@ -185,8 +185,13 @@ class Retrier:
                     raise
                 if limiter is None or not isinstance(error, RateLimitError):
                     if deadline is not None and self._clock.now() + retry.delay > deadline:
+                        # The retry's wait counts against max_wait like a turn's.
                         assert max_wait is not None
-                        raise too_far(retry.delay, max_wait) from error
+                        raise BackPressureError(
+                            f"the retry after {error} would wait {retry.delay:.1f} s, past "
+                            f"max_wait={max_wait:g} s; nothing more was sent",
+                            retry.delay,
+                        ) from error
                     await self._clock.sleep(retry.delay)
                 # After a 429 the limiter itself holds the next turn back.
             else:

@@ -1,4 +1,5 @@
-"""Serve one example app for the tests: ``python -W error serve_example.py fastapi|aiohttp``.
+"""Serve one example app for the tests: ``python -W error serve_example.py fastapi|aiohttp``
+(or ``metrics``, the FastAPI app with Prometheus metrics).
 
 It runs in a process of its own, so the app's event loop (and the loop-lag probe this
 script adds to it) shares nothing with the tests' load generator and simulator, not even
@@ -101,7 +102,7 @@ def main() -> None:
     name = sys.argv[1]
     module = importlib.import_module(f"examples.{name}_app")
     app = module.create_app(make_client)
-    if name == "fastapi":
+    if name != "aiohttp":  # fastapi, and metrics (the FastAPI app with /metrics)
 
         async def lag_json() -> dict[str, float | int]:
             return LAG.as_json()
