@@ -179,3 +179,75 @@ def test_an_unknown_novita_log_level_is_said_not_ignored(tmp_path: Path) -> None
         check=True,
     )
     assert "NOVITA_LOG='verbose' is not one of debug, info, warning; ignored" in done.stderr
+
+
+def recipe(title: str) -> str:
+    """The code of the block titled ``title`` in docs/observability.md."""
+    page = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
+    found = re.search(rf'^```python title="{re.escape(title)}"\n(.*?)^```', page, re.M | re.S)
+    assert found, f"no {title} in docs/observability.md"
+    return found[1]
+
+
+async def test_the_opentelemetry_recipe_makes_one_ended_span_per_request(tmp_path: Path) -> None:
+    # The recipe as the page shows it, with an in-memory exporter in place of the console.
+    import importlib.util
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    import novita_video
+    from novita_video.testing import Chaos, FakeNovita
+
+    (tmp_path / "otel_hooks.py").write_text(recipe("otel_hooks.py"), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("otel_hooks", tmp_path / "otel_hooks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    otel_hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(otel_hooks)
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    # The first get_result's two attempts are answered 503: two spans end in an error.
+    chaos = Chaos(result_server_errors=1.0, server_error_statuses=(503,))
+    retry = novita_video.RetryPolicy(max_attempts=2, initial_delay=0.05)
+    async with FakeNovita(task_duration=(0.2, 0.3), chaos=chaos) as fake:
+        hooks = otel_hooks.tracing_hooks(tracer)
+        async with novita_video.Client(
+            fake.api_key, base_url=fake.url, event_hooks=hooks, submit_rpm=None, retry=retry
+        ) as client:
+            with tracer.start_as_current_span("make a clip") as parent:
+                task_id = await client.submit("A red kite")
+            with anyio.fail_after(30):
+                while True:
+                    try:
+                        result = await client.get_result(task_id)
+                    except novita_video.ServerError:
+                        fake.set_chaos(result_server_errors=0.0)
+                        continue
+                    if result.is_final:
+                        break
+                    await anyio.sleep(0.1)
+            await client.download(result, tmp_path / "kite.mp4")
+        truth = fake.stats
+    spans = exporter.get_finished_spans()
+    mine = [span for span in spans if span.name != "make a clip"]
+    names = [span.name for span in mine]
+    assert names[0] == "POST /v3/async/minimax-video-01"
+    assert names[-1] == "GET clip"
+    assert names.count("GET /v3/async/task-result") == truth.requests["task_result"]
+    assert all(span.kind is SpanKind.CLIENT and span.end_time is not None for span in mine)
+    # The submit's span is a child of the caller's span.
+    assert mine[0].parent is not None
+    assert mine[0].parent.span_id == parent.get_span_context().span_id
+    assert mine[0].attributes is not None
+    assert mine[0].attributes["novita.task_id"] == task_id
+    assert mine[0].attributes["http.response.status_code"] == 200
+    statuses = [span.attributes["http.response.status_code"] for span in mine if span.attributes]
+    failed = [span for span in mine if span.status.status_code is StatusCode.ERROR]
+    assert len(failed) == statuses.count(503) == 2
+    assert all(span.attributes and span.attributes["novita.task_id"] == task_id for span in mine)
