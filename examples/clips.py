@@ -57,9 +57,10 @@ MAX_WAIT: Final = 300.0
 #: The longest an event stream may run; the SDK gives a task 1800 s by default.
 MAX_STREAM: Final = 1800.0
 #: The longest ``POST /clips`` waits for its turn under the submit rate (Novita's 20 a
-#: minute: one every 3 s) before it answers 503 with ``Retry-After``
-#: (``CLIPS_MAX_SUBMIT_WAIT`` overrides it). A POST that left is always awaited.
-MAX_SUBMIT_WAIT: Final = 2.0
+#: minute: one every 3 s, so the next turn is within reach) before it answers 503 with
+#: ``Retry-After`` (``CLIPS_MAX_SUBMIT_WAIT`` overrides it). A POST that left is always
+#: awaited, however long its answer takes.
+MAX_SUBMIT_WAIT: Final = 5.0
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 

@@ -118,8 +118,8 @@ class Transport(Protocol):
     ``maybe_sent`` says whether the server may have seen the request),
     :class:`~novita_video.APITimeoutError`, :class:`~novita_video.ProtocolError`; any
     status comes back as a :class:`Response`. Anything else a transport raises is taken
-    as its bug: a submit then ends in doubt (never resent), a check of a task ends that
-    task's waits with a :class:`~novita_video.ProtocolError`.
+    as its bug: a submit whose request may have left then ends in doubt (never resent),
+    a check of a task ends that task's waits with a :class:`~novita_video.ProtocolError`.
 
     **Saying when a POST leaves.** A transport that sets ``reports_sending = True``
     promises to call ``sending.mark_sent()`` the moment a POST leaves, and to raise
