@@ -13,6 +13,7 @@ from novita_video import (
     APITimeoutError,
     APIUnreachableError,
     AuthenticationError,
+    BackPressureError,
     BadRequestError,
     BatchAbortedError,
     ClientClosedError,
@@ -99,6 +100,7 @@ EVERY_ERROR: list[NovitaError] = [
     DownloadError("expired", 403),
     LocalFileError("no space left"),
     BatchAbortedError("not sent", AuthenticationError("403", 403, "INVALID_API_KEY")),
+    BackPressureError("no turn within 2 s", 3.1),
 ]
 
 
