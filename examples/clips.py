@@ -21,6 +21,7 @@ import attrs
 
 from novita_video import (
     APITimeoutError,
+    BackPressureError,
     BadRequestError,
     Client,
     ClientClosedError,
@@ -36,6 +37,7 @@ from novita_video import (
 
 __all__ = [
     "MAX_STREAM",
+    "MAX_SUBMIT_WAIT",
     "MAX_WAIT",
     "AppState",
     "clip_state",
@@ -54,15 +56,21 @@ logger = logging.getLogger("examples.clips")
 MAX_WAIT: Final = 300.0
 #: The longest an event stream may run; the SDK gives a task 1800 s by default.
 MAX_STREAM: Final = 1800.0
+#: The longest ``POST /clips`` waits for its turn under the submit rate (Novita's 20 a
+#: minute: one every 3 s, so the next turn is within reach) before it answers 503 with
+#: ``Retry-After`` (``CLIPS_MAX_SUBMIT_WAIT`` overrides it). A POST that left is always
+#: awaited, however long its answer takes.
+MAX_SUBMIT_WAIT: Final = 5.0
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
-def default_client() -> Client:
+def default_client(**settings: Any) -> Client:
     """The client from the environment: ``NOVITA_API_KEY``, ``NOVITA_BASE_URL`` and
     ``NOVITA_REDIS_URL`` (read by the SDK), and ``CLIPS_WEBHOOK_URL``, the address where
-    this app receives Novita's webhooks (``POST /webhooks/novita``), if it has one."""
-    return Client(webhook_url=os.environ.get("CLIPS_WEBHOOK_URL") or None)
+    this app receives Novita's webhooks (``POST /webhooks/novita``), if it has one;
+    ``settings`` go to the :class:`Client` as they are (``event_hooks=...``)."""
+    return Client(webhook_url=os.environ.get("CLIPS_WEBHOOK_URL") or None, **settings)
 
 
 @attrs.define
@@ -70,6 +78,10 @@ class AppState:
     """The app's one client and its gauges, made when the app starts."""
 
     client: Client
+    #: Seconds ``POST /clips`` may wait for its turn (see :data:`MAX_SUBMIT_WAIT`).
+    max_submit_wait: float = attrs.field(
+        factory=lambda: float(os.environ.get("CLIPS_MAX_SUBMIT_WAIT", MAX_SUBMIT_WAIT))
+    )
     #: ``GET /clips/{id}`` requests waiting for their clip right now.
     waiting: int = 0
     #: Event streams open right now.
@@ -111,6 +123,11 @@ def error_answer(error: NovitaError) -> tuple[int, dict[str, Any], dict[str, str
             "submitting this prompt again"
         )
         return 502, {"detail": detail, "task_may_exist": True}, {}
+    if isinstance(error, BackPressureError):
+        # Nothing was sent: the caller may come back when a turn is likely.
+        retry_after = math.ceil(error.retry_after)
+        body = {"detail": str(error), "retry_after": retry_after}
+        return 503, body, {"Retry-After": str(retry_after)}
     if isinstance(error, NotFoundError):
         return 404, {"detail": str(error), "reason": error.reason}, {}
     if isinstance(error, PermissionDeniedError):
@@ -284,12 +301,20 @@ async def stream_clip(
 
 async def submit_clip(state: AppState, fields: dict[str, Any]) -> dict[str, str]:
     """Submit one clip (the fields of ``POST /clips``); the answer: its task id and where
-    to follow it. The SDK checks every value, naming the field, before anything is sent."""
+    to follow it. The SDK checks every value, naming the field, before anything is sent.
+
+    Back-pressure: the submit waits for its turn under the rate limit (shared by every
+    request, and every worker with Redis) at most ``state.max_submit_wait`` seconds; a
+    turn further off raises :class:`BackPressureError` at once, nothing sent, which
+    ``error_answer`` turns into 503 with ``Retry-After``. Once the POST has left, it
+    waits for Novita's answer however long it takes: a 503 then could make the caller
+    retry a task that exists, and pay twice."""
     try:
         task_id = await state.client.submit(
             fields["prompt"],
             image_url=fields.get("image_url"),
             enable_prompt_expansion=fields.get("enable_prompt_expansion", True),
+            max_wait=state.max_submit_wait,
         )
     except SubmissionUnknownError:
         # The one error an operator must reconcile by hand: log what was asked for.

@@ -13,7 +13,8 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
     _retrier   the one retry driver: submit, get, download and the poller's checks
     _limits    RateLimiter: evenly spaced requests, slower after a 429
     _shared    the same limits shared by every worker of a key, through Redis (opt-in)
-    _transport what a transport does (Transport) and what crosses it (Response, Sending)
+    _observe   every request seen above the transport: event hooks, NOVITA_LOG's lines
+    _transport the public seam: Transport, Response, Sending; MockTransport for tests
     _http      the only aiohttp user, the real transport: the key in its header, errors mapped
     _poller    the one poller: a heap of due checks for every outstanding task
     _schedule  when to check a task next, from its eta and progress (a pure function)
@@ -24,6 +25,7 @@ imports only the rooms below it: tests/test_structure.py holds it to that):
     _stats     the counters every room adds to (a leaf)
     _settings  every setting's default and check, in small frozen objects (on _errors)
     _clock     injectable time (SystemClock, ScaledClock)
+    _logs      NOVITA_LOG, and the filter that keeps credentials out of every line
 
     testing/   FakeNovita, a faithful local simulator of the API, its CLI and pytest fixture
 
@@ -47,6 +49,7 @@ from ._errors import APIStatusError as APIStatusError
 from ._errors import APITimeoutError as APITimeoutError
 from ._errors import APIUnreachableError as APIUnreachableError
 from ._errors import AuthenticationError as AuthenticationError
+from ._errors import BackPressureError as BackPressureError
 from ._errors import BadRequestError as BadRequestError
 from ._errors import BatchAbortedError as BatchAbortedError
 from ._errors import ClientClosedError as ClientClosedError
@@ -65,6 +68,7 @@ from ._errors import SpendCapReachedError as SpendCapReachedError
 from ._errors import SubmissionUnknownError as SubmissionUnknownError
 from ._errors import UsageError as UsageError
 from ._limits import AdaptiveRate as AdaptiveRate
+from ._logs import setup_logging as _setup_logging
 from ._models import Outcome as Outcome
 from ._models import Submission as Submission
 from ._models import TaskFailedError as TaskFailedError
@@ -72,6 +76,8 @@ from ._models import TaskResult as TaskResult
 from ._models import TaskStatus as TaskStatus
 from ._models import TaskTimeoutError as TaskTimeoutError
 from ._models import Video as Video
+from ._observe import RequestEvent as RequestEvent
+from ._observe import ResponseEvent as ResponseEvent
 from ._requests import MODELS as MODELS
 from ._requests import AsyncRequest as AsyncRequest
 from ._requests import HailuoRequest as HailuoRequest
@@ -84,6 +90,11 @@ from ._requests import WanI2VRequest as WanI2VRequest
 from ._requests import WanT2VRequest as WanT2VRequest
 from ._retry import RetryPolicy as RetryPolicy
 from ._schedule import PollSchedule as PollSchedule
+from ._transport import MockTransport as MockTransport
+from ._transport import Response as Response
+from ._transport import Sending as Sending
+from ._transport import Transport as Transport
+from ._transport import TransportRequest as TransportRequest
 from ._unified import CatalogField as CatalogField
 from ._unified import CatalogModel as CatalogModel
 from ._unified import CatalogRequest as CatalogRequest
@@ -98,6 +109,7 @@ __all__ = [
     "AdaptiveRate",
     "AsyncRequest",
     "AuthenticationError",
+    "BackPressureError",
     "BadRequestError",
     "Balance",
     "Batch",
@@ -119,6 +131,7 @@ __all__ = [
     "LocalFileError",
     "Lora",
     "MissingAPIKeyError",
+    "MockTransport",
     "NotFoundError",
     "NovitaError",
     "Outcome",
@@ -127,8 +140,12 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "Request",
+    "RequestEvent",
+    "Response",
+    "ResponseEvent",
     "RetryPolicy",
     "ScaledClock",
+    "Sending",
     "ServerError",
     "SpendCap",
     "SpendCapReachedError",
@@ -139,6 +156,8 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "TaskTimeoutError",
+    "Transport",
+    "TransportRequest",
     "UsageError",
     "Video",
     "VideoRequest",
@@ -161,3 +180,5 @@ def _show_public_home() -> None:
 
 
 _show_public_home()
+# NOVITA_LOG=debug|info: the novita_video logger to stderr (and its filter, always).
+_setup_logging()

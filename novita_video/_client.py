@@ -45,7 +45,9 @@ from ._errors import (
 )
 from ._http import HTTPTransport, is_loopback
 from ._limits import AdaptiveRate, Limiter, RateLimiter
+from ._logs import remember_secret
 from ._models import Outcome, TaskResult, TaskStatus
+from ._observe import EventHooks, Observed, check_event_hooks
 from ._poller import Poller
 from ._requests import MODELS, Request, VideoRequest, check_http_url, to_request
 from ._retrier import Retrier
@@ -198,6 +200,14 @@ class Client(anyio.AsyncContextManagerMixin):
     later than usual. Events are unsigned, so by default one only triggers an immediate
     check of its task; ``trust_webhooks=True`` takes its payload as the answer.
 
+    ``event_hooks={"request": [...], "response": [...]}`` (as httpx spells it) calls each
+    hook, plain or async, with a frozen :class:`RequestEvent` as each request leaves and a
+    :class:`ResponseEvent` as it ends (method, path, status, elapsed, attempt, task id;
+    never the key, a header, or a clip link's query), for every request: submits,
+    checks, downloads, through any transport. A hook that raises is logged and ignored;
+    an async one is cancelled after 1 s (see the Observability guide). ``NOVITA_LOG=debug``
+    or ``info`` in the environment logs the same requests, retries and 429s to stderr.
+
     ``redis_url`` (default: ``NOVITA_REDIS_URL``; needs ``pip install
     'novita-video[redis]'``) shares this key's limits with every other client that names
     the same Redis: each model's submit rate, the slow-down after a 429, the poll budget
@@ -233,6 +243,7 @@ class Client(anyio.AsyncContextManagerMixin):
         clock: Clock | None = None,
         transport: Transport | None = None,
         redis_url: str | None = None,
+        event_hooks: EventHooks | None = None,
     ) -> None:
         # Every setting is checked where it is defined (``_settings``), before anything else.
         self._limits = BatchLimits(concurrency, submit_rpm, max_outstanding, task_timeout)
@@ -250,11 +261,15 @@ class Client(anyio.AsyncContextManagerMixin):
         if webhook_url is not None:
             check_http_url("webhook_url", webhook_url)
         self._trust_webhooks = webhooks.trust_webhooks
+        on_request, on_response = check_event_hooks(event_hooks)
+        # NOVITA_LOG's lines never show a key this process gave a client.
+        remember_secret(os.environ.get("NOVITA_API_KEY") if api_key is None else api_key)
+        raw: Transport
         if transport is None:
             key = os.environ.get("NOVITA_API_KEY") if api_key is None else api_key
             url = base_url or os.environ.get("NOVITA_BASE_URL") or DEFAULT_BASE_URL
             self._base_url = check_base_url(url)
-            self._transport: Transport = HTTPTransport(
+            raw = HTTPTransport(
                 base_url=self._base_url,
                 api_key=_check_key(key),
                 settings=http,
@@ -268,7 +283,9 @@ class Client(anyio.AsyncContextManagerMixin):
                     f"transport: must be a Transport, not {transport!r}", "transport"
                 )
             self._base_url = repr(transport)
-            self._transport = transport
+            raw = transport
+        # Every request passes here, above the transport: the event hooks and the log.
+        self._transport = Observed(raw, on_request=on_request, on_response=on_response)
         self._clock: Clock = clock or SystemClock()
         self._adaptive = adaptive_rate or AdaptiveRate()
         self._counters = Counters()
@@ -435,6 +452,7 @@ class Client(anyio.AsyncContextManagerMixin):
         *,
         image_url: str | None = None,
         enable_prompt_expansion: bool = True,
+        max_wait: float | None = None,
     ) -> str:
         """Submit one clip and return its task id.
 
@@ -445,6 +463,13 @@ class Client(anyio.AsyncContextManagerMixin):
         Submits share the client's ``submit_rpm`` limit. A submit that
         may have created a task without telling us its id raises
         :class:`SubmissionUnknownError` and is never resent on its own.
+
+        ``max_wait`` (seconds; ``None``: as long as it takes) is how long this submit may
+        wait for its turn under the rate limit (shared through Redis or not), retries'
+        waits included: a turn further off raises :class:`BackPressureError`, whose
+        ``retry_after`` says when a turn is likely, and nothing was sent. It never cuts
+        a POST short: once a request has left, the submit waits for its answer. A web
+        service answers the first with ``503`` and ``Retry-After``.
         """
         if not isinstance(prompt, str):
             if image_url is not None or enable_prompt_expansion is not True:
@@ -456,6 +481,7 @@ class Client(anyio.AsyncContextManagerMixin):
             request = VideoRequest(
                 prompt, image_url=image_url, enable_prompt_expansion=enable_prompt_expansion
             )
+        at_least(0).check("max_wait", 0 if max_wait is None else max_wait)
         task_group = self._require_open()
         request = await self._checked(request)  # a catalogue model's: checked by its schema
         limiter = self._submit_limiter_for(request.endpoint)
@@ -471,7 +497,7 @@ class Client(anyio.AsyncContextManagerMixin):
 
         async def post() -> None:
             with scope, contextlib.suppress(NovitaError):
-                await self._submitter.submit(request, limiter, fate=fate)
+                await self._submitter.submit(request, limiter, fate=fate, max_wait=max_wait)
             done.set()
             if caller_left and fate.submission.may_exist:
                 logger.warning(
@@ -499,13 +525,13 @@ class Client(anyio.AsyncContextManagerMixin):
         _check_task_id(task_id)
         self._require_open()
         return await self._retrier.call(
-            "GET", lambda: self._get_once(task_id), limiter=self._poll_limiter
+            "GET", lambda attempt: self._get_once(task_id, attempt), limiter=self._poll_limiter
         )
 
-    async def _get_once(self, task_id: str) -> TaskResult:
+    async def _get_once(self, task_id: str, attempt: int = 1) -> TaskResult:
         self._counters.polls += 1
         response = await self._transport.request(
-            "GET", TASK_RESULT_PATH, params={"task_id": task_id}
+            "GET", TASK_RESULT_PATH, params={"task_id": task_id}, attempt=attempt, task_id=task_id
         )
         if not 200 <= response.status < 300:
             raise response.error(f"task-result of {task_id}", now_wall=self._clock.wall())
@@ -572,6 +598,7 @@ class Client(anyio.AsyncContextManagerMixin):
 
     def _take_event(self, result: TaskResult) -> bool:
         self._counters.webhooks += 1
+        logger.info("webhook event: task %s is %s", result.task_id, result.status.name)
         if self._trust_webhooks:
             return self._poller.push(result)
         return self._poller.hint(result.task_id)
@@ -611,8 +638,8 @@ class Client(anyio.AsyncContextManagerMixin):
         self._require_open()
         return await self._retrier.call("GET", self._get_balance)
 
-    async def _get_balance(self) -> Balance:
-        response = await self._transport.request("GET", BALANCE_PATH)
+    async def _get_balance(self, attempt: int = 1) -> Balance:
+        response = await self._transport.request("GET", BALANCE_PATH, attempt=attempt)
         if not 200 <= response.status < 300:
             raise response.error("balance", now_wall=self._clock.wall())
         return parse_balance(response.body)
@@ -626,8 +653,8 @@ class Client(anyio.AsyncContextManagerMixin):
             )
         return cache
 
-    async def _get_catalog(self) -> tuple[CatalogModel, ...]:
-        response = await self._transport.request("GET", CATALOG_PATH)
+    async def _get_catalog(self, attempt: int = 1) -> tuple[CatalogModel, ...]:
+        response = await self._transport.request("GET", CATALOG_PATH, attempt=attempt)
         if not 200 <= response.status < 300:
             raise response.error("catalogue", now_wall=self._clock.wall())
         return parse_catalog(load_json(response.body, "catalogue"), body=response.body)

@@ -36,9 +36,9 @@ from ._errors import (
     status_error_class,
 )
 from ._models import TaskResult
+from ._observe import Observed
 from ._retrier import Retrier
 from ._retry import Decision, parse_retry_after
-from ._transport import Transport
 
 #: A URL closer than this to its expiry is renewed before use.
 RENEW_MARGIN = 30.0
@@ -96,7 +96,7 @@ async def download(
     result: TaskResult,
     destination: Path,
     *,
-    transport: Transport,
+    transport: Observed,
     refresh: Callable[[str], Awaitable[TaskResult]],
     clock: Clock,
     retrier: Retrier,
@@ -111,7 +111,14 @@ async def download(
         if not _usable(result, clock):
             result, renewed = _require_video(await refresh(result.task_id)), True
         try:
-            await _fetch(result.videos[0].url, destination, transport, clock)
+            await _fetch(
+                result.videos[0].url,
+                destination,
+                transport,
+                clock,
+                attempt=failures + 1,
+                task_id=result.task_id,
+            )
         except (DownloadError, APIConnectionError) as error:
             weighed: NovitaError = error
             if isinstance(error, DownloadError):
@@ -165,14 +172,22 @@ def _local(destination: Path, what: str) -> Iterator[None]:
         raise LocalFileError(f"download of {destination.name}: {what} ({reason})") from err
 
 
-async def _fetch(url: str, destination: Path, transport: Transport, clock: Clock) -> None:
+async def _fetch(
+    url: str,
+    destination: Path,
+    transport: Observed,
+    clock: Clock,
+    *,
+    attempt: int,
+    task_id: str,
+) -> None:
     # A transport reports the network's failures as the SDK's own errors, never as an
     # OSError: an OSError here is the file's (creating, writing, closing or renaming it).
     with (
         _local(destination, f"could not write the clip to {destination}"),
         replacing(destination) as file,
     ):
-        response = await transport.download(url, file)
+        response = await transport.download(url, file, attempt=attempt, task_id=task_id)
         if not 200 <= response.status < 300:
             status = response.status
             why = _WHY.get(status, "storage failed" if status >= 500 else "it failed")

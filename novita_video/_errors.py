@@ -25,7 +25,8 @@ The tree::
     ├── DownloadError                         storage refused a clip (after retries, one renewal)
     ├── LocalFileError (OSError)              a clip could not be written here (a full disk)
     ├── SpendCapReachedError                  a batch's spend cap stopped its submits (dooms it)
-    └── BatchAbortedError                     a prompt never sent: the batch was stopped first
+    ├── BatchAbortedError                     a prompt never sent: the batch was stopped first
+    └── BackPressureError                     a submit's turn is further off than its max_wait
 
 ``TaskFailedError`` and ``TaskTimeoutError`` carry a :class:`TaskResult`, so they live
 beside it in ``_models`` (this module is the leaf every other imports).
@@ -48,6 +49,7 @@ __all__ = [
     "APITimeoutError",
     "APIUnreachableError",
     "AuthenticationError",
+    "BackPressureError",
     "BadRequestError",
     "BatchAbortedError",
     "ClientClosedError",
@@ -353,6 +355,24 @@ class BatchAbortedError(NovitaError):
     def dooms_batch(self) -> bool:  # type: ignore[override]
         """Whether its cause dooms the batch."""
         return self.cause is not None and self.cause.dooms_batch
+
+
+class BackPressureError(NovitaError):
+    """A submit's turn under the rate limit is further off than its ``max_wait``;
+    nothing was sent.
+
+    ``retry_after`` is how many seconds until a turn is likely, from the limiter (this
+    client's, or the one every worker shares through Redis): what a web service answers
+    as ``503`` with ``Retry-After``. It is an estimate: others may take that turn first.
+    """
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, retry_after)
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a turn is likely (an estimate)."""
+        return float(self.args[1])
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

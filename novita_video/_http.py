@@ -26,10 +26,8 @@ proves it was never sent. Bursts of submits still share connections.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 import socket
-import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from types import SimpleNamespace
@@ -50,8 +48,6 @@ from ._errors import (
 )
 from ._settings import HTTPSettings
 from ._transport import Response, Sending
-
-logger = logging.getLogger("novita_video")
 
 #: Seconds a submit connection may sit idle and still be reused (see the docstring).
 SUBMIT_KEEPALIVE = 3.0
@@ -297,7 +293,6 @@ class HTTPTransport:
         """
         session = self._session(submit=method == "POST")
         what = f"{method} {path}"
-        started = time.perf_counter()
         failure: APIConnectionError | None = None
         response: Response | None = None
         with anyio.move_on_after(self._deadline) as deadline:
@@ -331,13 +326,9 @@ class HTTPTransport:
             )
         if failure is not None:
             # Raised here, outside the except block, so that no aiohttp exception is its
-            # __context__ either.
-            logger.debug("%s -> no answer: %s", what, failure)
+            # __context__ either. (The client logs each request, above the transport.)
             raise failure
         assert response is not None
-        logger.debug(
-            "%s -> %d in %.0f ms", what, response.status, (time.perf_counter() - started) * 1e3
-        )
         return response
 
     def _unreachable(self, err: BaseException, failure: APIConnectionError) -> APIConnectionError:
@@ -386,7 +377,6 @@ class HTTPTransport:
         session = self._session(submit=False)
         what = f"GET {urlsplit(url).path}"  # never the query string: it is a signature
         received = 0
-        written = 0
         failure: APIConnectionError | None = None
         response: Response | None = None
         with anyio.move_on_after(self._download_timeout) as deadline:
@@ -407,7 +397,6 @@ class HTTPTransport:
                                 counted(), encoding, self._max_clip_bytes, what
                             ):
                                 _write(file, piece, what)
-                                written += len(piece)
                         except ProtocolError as err:
                             raise DownloadError(f"{err} (the clip cap)", answer.status) from None
                     else:
@@ -427,7 +416,6 @@ class HTTPTransport:
         expected = response.headers.get("content-length")
         if 200 <= response.status < 300 and expected is not None and expected != str(received):
             raise APIConnectionError(f"{what}: got {received} of {expected} bytes", True)
-        logger.debug("%s -> %d, %d bytes", what, response.status, written)
         return response
 
 

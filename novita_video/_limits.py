@@ -9,17 +9,20 @@ run of accepted requests. All timing goes through an injected :class:`Clock`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import anyio
 import attrs
 
 from ._clock import Clock
+from ._errors import BackPressureError
 from ._settings import above, at_least, at_most, below, whole
 
-__all__ = ["AdaptiveRate", "Limiter", "RateLimiter"]
+__all__ = ["AdaptiveRate", "Limiter", "RateLimiter", "too_far", "within"]
 
 #: An unlimited limiter measures the pace it sent at over this many seconds before a 429
 #: (remembering up to _RECENT_KEPT requests of it).
@@ -39,8 +42,10 @@ class Limiter(Protocol):
         """The rate in force now (``None``: no limit)."""
         ...
 
-    async def acquire(self) -> int:
-        """Wait for a request's turn; a ticket to report a 429 with."""
+    async def acquire(self, max_wait: float | None = None) -> int:
+        """Wait for a request's turn; a ticket to report a 429 with. A turn further off
+        than ``max_wait`` seconds raises :class:`BackPressureError` (with how long until
+        a turn is likely), and nothing is reserved."""
         ...
 
     def accepted(self) -> None:
@@ -79,6 +84,36 @@ class AdaptiveRate:
     margin: float = attrs.field(default=0.02, validator=at_least(0))
     probe_margin: float = attrs.field(default=0.95, validator=[above(0), at_most(1)])
     forget_after: int = attrs.field(default=500, validator=whole(1))
+
+
+def too_far(wait: float, max_wait: float) -> BackPressureError:
+    """The error for a turn ``wait`` seconds away, more than ``max_wait`` allows."""
+    return BackPressureError(
+        f"no turn to send within max_wait={max_wait:g} s under the rate limit (the next "
+        f"is about {wait:.1f} s away); nothing was sent",
+        wait,
+    )
+
+
+@contextlib.asynccontextmanager
+async def within(clock: Clock, seconds: float | None) -> AsyncIterator[anyio.CancelScope]:
+    """A scope cancelled after ``seconds`` of ``clock``'s time (``None``: never), for a
+    wait that does not sleep on the clock itself (a queue behind a lock). Read
+    ``cancelled_caught`` after the block."""
+    if seconds is None:
+        with anyio.CancelScope() as scope:
+            yield scope
+        return
+
+    async def alarm(scope: anyio.CancelScope) -> None:
+        await clock.sleep(seconds)
+        scope.cancel()
+
+    async with anyio.create_task_group() as watch:
+        with anyio.CancelScope() as scope:
+            watch.start_soon(alarm, scope)
+            yield scope
+        watch.cancel_scope.cancel()
 
 
 class RateLimiter:
@@ -120,6 +155,7 @@ class RateLimiter:
         # Without a configured rate, when the last requests went: the pace a 429 halves.
         self._recent: deque[float] = deque(maxlen=_RECENT_KEPT)
         self._lock = anyio.Lock()
+        self._waiting = 0  # requests inside acquire(), each to take a turn
 
     def __repr__(self) -> str:
         adapting = ", adapt_unlimited=True" if self._adapt_unlimited else ""
@@ -130,20 +166,60 @@ class RateLimiter:
         """The rate in force now (lower than configured after 429s)."""
         return None if self._rate is None else self._rate * 60.0
 
-    async def acquire(self) -> int:
-        """Wait for this request's turn; the ticket says which rate it was sent at."""
+    def expected_wait(self) -> float:
+        """Seconds until a request asking now would get its turn, counting the ones
+        already waiting (each a full interval), unless a 429 comes in between."""
+        now = self._clock.now()
+        start = max(self._next_at, self._paused_until, now)
+        if self._rate is not None:
+            start += self._waiting * (1.0 + self._adaptive.margin) / self._rate
+        return start - now
+
+    async def acquire(self, max_wait: float | None = None) -> int:
+        """Wait for this request's turn; the ticket says which rate it was sent at.
+
+        With ``max_wait``, a turn further off than that (by :meth:`expected_wait`, or
+        because a 429's pause came while this request waited) raises
+        :class:`BackPressureError` and takes no turn.
+        """
         if self._configured is None:
             now = self._clock.now()
             if self._adapt_unlimited:
                 self._recent.append(now)
             if self._rate is None and self._paused_until <= now:
                 return self._generation  # no limit and no pause: not even a checkpoint
+        if max_wait is not None:
+            wait = self.expected_wait()
+            if wait > max_wait:
+                raise too_far(wait, max_wait)
+        turn: int | float | None = None
+        self._waiting += 1
+        try:
+            if max_wait is None:
+                turn = await self._turn(math.inf)
+            else:
+                # Waiting behind the others (the lock) is bounded too: a 429's pause
+                # may hold the queue longer than the estimate said.
+                async with within(self._clock, max_wait):
+                    turn = await self._turn(self._clock.now() + max_wait)
+        finally:
+            self._waiting -= 1
+        if isinstance(turn, int):
+            return turn
+        assert max_wait is not None
+        raise too_far(self.expected_wait() if turn is None else turn, max_wait)
+
+    async def _turn(self, deadline: float) -> int | float:
+        """The ticket once this request's turn came, or (a float) the seconds to a turn
+        that would come after ``deadline``, when nothing was taken."""
         async with self._lock:
             while True:
                 now = self._clock.now()
                 start = max(self._next_at, self._paused_until)
                 if start <= now:
                     break
+                if start > deadline:
+                    return float(start - now)
                 await self._clock.sleep(start - now)
             if self._rate is not None:
                 interval = (1.0 + self._adaptive.margin) / self._rate

@@ -197,7 +197,7 @@ class Poller:
 
     def __init__(
         self,
-        fetch: Callable[[str], Awaitable[TaskResult]],
+        fetch: Callable[[str, int], Awaitable[TaskResult]],
         *,
         clock: Clock,
         schedule: PollSchedule,
@@ -506,7 +506,8 @@ class Poller:
     async def _check(self, watch: _Watch, flight: _Flight) -> None:
         try:
             try:
-                result = await self._fetch(watch.task_id)
+                # The attempt, for the event hooks and the log: the failed checks in a row.
+                result = await self._fetch(watch.task_id, watch.failures + 1)
             except NovitaError as error:
                 self._failed(watch, error)
             else:

@@ -13,6 +13,7 @@ created a task ends in :class:`SubmissionUnknownError`, never in a second POST.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ import anyio.lowlevel
 import attrs
 
 from ._clock import Clock
-from ._errors import NovitaError, RateLimitError, SubmissionUnknownError
+from ._errors import BackPressureError, NovitaError, RateLimitError, SubmissionUnknownError
 from ._limits import Limiter
 from ._retry import (
     Decision,
@@ -38,6 +39,8 @@ from ._stats import Counters
 __all__ = ["Retrier", "Retry", "unknown_submission"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("novita_video")
 
 
 def _backoff_stops_growing(policy: RetryPolicy) -> int:
@@ -119,6 +122,7 @@ class Retrier:
             )
         if decision is Decision.UNKNOWN_SUBMISSION:
             self._counters.unknown_submissions += 1
+            logger.warning("a submit may have created a task; not sent again: %s", error)
         if decision is not Decision.RETRY:
             return Retry(decision)
         self._counters.retries += 1
@@ -129,31 +133,48 @@ class Retrier:
             rand=self._random.random(),
         )
         delay = max(min_delay, delay)
+        logger.info("%s retried in %.1f s after attempt %d: %s", method, delay, attempt, error)
         if rate_limited:
             self._counters.rate_limited += 1
             if limiter is not None:
+                before = limiter.per_minute
                 limiter.throttled(delay, ticket)  # everyone waits, and the rate drops
+                after = limiter.per_minute
+                if after is not None and (before is None or after < before):
+                    logger.info(
+                        "429: %s requests slow down to %.1f a minute (from %s)",
+                        method,
+                        after,
+                        "no limit" if before is None else f"{before:.1f}",
+                    )
         return Retry(decision, delay)
 
     async def call(
         self,
         method: Method,
-        attempt: Callable[[], Awaitable[T]],
+        attempt: Callable[[int], Awaitable[T]],
         *,
         limiter: Limiter | None = None,
         request: object = None,
+        max_wait: float | None = None,
     ) -> T:
-        """``await attempt()`` until it returns, retrying what :meth:`plan` allows.
+        """``await attempt(number)`` until it returns, retrying what :meth:`plan` allows
+        (``number`` is 1 for the first attempt: the event hooks and the log show it).
 
         Each attempt first waits for its turn at ``limiter``. A POST that may have
         created a task raises :class:`SubmissionUnknownError` about ``request``.
+        ``max_wait`` bounds the time spent waiting for turns and between attempts, in
+        all: a turn (or a retry) further off raises :class:`BackPressureError`, before
+        anything more is sent.
         """
+        deadline = None if max_wait is None else self._clock.now() + max_wait
         number = 0
         while True:
             number += 1
-            ticket = None if limiter is None else await limiter.acquire()
+            left = None if deadline is None else max(0.0, deadline - self._clock.now())
+            ticket = None if limiter is None else await limiter.acquire(left)
             try:
-                value = await attempt()
+                value = await attempt(number)
             except NovitaError as error:
                 retry = self.plan(method, error, number, limiter=limiter, ticket=ticket)
                 if retry.decision is Decision.UNKNOWN_SUBMISSION:
@@ -163,6 +184,14 @@ class Retrier:
                 if retry.decision is Decision.RAISE:
                     raise
                 if limiter is None or not isinstance(error, RateLimitError):
+                    if deadline is not None and self._clock.now() + retry.delay > deadline:
+                        # The retry's wait counts against max_wait like a turn's.
+                        assert max_wait is not None
+                        raise BackPressureError(
+                            f"the retry after {error} would wait {retry.delay:.1f} s, past "
+                            f"max_wait={max_wait:g} s; nothing more was sent",
+                            retry.delay,
+                        ) from error
                     await self._clock.sleep(retry.delay)
                 # After a 429 the limiter itself holds the next turn back.
             else:

@@ -55,7 +55,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from ._clock import Clock
-from ._limits import AdaptiveRate, RateLimiter
+from ._limits import AdaptiveRate, RateLimiter, too_far
 
 __all__ = ["Coordinator", "SharedLimiter"]
 
@@ -79,7 +79,8 @@ MAX_QUEUED_EVENTS = 1000
 # One step of one limit, atomically, on Redis's clock. KEYS[1] is the limit's hash,
 # KEYS[2] the set of workers alive; ARGV: the operation, the configured rate a minute,
 # then the operation's own, and last the keys' time to live. It answers {milliseconds
-# to wait, the slow-down generation, the rate in force, the workers alive}.
+# to wait, the slow-down generation, the rate in force, the workers alive, and 1 when
+# an acquire with a most to wait (ms, -1: none) was refused and reserved nothing}.
 _SCRIPT = """
 local key, op, configured = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -92,11 +93,16 @@ local streak, good, too_fast = tonumber(s[7]) or 0, tonumber(s[8]), tonumber(s[9
 if tonumber(s[5]) ~= configured then
   rate, good, too_fast = configured, nil, nil
 end
-local wait = 0
+local wait, refused = 0, 0
 if op == 'acquire' then
   local slot = math.max(tat, now, paused)
-  tat = slot + 60000 * (1 + tonumber(ARGV[3])) / rate
   wait = slot - now
+  local most = tonumber(ARGV[4])
+  if #ARGV >= 5 and most >= 0 and wait > most then
+    refused = 1
+  else
+    tat = slot + 60000 * (1 + tonumber(ARGV[3])) / rate
+  end
 elseif op == 'throttled' then
   paused = math.max(paused, now + tonumber(ARGV[3]))
   throttled_at, streak = now, 0
@@ -129,7 +135,7 @@ if good ~= nil then redis.call('HSET', key, 'good', good) else redis.call('HDEL'
 if too_fast ~= nil then redis.call('HSET', key, 'too_fast', too_fast)
 else redis.call('HDEL', key, 'too_fast') end
 redis.call('PEXPIRE', key, tonumber(ARGV[#ARGV]))
-return {math.ceil(wait), gen, tostring(rate), redis.call('ZCARD', KEYS[2])}
+return {math.ceil(wait), gen, tostring(rate), redis.call('ZCARD', KEYS[2]), refused}
 """
 
 
@@ -308,9 +314,9 @@ class Coordinator:
 
     async def step(
         self, name: str, per_minute: float, op: str, *args: float
-    ) -> tuple[float, int, float] | None:
+    ) -> tuple[float, int, float, bool] | None:
         """One step of the script for limit ``name``: ``(seconds to wait, generation,
-        rate a minute)``, or ``None`` if Redis failed (the caller goes local)."""
+        rate a minute, refused)``, or ``None`` if Redis failed (the caller goes local)."""
         if not self.healthy:
             return None
         script = self._script
@@ -319,10 +325,10 @@ class Coordinator:
         answer = await self._call(lambda r: script(keys=keys, args=argv))
         if answer is None:
             return None
-        wait_ms, generation, rate, workers = answer
+        wait_ms, generation, rate, workers, *refused = answer
         # Every step counts the workers too: the share to take if Redis goes away next.
         self.workers = max(1, int(workers))
-        return max(0, int(wait_ms)) / 1000.0, int(generation), float(rate)
+        return max(0, int(wait_ms)) / 1000.0, int(generation), float(rate), refused == [1]
 
     def accepted(self, name: str, per_minute: float) -> None:
         """A request of limit ``name`` was accepted (sent with the next flush)."""
@@ -461,19 +467,26 @@ class SharedLimiter:
             )
         return self._local
 
-    async def acquire(self) -> int:
-        """Wait for this request's turn among all workers; its ticket."""
+    async def acquire(self, max_wait: float | None = None) -> int:
+        """Wait for this request's turn among all workers; its ticket. A turn further
+        off than ``max_wait`` seconds (the shared schedule's, counting every worker's
+        reservations) raises :class:`~novita_video.BackPressureError` and reserves none."""
+        most = -1.0 if max_wait is None else max_wait * 1000
         answer = await self._coordinator.step(
-            self._name, self._configured, "acquire", self._adaptive.margin
+            self._name, self._configured, "acquire", self._adaptive.margin, most
         )
         if answer is not None:
-            wait, generation, rate = answer
+            wait, generation, rate, refused = answer
             self._shared, self._rate = True, rate
-            await self._clock.sleep(max(wait, self._paused_until - self._clock.now()))
+            wait = max(wait, self._paused_until - self._clock.now())
+            if max_wait is not None and (refused or wait > max_wait):
+                # Past a local pause the slot reserved goes unused: less sent, never more.
+                raise too_far(wait, max_wait)
+            await self._clock.sleep(wait)
             return generation
         self._shared = False
         # Local tickets are negative, so a 429 to one is never taken for a shared one.
-        return -1 - await self._fallback().acquire()
+        return -1 - await self._fallback().acquire(max_wait)
 
     def accepted(self) -> None:
         """The server accepted a request: counted towards earning the rate back."""

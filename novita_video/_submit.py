@@ -25,11 +25,12 @@ from ._clock import Clock
 from ._errors import APIConnectionError, BatchAbortedError, NovitaError
 from ._limits import Limiter
 from ._models import Submission
+from ._observe import Observed
 from ._requests import Request, submit_path
 from ._retrier import Retrier, unknown_submission
 from ._retry import submit_may_have_landed
 from ._stats import Counters
-from ._transport import Response, Sending, Transport
+from ._transport import Response, Sending
 from ._wire import dump_request, parse_submitted
 
 __all__ = ["Fate", "Submitter"]
@@ -91,7 +92,7 @@ class Submitter:
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Observed,
         *,
         clock: Clock,
         retrier: Retrier,
@@ -114,6 +115,7 @@ class Submitter:
         on_accepted: Callable[[str], None] | None = None,
         on_refused: Callable[[NovitaError], None] | None = None,
         fate: Fate | None = None,
+        max_wait: float | None = None,
     ) -> str:
         """POST ``request``, retrying only when no task can have been created.
 
@@ -127,7 +129,9 @@ class Submitter:
         ``on_refused`` is told when a try that left comes to nothing (an answer that
         created nothing): the intent ``before_post`` recorded is void.
         ``fate`` is written as the wire decides (see :class:`Fate`), so a caller that
-        cancels this call still knows what it came to.
+        cancels this call still knows what it came to. ``max_wait`` bounds the wait for
+        turns (see :meth:`Retrier.call`): past it, :class:`BackPressureError`, and no more
+        is sent; a POST that left is never cut short by it.
         """
         fate = Fate() if fate is None else fate
         body = dump_request(request)
@@ -141,7 +145,7 @@ class Submitter:
         # answer says otherwise.
         reports = bool(getattr(self._transport, "reports_sending", False))
 
-        async def attempt() -> str:
+        async def attempt(number: int) -> str:
             cause = abort()
             if cause is not None:
                 raise BatchAbortedError(f"not submitted: {cause}", cause)
@@ -170,7 +174,7 @@ class Submitter:
                     on_sent()
                 try:
                     response = await self._transport.request(
-                        "POST", path, json=body, sending=sending
+                        "POST", path, json=body, sending=sending, attempt=number
                     )
                     task_id = self._submitted(response)
                 except NovitaError as error:
@@ -203,7 +207,9 @@ class Submitter:
             raise AssertionError("unreachable: the guard scope is never cancelled itself")
 
         try:
-            return await self._retrier.call("POST", attempt, limiter=limiter, request=request)
+            return await self._retrier.call(
+                "POST", attempt, limiter=limiter, request=request, max_wait=max_wait
+            )
         except NovitaError as error:
             fate.error = error
             raise

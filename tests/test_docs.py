@@ -308,6 +308,12 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "errors" / "index.html").is_file()
+    # A readable reference: Client(...) one parameter a line (formatted), and no base
+    # class of another library (anyio's AsyncContextManagerMixin) shown as ours.
+    api = re.sub(r"<[^>]+>", "", (tmp_path / "api" / "index.html").read_text(encoding="utf-8"))
+    assert "Client(\n    api_key: str | None = None,\n    *,\n    base_url:" in api
+    assert "AsyncContextManagerMixin" not in api
+    assert (tmp_path / "observability" / "index.html").is_file()
 
 
 def _table_defaults(page: str, first_column: str) -> dict[str, str]:
@@ -371,7 +377,7 @@ def test_the_command_takes_its_defaults_from_the_same_settings() -> None:
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_the_virtual_time_example_of_the_testing_guide_passes(tmp_path: Path) -> None:
-    pattern = r"^## Minutes in no time.*?^```python\n(.*?)^```"
+    pattern = r"^## Minutes in no time.*?^```python[^\n]*\n(.*?)^```"
     found = re.search(pattern, page("testing.md"), flags=re.MULTILINE | re.DOTALL)
     assert found, "no example under 'Minutes in no time' in docs/testing.md"
     (tmp_path / "test_example.py").write_text(found[1], encoding="utf-8")

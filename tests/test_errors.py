@@ -14,6 +14,7 @@ from novita_video import (
     APITimeoutError,
     APIUnreachableError,
     AuthenticationError,
+    BackPressureError,
     BadRequestError,
     BatchAbortedError,
     ClientClosedError,
@@ -102,6 +103,7 @@ EVERY_ERROR: list[NovitaError] = [
     LocalFileError("no space left"),
     SpendCapReachedError("the spend cap is reached", Decimal("5.00"), Decimal("5.12")),
     BatchAbortedError("not sent", AuthenticationError("403", 403, "INVALID_API_KEY")),
+    BackPressureError("no turn within 2 s", 3.1),
 ]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 import textwrap
 from typing import Any
 
@@ -43,6 +44,18 @@ def _show_setting_defaults(function: griffe.Function) -> None:
             parameter.default = repr(getattr(getattr(settings, owner), field))
 
 
+def _drop_foreign_bases(cls: griffe.Class) -> None:
+    # "Bases: AsyncContextManagerMixin" says how Client is built, with a class of anyio's
+    # that a reader cannot use: only the package's own and Python's bases are shown.
+    kept = []
+    for base in cls.bases:
+        path = str(getattr(base, "canonical_path", base))
+        root = path.partition(".")[0]
+        if "." not in path or root == "novita_video" or root in sys.stdlib_module_names:
+            kept.append(base)
+    cls.bases = kept
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
@@ -63,6 +76,8 @@ class RestDocstrings(griffe.Extension):
         for obj in _walk(pkg):
             if isinstance(obj, griffe.Function):
                 _show_setting_defaults(obj)
+            if isinstance(obj, griffe.Class):
+                _drop_foreign_bases(obj)
             if obj.docstring is None and isinstance(obj, griffe.Attribute):
                 comment = _comment_above(obj)
                 if comment:

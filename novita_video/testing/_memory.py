@@ -27,8 +27,9 @@ import anyio.lowlevel
 from aiohttp import streams, web
 from aiohttp.test_utils import make_mocked_request
 
-from .._errors import APIConnectionError
-from .._transport import Response, Sending
+# The public names, as any transport of a user's own would import them.
+from novita_video import APIConnectionError, Response, Sending
+
 from ._server import FakeNovita
 
 __all__ = ["MemoryTransport"]
@@ -38,8 +39,12 @@ MEMORY_URL = "http://novita.memory"
 
 
 class MemoryTransport:
-    """A :class:`~novita_video._transport.Transport` that answers from ``fake`` in memory:
-    pass it as ``Client(transport=...)``. ``api_key`` defaults to the simulator's own."""
+    """A :class:`~novita_video.Transport` that answers from ``fake`` in memory: pass it
+    as ``Client(transport=...)``. ``api_key`` defaults to the simulator's own.
+
+    Written on the public seam alone (:class:`~novita_video.Transport`,
+    :class:`~novita_video.Response`, :class:`~novita_video.Sending`), as a transport of
+    your own would be."""
 
     #: It calls ``sending.mark_sent()`` as a POST's headers leave (see ``Transport``).
     reports_sending = True

@@ -3,6 +3,7 @@ and a proxy that makes the simulator misbehave on cue."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -97,7 +98,7 @@ def manifest(out: Path) -> list[dict[str, Any]]:
 
 def ledger(out: Path) -> list[dict[str, Any]]:
     """Every row of the ledger, in prompt order."""
-    with sqlite3.connect(out / ".novita" / "ledger.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(out / ".novita" / "ledger.sqlite")) as db, db:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute("SELECT * FROM prompts ORDER BY idx")]
 

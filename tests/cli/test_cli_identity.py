@@ -10,6 +10,7 @@ from runs of that code) is migrated without paying again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -58,7 +59,7 @@ def old_folder(out: Path, fixture: str, api: str = FIXTURE_API) -> dict[str, byt
     """``out`` as the code before left it: its ledger (from ``fixture``), and a clip file
     (distinct bytes) for every file the ledger names; the clips' bytes by name."""
     (out / ".novita").mkdir(parents=True)
-    with sqlite3.connect(out / ".novita" / "ledger.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(out / ".novita" / "ledger.sqlite")) as db, db:
         db.executescript((DATA / fixture).read_text(encoding="utf-8"))
         # The fixture was made against a simulator on another port: point it at ours.
         db.execute("UPDATE meta SET value = ? WHERE name = 'api'", (api,))
@@ -189,7 +190,7 @@ def test_the_ledger_keeps_what_was_asked_until_it_is_asked_again(tmp_path: Path)
 
 def test_an_old_ledger_is_migrated_in_place(tmp_path: Path) -> None:
     old_folder(tmp_path, "ledger-v1.sql")
-    with sqlite3.connect(tmp_path / ".novita" / "ledger.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / ".novita" / "ledger.sqlite")) as db, db:
         # A row of a ledger older still (before --model): no model, no request.
         db.execute(
             "UPDATE prompts SET model = NULL, request = NULL WHERE prompt = 'a red kite at dusk'"
@@ -240,7 +241,7 @@ def test_an_old_ledger_is_migrated_in_place(tmp_path: Path) -> None:
 def test_old_code_refuses_a_migrated_ledger(tmp_path: Path) -> None:
     old_folder(tmp_path, "ledger-v1.sql")
     Ledger.open(tmp_path, FIXTURE_API).close()
-    with sqlite3.connect(tmp_path / ".novita" / "ledger.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / ".novita" / "ledger.sqlite")) as db, db:
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
     db.close()
     # The check of the code before, as it was: anything but schema "1" is refused with
@@ -248,7 +249,7 @@ def test_old_code_refuses_a_migrated_ledger(tmp_path: Path) -> None:
     assert meta.get("schema") != "1"
     assert meta["schema"] == "2"
     # And a ledger of a later schema is refused here the same way.
-    with sqlite3.connect(tmp_path / ".novita" / "ledger.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / ".novita" / "ledger.sqlite")) as db, db:
         db.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
     db.close()
     with pytest.raises(LedgerError, match="written by another version"):
@@ -437,7 +438,7 @@ async def test_a_folder_of_the_code_before_is_migrated_without_paying_again(
         assert tasks_per_prompt(fake) == {"a new first line": 1}
     assert inodes(out) | on_disk == inodes(out)  # every old clip where it was, not rewritten
     assert all((out / name).read_bytes() == body for name, body in made.items())
-    with sqlite3.connect(out / ".novita" / "ledger.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(out / ".novita" / "ledger.sqlite")) as db, db:
         assert db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == ("2",)
     db.close()
 

@@ -7,6 +7,7 @@ unless ``--resubmit-unknown`` was asked for, and each clip is one whole file.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sqlite3
 from collections import Counter
@@ -135,7 +136,7 @@ async def test_ctrl_c_stops_submitting_and_says_what_is_outstanding(tmp_path: Pa
         assert "interrupted:" in stderr
         assert "not submitted" in stderr
         assert submitted < len(PROMPTS)
-        with sqlite3.connect(out / ".novita" / "ledger.sqlite") as db:
+        with contextlib.closing(sqlite3.connect(out / ".novita" / "ledger.sqlite")) as db, db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         rows = ledger(out)
         assert len(rows) == submitted
@@ -236,7 +237,7 @@ async def test_a_lost_or_emptied_ledger_never_means_paying_again(tmp_path: Path)
         for lose in ("emptied", "deleted"):
             database = out / ".novita" / "ledger.sqlite"
             if lose == "emptied":
-                with sqlite3.connect(database) as db:
+                with contextlib.closing(sqlite3.connect(database)) as db, db:
                     db.execute("DELETE FROM prompts")
             else:
                 for leftover in (out / ".novita").glob("ledger.sqlite*"):

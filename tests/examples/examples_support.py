@@ -29,8 +29,11 @@ APPS = ("fastapi", "aiohttp")
 
 
 @asynccontextmanager
-async def serving(app: str, fake: FakeNovita, *, api_key: str | None = None) -> AsyncIterator[str]:
-    """Run ``examples/<app>_app.py`` against ``fake``; yield its base URL.
+async def serving(
+    app: str, fake: FakeNovita, *, api_key: str | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """Run ``examples/<app>_app.py`` against ``fake`` (with ``env`` added to its
+    environment); yield its base URL.
 
     The server runs with ``-W error``, the subprocess's share of pytest's
     ``filterwarnings = ["error"]``: a deprecation warning there fails the test too.
@@ -42,6 +45,7 @@ async def serving(app: str, fake: FakeNovita, *, api_key: str | None = None) -> 
         "NOVITA_API_KEY": fake.api_key if api_key is None else api_key,
         # After any path already set, so the examples import the novita_video under test.
         "PYTHONPATH": os.pathsep.join(part for part in path if part),
+        **(env or {}),
     }
     command = [sys.executable, "-W", "error", str(HERE / "serve_example.py"), app]
     # stderr goes to a file, not a pipe: nothing has to drain it while the test runs.

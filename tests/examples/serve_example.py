@@ -1,4 +1,5 @@
-"""Serve one example app for the tests: ``python -W error serve_example.py fastapi|aiohttp``.
+"""Serve one example app for the tests: ``python -W error serve_example.py fastapi|aiohttp``
+(or ``metrics``, the FastAPI app with Prometheus metrics).
 
 It runs in a process of its own, so the app's event loop (and the loop-lag probe this
 script adds to it) shares nothing with the tests' load generator and simulator, not even
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import socket
 import sys
 from functools import partial
@@ -25,8 +27,10 @@ from novita_video import Client
 from tests.examples.loop_lag import LoopLag
 
 # The simulator has no limits, and 200 clips at Novita's documented 20 submits a minute
-# would take ten minutes: the tests lift the client's rates, nothing else.
-make_client = partial(Client, submit_rpm=None, poll_rpm=None)
+# would take ten minutes: the tests lift the client's rates, nothing else (unless a test
+# names a submit rate in EXAMPLE_SUBMIT_RPM, to see the app's back-pressure).
+_rpm = os.environ.get("EXAMPLE_SUBMIT_RPM")
+make_client = partial(Client, submit_rpm=float(_rpm) if _rpm else None, poll_rpm=None)
 # Fine enough to see a 50 ms stall.
 LAG_PROBE_EVERY = 0.01
 LAG_PATH = "/_test/loop-lag"
@@ -98,7 +102,7 @@ def main() -> None:
     name = sys.argv[1]
     module = importlib.import_module(f"examples.{name}_app")
     app = module.create_app(make_client)
-    if name == "fastapi":
+    if name != "aiohttp":  # fastapi, and metrics (the FastAPI app with /metrics)
 
         async def lag_json() -> dict[str, float | int]:
             return LAG.as_json()

@@ -266,3 +266,49 @@ async def test_an_account_novita_refuses_makes_the_service_unavailable(app: str)
         assert body["reason"] == "INVALID_API_KEY"
         assert "unavailable" in body["detail"]
         assert fake.stats.requests["submit"] == 1  # a refusal is not retried
+
+
+async def test_a_burst_is_answered_at_once_503_with_retry_after_or_202_once_sent(app: str) -> None:
+    """Twelve ``POST /clips`` at once, against a client limited to one submit a second
+    and an app that lets a submit wait 2.5 s for its turn.
+
+    The turns within reach (0, 1 and 2 s) are taken; every other request is answered
+    503 at once with ``Retry-After``, and none of theirs was sent. Every POST that left
+    takes 3 s to be answered (longer than the app's wait), and is answered 202 all the
+    same: a 503 after sending would make a caller's retry pay twice.
+    """
+    chaos = Chaos(submit_slow=1.0, slow_seconds=3.0)
+    env = {"EXAMPLE_SUBMIT_RPM": "60", "CLIPS_MAX_SUBMIT_WAIT": "2.5"}
+    async with (
+        FakeNovita(chaos=chaos) as fake,
+        serving(app, fake, env=env) as url,
+        session(url) as http,
+    ):
+        answers: list[tuple[int, float, dict[str, Any], str | None]] = []
+
+        async def post(index: int) -> None:
+            began = anyio.current_time()
+            async with http.post("/clips", json={"prompt": f"burst {index}"}) as got:
+                body = await got.json()
+                took = anyio.current_time() - began
+                answers.append((got.status, took, body, got.headers.get("Retry-After")))
+
+        async with anyio.create_task_group() as burst:
+            for index in range(12):
+                burst.start_soon(post, index)
+        truth = fake.stats
+    accepted = [answer for answer in answers if answer[0] == 202]
+    refused = [answer for answer in answers if answer[0] == 503]
+    assert len(accepted) + len(refused) == 12, answers
+    assert 2 <= len(accepted) <= 4, answers
+    # Nothing of a refused request was sent: one task per 202, no more.
+    assert truth.task_count == len(accepted)
+    assert {body["task_id"] for _, _, body, _ in accepted} == set(truth.tasks)
+    for _, took, body, retry_after in refused:
+        assert retry_after is not None
+        assert int(retry_after) >= 1
+        assert body["retry_after"] == int(retry_after)
+        # At once, not after the 2.5 s (lenient: two busy processes share the CPU).
+        assert took < 2.0, answers
+    for _, took, _, _ in accepted:
+        assert took >= 3.0  # the slow answer was awaited, past the app's 2.5 s

@@ -33,6 +33,7 @@ ERRORS: list[tuple[nv.NovitaError, int, dict[str, Any]]] = [
     (nv.APITimeoutError("slow"), 504, {}),
     (nv.ProtocolError("not JSON", "<html>"), 502, {}),
     (nv.ClientClosedError("closed"), 503, {}),
+    (nv.BackPressureError("no turn within 2 s", 2.2), 503, {"retry_after": 3}),
 ]
 
 
@@ -49,7 +50,8 @@ def test_error_answers(error: nv.NovitaError, status: int, fields: dict[str, Any
     else:
         assert body["detail"]
     # Only a rate limit says when to come back; a submit of unknown outcome never does.
-    expected_headers = {"Retry-After": "3"} if isinstance(error, nv.RateLimitError) else {}
+    says_when = isinstance(error, nv.RateLimitError | nv.BackPressureError)
+    expected_headers = {"Retry-After": "3"} if says_when else {}
     assert headers == expected_headers
 
 

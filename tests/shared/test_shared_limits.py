@@ -15,7 +15,7 @@ import anyio
 import pytest
 from aiohttp import web
 
-from novita_video import AdaptiveRate, Client, InvalidRequestError
+from novita_video import AdaptiveRate, BackPressureError, Client, InvalidRequestError
 from novita_video.testing import FakeNovita, RateLimit
 from novita_video.webhooks import aiohttp_handler
 from tests.shared.redis_support import RedisServer
@@ -110,6 +110,27 @@ async def test_one_workers_429_pauses_and_slows_every_worker(redis: RedisServer)
             assert theirs.per_minute == pytest.approx(300)  # ...and the rate halved for both
             await mine.acquire()
             assert mine.per_minute == pytest.approx(300)
+
+
+async def test_max_wait_counts_every_workers_turns_and_reserves_none(redis: RedisServer) -> None:
+    # Two workers at 30 submits a minute in all (a turn every 2 s): the first takes the
+    # turn now; the second, told to wait 0.5 s at most, is refused at once with the
+    # shared schedule's estimate, reserving nothing: the first's next turn is unchanged.
+    async with FakeNovita(task_duration=(0.2, 0.4)) as fake:
+        first = Client(fake.api_key, base_url=fake.url, submit_rpm=30, redis_url=redis.url)
+        second = Client(fake.api_key, base_url=fake.url, submit_rpm=30, redis_url=redis.url)
+        async with first, second:
+            assert second.statistics().shared
+            await first.submit("first worker")
+            began = anyio.current_time()
+            with pytest.raises(BackPressureError) as refused:
+                await second.submit("second worker", max_wait=0.5)
+            assert anyio.current_time() - began < 0.5  # at once, not after max_wait
+            assert 1.5 < refused.value.retry_after <= 2.1
+            assert fake.stats.task_count == 1  # nothing was sent
+            await first.submit("first again", max_wait=2.5)  # the slot was not taken
+            assert anyio.current_time() - began < 2.5
+        assert fake.stats.task_count == 2
 
 
 async def test_the_rate_is_earned_back_by_every_workers_accepted_requests(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, BinaryIO, Literal
 
-from novita_video._transport import Response, Sending
+from novita_video import Response, Sending
 from novita_video.testing import FakeNovita, MemoryTransport
 
 Answer = Callable[[], Awaitable[Response]]

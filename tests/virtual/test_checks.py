@@ -18,8 +18,7 @@ from typing import Any, BinaryIO, Literal
 import anyio
 import pytest
 
-from novita_video import Client, NovitaError, Outcome, ProtocolError, TaskResult
-from novita_video._transport import Response, Sending
+from novita_video import Client, NovitaError, Outcome, ProtocolError, Response, Sending, TaskResult
 from novita_video.testing import FakeNovita
 from tests.virtual.meddling import Answer, Meddling
 

@@ -60,7 +60,7 @@ class Tasks:
     #: Errors to raise, in order, per task id, before answering.
     errors: dict[str, list[NovitaError]] = attrs.Factory(dict)
 
-    async def fetch(self, task_id: str) -> TaskResult:
+    async def fetch(self, task_id: str, attempt: int = 1) -> TaskResult:
         now = anyio.current_time()
         self.checks[task_id] += 1
         self.checked_at.append((task_id, now))
