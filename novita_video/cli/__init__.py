@@ -16,6 +16,7 @@ handle one task or serve the built-in simulator. The modules, in the order a run
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -46,11 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     # The SDK's warnings (a batch stopped, a task created after a stop) are said by the
     # command in its own words; only errors are worth showing as they come.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("novita-video: %(message)s"))
-    logger = logging.getLogger("novita_video")
-    logger.addHandler(handler)
-    logger.setLevel(logging.ERROR)
+    # NOVITA_LOG=debug|info asks for the SDK's own lines (set up on import): left as asked.
+    if not os.environ.get("NOVITA_LOG", "").strip():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("novita-video: %(message)s"))
+        logger = logging.getLogger("novita_video")
+        logger.addHandler(handler)
+        logger.setLevel(logging.ERROR)
     try:
         return run_command(argv)
     except KeyboardInterrupt:
