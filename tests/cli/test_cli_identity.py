@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from novita_video import HailuoRequest, KlingT2VRequest, VideoRequest
+from novita_video.cli._gallery import write_gallery
 from novita_video.cli._inputs import PromptSource, Row
 from novita_video.cli._ledger import Ledger, LedgerError, State
-from novita_video.cli._outputs import Entry, clip_name, write_gallery, write_manifest
+from novita_video.cli._outputs import Entry, clip_name, write_manifest
 from novita_video.testing import FakeNovita
 from tests.cli.cli_support import (
     FAST,
