@@ -93,12 +93,16 @@ def write_gallery(manifest: Path, path: Path, *, notes: Iterable[str] = ()) -> N
     """Write ``index.html`` from ``manifest.jsonl``: every prompt, made or not.
 
     ``notes``: extra lines of plain text for the page's header, under the counts (what
-    the run cost, say); each is escaped.
+    the run cost, say); each is escaped. The manifest is read twice, for the counts and
+    then for the cards, each card written as it is read: a run's memory does not grow
+    with its gallery.
     """
-    cards = [_card(entry) for entry in read_manifest(manifest)]
+    groups: Counter[str] = Counter()
+    models: Counter[str] = Counter()
+    for entry in read_manifest(manifest):
+        groups[_group(kind_of(entry))] += 1
+        models[entry.model] += 1
     heading = html.escape(counts(manifest))
-    groups = Counter(_group(card["k"]) for card in cards)
-    models = Counter(card["m"] for card in cards)
     with replacing_text(path) as file:
         file.write(
             '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -109,7 +113,7 @@ def write_gallery(manifest: Path, path: Path, *, notes: Iterable[str] = ()) -> N
         )
         for note in notes:
             file.write(f'<p class="note">{html.escape(note)}</p>\n')
-        file.write(_controls(len(cards), groups, models))
+        file.write(_controls(groups.total(), groups, models))
         file.write(
             "</header>\n"
             '<main id="cards" aria-live="polite"></main>\n'
@@ -117,9 +121,11 @@ def write_gallery(manifest: Path, path: Path, *, notes: Iterable[str] = ()) -> N
             "<noscript><p>This gallery is drawn by JavaScript; "
             '<a href="manifest.jsonl">manifest.jsonl</a> lists every clip.</p></noscript>\n'
             '<script type="application/json" id="gallery-data">'
+            f'{{"page":{PAGE_SIZE},"cards":['
         )
-        file.write(_script_json({"page": PAGE_SIZE, "cards": cards}))
-        file.write(f"</script>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")
+        for number, entry in enumerate(read_manifest(manifest)):
+            file.write(("," if number else "") + _script_json(_card(entry)))
+        file.write(f"]}}</script>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")
 
 
 def _controls(total: int, groups: Counter[str], models: Counter[str]) -> str:
