@@ -258,8 +258,8 @@ def _say_retrying(failed: int) -> None:
         _say("--retry-failed: no prompt of this file has a failed task; none is sent again")
         return
     _say(
-        f"--retry-failed: sending {failed} prompt(s) whose task failed again, each a new "
-        "task (paid for again); their failed tasks stay in the ledger as earlier attempts"
+        f"--retry-failed: sending again the {failed} prompt(s) whose task failed: a new "
+        "task each (paid for again); their failed tasks stay in the ledger as earlier attempts"
     )
 
 

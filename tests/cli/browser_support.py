@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -57,6 +58,7 @@ class Browser:
         self._ids = itertools.count(1)
         self._waiting: dict[int, anyio.abc.ObjectSendStream[dict[str, Any]]] = {}
         self._events: list[tuple[str | None, str, anyio.abc.ObjectSendStream[dict[str, Any]]]] = []
+        self._receivers: list[anyio.abc.ObjectReceiveStream[dict[str, Any]]] = []
 
     async def _read(self) -> None:
         async for message in self._socket:
@@ -66,7 +68,8 @@ class Browser:
             if "id" in data:
                 sender = self._waiting.pop(data["id"], None)
                 if sender is not None:
-                    await sender.send(data)
+                    with sender:
+                        await sender.send(data)
                 continue
             for session, method, sender in list(self._events):
                 if method == data.get("method") and session == data.get("sessionId"):
@@ -86,9 +89,10 @@ class Browser:
         message: dict[str, Any] = {"id": number, "method": method, "params": params or {}}
         if session is not None:
             message["sessionId"] = session
-        await self._socket.send_str(json.dumps(message))
-        with anyio.fail_after(60):
-            answer = await receiver.receive()
+        with receiver:
+            await self._socket.send_str(json.dumps(message))
+            with anyio.fail_after(60):
+                answer = await receiver.receive()
         if "error" in answer:
             raise BrowserError(f"{method}: {answer['error']}")
         result: dict[str, Any] = answer.get("result", {})
@@ -98,7 +102,20 @@ class Browser:
         """Every ``method`` event of ``session`` from now on (the last 1000 kept)."""
         sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](1000)
         self._events.append((session, method, sender))
+        self._receivers.append(receiver)
         return receiver
+
+    def close(self) -> None:
+        """Close every stream of commands and events (the connection is going)."""
+        for sender in self._waiting.values():
+            sender.close()
+        self._waiting.clear()
+        for _, _, sender in self._events:
+            sender.close()
+        self._events.clear()
+        for receiver in self._receivers:
+            receiver.close()
+        self._receivers.clear()
 
     async def new_page(self, width: int = 1280, height: int = 900) -> Page:
         """A new tab of ``width`` x ``height`` CSS pixels, attached."""
@@ -198,7 +215,11 @@ async def chromium(profile: Path | None = None) -> AsyncIterator[Browser]:
     """A headless Chromium for one block; closed (and its profile removed) after it."""
     if CHROMIUM is None:
         raise BrowserError("no chromium on PATH (apt-get install -y chromium)")
-    with tempfile.TemporaryDirectory(prefix="novita-chromium-") as scratch:
+    # Its helpers (renderers, the zygote) may still be writing in the profile a moment
+    # after the browser ends: what is left there then is not an error.
+    with tempfile.TemporaryDirectory(
+        prefix="novita-chromium-", ignore_cleanup_errors=True
+    ) as scratch:
         home = Path(profile or scratch)
         port_file = home / "DevToolsActivePort"
         port_file.unlink(missing_ok=True)
@@ -208,6 +229,8 @@ async def chromium(profile: Path | None = None) -> AsyncIterator[Browser]:
             stderr=subprocess.DEVNULL,
             # No proxy, no crash reporter: the browser has no business on the network.
             env={**os.environ, "no_proxy": "*"},
+            # A group of its own: the browser and every helper it starts end together.
+            start_new_session=True,
         )
         try:
             with anyio.fail_after(60):
@@ -227,11 +250,12 @@ async def chromium(profile: Path | None = None) -> AsyncIterator[Browser]:
                     yield browser
                 finally:
                     group.cancel_scope.cancel()
+                    browser.close()
         finally:
-            if process.returncode is None:
-                process.terminate()
-                with anyio.move_on_after(10):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            with anyio.move_on_after(10):
+                await process.wait()
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what is left of the group
             await process.aclose()

@@ -80,8 +80,8 @@ async def test_exactly_the_failed_are_sent_again_and_nothing_twice(tmp_path: Pat
         lines = retried.stderr.splitlines()
         said = next(n for n, line in enumerate(lines) if "--retry-failed:" in line)
         assert lines[said] == (
-            f"novita-video: --retry-failed: sending {len(once)} prompt(s) whose task failed "
-            "again, each a new task (paid for again); their failed tasks stay in the "
+            f"novita-video: --retry-failed: sending again the {len(once)} prompt(s) whose task "
+            "failed: a new task each (paid for again); their failed tasks stay in the "
             "ledger as earlier attempts"
         )
         assert said < next(n for n, line in enumerate(lines) if " elapsed: " in line)
@@ -139,7 +139,7 @@ async def test_a_prompt_in_doubt_is_never_retried(tmp_path: Path) -> None:
         made = tasks_per_prompt(fake)
 
         retried = await run_cli(*args, "--retry-failed", env=env)
-        assert "sending 4 prompt(s) whose task failed again" in retried.stderr
+        assert "sending again the 4 prompt(s) whose task failed" in retried.stderr
         after = tasks_per_prompt(fake)
         assert after - made == Counter({p: 1 for p in prompts if p not in in_doubt})
         assert all(after[p] == 1 for p in in_doubt)  # the held POSTs' tasks, never another
