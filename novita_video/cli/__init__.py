@@ -9,8 +9,9 @@ handle one task or serve the built-in simulator. The modules, in the order a run
     _inputs    .txt / .jsonl / .csv / stdin, read lazily with line numbers, checked first
     _ledger    DIR/.novita/ledger.sqlite: intent before each POST, task id after, outcome
     _run       the second pass: submit, resume, poll, download, record
-    _progress  counts, pace and ETA on stderr (rich on a terminal, plain lines otherwise)
-    _outputs   clip names, manifest.jsonl and the index.html gallery
+    _progress  counts, elapsed time and ETA on stderr (rich on a terminal, plain lines otherwise)
+    _outputs   clip names and manifest.jsonl
+    _gallery   index.html: the manifest as data, drawn a page at a time, offline
 """
 
 from __future__ import annotations
