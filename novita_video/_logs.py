@@ -63,10 +63,10 @@ class SecretsFilter(logging.Filter):
     """Redacts each record's message and traceback once, before any handler sees it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
+        # The message is made here, once, and the arguments dropped: a handler that keeps
+        # records (pytest's, a buffer) then holds a line, not the error it was made from
+        # (and through its traceback every frame of the request that failed).
+        record.msg, record.args = redact(record.getMessage()), None
         if record.exc_info and not record.exc_text:
             # Formatted once here, redacted, and cached where every formatter looks first.
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))

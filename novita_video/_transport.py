@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
-from ._errors import APIStatusError, status_error_class
+from ._errors import APIConnectionError, APIStatusError, status_error_class
 from ._retry import parse_retry_after
 from ._wire import parse_error
 
@@ -192,13 +192,15 @@ class MockTransport:
     """A transport that answers every request with ``handler(request)``: a test double.
 
     ``handler`` takes a :class:`TransportRequest` and returns a :class:`Response`; it may
-    be a plain function or an async one. It plays the server: a POST has left when it
-    is called (a cancellation no longer stops that submit), so what it raises decides
+    be a plain function or an async one. It plays the server, and what it raises decides
     what the client believes, as a real connection would. Raise
     ``APIConnectionError(..., maybe_sent=False)`` to play a connection that could not be
     opened (the client retries it, nothing was created), ``maybe_sent=True`` for one
-    dropped after the request left (a submit then ends in doubt, never resent). A clip
-    download writes the body of a 2xx answer to the file.
+    dropped after the request left (a submit then ends in doubt, never resent). A POST
+    is reported sent (``Sending.mark_sent``) once the handler has answered, or raised
+    anything but a connection that never opened; a cancellation inside an async handler
+    leaves that submit in doubt. A clip download writes the body of a 2xx answer to the
+    file.
 
     >>> import novita_video
     >>> def handler(request: novita_video.TransportRequest) -> novita_video.Response:
@@ -210,8 +212,8 @@ class MockTransport:
     ``requests`` lists every request it was sent, in order.
     """
 
-    #: Each POST is taken as sent when the handler is called (see :class:`Transport`).
-    reports_sending = False
+    #: It says when a POST was sent, after its handler (see the class docstring).
+    reports_sending = True
 
     def __init__(self, handler: Handler) -> None:
         if not callable(handler):
@@ -239,7 +241,19 @@ class MockTransport:
         sending: Sending | None = None,
     ) -> Response:
         """The handler's answer to one API request."""
-        return await self._answer(TransportRequest(method, path, dict(params or {}), json))
+        try:
+            response = await self._answer(TransportRequest(method, path, dict(params or {}), json))
+        except APIConnectionError as error:
+            if error.maybe_sent and sending is not None:
+                sending.mark_sent()
+            raise
+        except BaseException:
+            if sending is not None:
+                sending.mark_sent()  # the handler (the server) may have acted
+            raise
+        if sending is not None:
+            sending.mark_sent()
+        return response
 
     async def download(self, url: str, file: BinaryIO) -> Response:
         """The handler's answer to a clip download; a 2xx body goes into ``file``."""

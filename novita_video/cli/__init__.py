@@ -10,14 +10,16 @@ modules, in the order a run uses them:
     _inputs    .txt / .jsonl / .csv / stdin, read lazily with line numbers, checked first
     _ledger    DIR/.novita/ledger.sqlite: intent before each POST, task id after, outcome
     _run       the second pass: submit, resume, poll, download, record
-    _progress  counts, pace and ETA on stderr (rich on a terminal, plain lines otherwise)
-    _outputs   clip names, manifest.jsonl and the index.html gallery
+    _progress  counts, elapsed time and ETA on stderr (rich on a terminal, plain lines otherwise)
+    _outputs   clip names and manifest.jsonl
+    _gallery   index.html: the manifest as data, drawn a page at a time, offline
     _spend     DIR/.novita/spend.json (the folder's spend cap) and DIR/runs.jsonl
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -48,11 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     # The SDK's warnings (a batch stopped, a task created after a stop) are said by the
     # command in its own words; only errors are worth showing as they come.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("novita-video: %(message)s"))
-    logger = logging.getLogger("novita_video")
-    logger.addHandler(handler)
-    logger.setLevel(logging.ERROR)
+    # NOVITA_LOG=debug|info asks for the SDK's own lines (set up on import): left as asked.
+    if not os.environ.get("NOVITA_LOG", "").strip():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("novita-video: %(message)s"))
+        logger = logging.getLogger("novita_video")
+        logger.addHandler(handler)
+        logger.setLevel(logging.ERROR)
     try:
         return run_command(argv)
     except KeyboardInterrupt:

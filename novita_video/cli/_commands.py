@@ -52,11 +52,12 @@ from .._errors import (
     SpendCapReachedError,
 )
 from .._http import HTTPTransport
-from .._models import TaskResult, TaskTimeoutError
+from .._models import TaskResult, TaskStatus, TaskTimeoutError
 from .._requests import MODELS, VideoRequest
 from .._settings import DEFAULT_BATCH, DEFAULT_HTTP
 from .._unified import ALIASES, UNIFIED_PATH, CatalogModel, canonical_model, require_jsonschema
 from .._version import __version__
+from ._gallery import write_gallery
 from ._inputs import FORMATS, InputError, ModelSpec, PromptSource, model_fields
 from ._ledger import Ledger, LedgerError, State
 from ._outputs import (
@@ -65,7 +66,6 @@ from ._outputs import (
     failures,
     remove_leftovers,
     slugify,
-    write_gallery,
     write_manifest,
 )
 from ._progress import Tally, format_duration, make_reporter
@@ -219,7 +219,11 @@ def _batch(args: argparse.Namespace) -> int:
         with contextlib.closing(ledger):
             remove_leftovers(out)
             if not args.quiet:
-                _say_resumed(out, ledger.counts(), resubmit=args.resubmit_unknown)
+                _say_resumed(
+                    out, ledger.counts(), resubmit=args.resubmit_unknown, simulate=args.simulate
+                )
+                if args.retry_failed:
+                    _say_retrying(ledger.failed_count(row.key for row in source.rows()))
             try:
                 return anyio.run(_run_batch, args, key, source, ledger, validation.count)
             except Exception as error:
@@ -312,7 +316,9 @@ def _out_problem(out: Path, error: OSError) -> str:
     return f"cannot be used ({error.strerror or error})"
 
 
-def _say_resumed(out: Path, counts: dict[State, int], *, resubmit: bool) -> None:
+def _say_resumed(
+    out: Path, counts: dict[State, int], *, resubmit: bool, simulate: bool = False
+) -> None:
     """What an earlier run left in ``out``, before this one goes on from there."""
     if not counts:
         return
@@ -321,14 +327,34 @@ def _say_resumed(out: Path, counts: dict[State, int], *, resubmit: bool) -> None
     running = counts.get(State.SUBMITTED, 0)
     unknown = counts.get(State.SENDING, 0) + counts.get(State.UNKNOWN, 0)
     parts = [f"{made} clip(s) made"]
-    if running:
+    if running and simulate:
+        # Each --simulate run starts a simulator of its own: the last one, and its
+        # tasks, ended with its run.
+        parts.append(
+            f"{running} task(s) of an earlier run's simulator, which ended with it "
+            "(made again by this run's)"
+        )
+    elif running:
         parts.append(f"{running} task(s) still being made (waiting for them, not resubmitting)")
     if failed:
         parts.append(f"{failed} failed (refused ones are sent again)")
-    if unknown:
+    if unknown and simulate:
+        parts.append(f"{unknown} unknown (sent again: the simulator that may have made them ended)")
+    elif unknown:
         what = "sending them again (--resubmit-unknown)" if resubmit else "not sent again"
         parts.append(f"{unknown} unknown ({what})")
     _say(f"resuming {out}: an earlier run left " + ", ".join(parts))
+
+
+def _say_retrying(failed: int) -> None:
+    """``--retry-failed``: how many prompts will be sent again, before any is."""
+    if not failed:
+        _say("--retry-failed: no prompt of this file has a failed task; none is sent again")
+        return
+    _say(
+        f"--retry-failed: sending again the {failed} prompt(s) whose task failed: a new "
+        "task each (paid for again); their failed tasks stay in the ledger as earlier attempts"
+    )
 
 
 def _innermost(error: BaseException) -> BaseException:
@@ -374,13 +400,20 @@ async def _batch_run(
         tasks_survive=not args.simulate,
         task_timeout=args.task_timeout,
         stop_timeout=args.stop_timeout,
+        retry_failed=args.retry_failed,
     )
-    tally = Tally(total)
+    tally = Tally(total, rpm=rpm)
     async with contextlib.AsyncExitStack() as stack:
         url = _base_url()
         if args.simulate:
             fake = await stack.enter_async_context(_simulator())
             key, url = fake.api_key, fake.url
+            if not args.quiet:
+                _say(
+                    f"simulating: a simulator of Novita's API started for this run on "
+                    f"{fake.url} ({_SIMULATOR_HELP}); nothing is sent to Novita, nothing is "
+                    "billed, and its tasks end with this run"
+                )
         try:
             # The SDK's own transport, in a Wire: a stop can give up the POSTs on the wire.
             wire = Wire(
@@ -571,7 +604,7 @@ def _report(
     written = False
     try:
         write_manifest(counts.counting(entries), manifest)
-        write_gallery(manifest, out / "index.html", note=money.note())
+        write_gallery(manifest, out / "index.html", notes=[money.note()])
         written = True
     except OSError as error:
         _say(f"cannot write to {out}: {error}")
@@ -580,8 +613,8 @@ def _report(
         _say(_explain(run.fatal))
         return USAGE
     if written and not args.quiet:
-        _summarize(run, counts, out, seconds)
         _say(money.sentence())
+        _summarize(run, counts, out, seconds, simulate=args.simulate)
         _list_failures(manifest)
     # Said even with --quiet: each may have cost money, and only here is it said.
     _list_in_doubt(run)
@@ -641,20 +674,34 @@ class Counts:
         return self.made if kind == "made" else self.others[kind]
 
 
-def _summarize(run: Run, counts: Counts, out: Path, seconds: float) -> None:
+def _summarize(
+    run: Run, counts: Counts, out: Path, seconds: float, *, simulate: bool = False
+) -> None:
     made = ", ".join(
         [f"{counts.made} of {counts.total} clips made"]
         + [f"{counts[kind]} {kind}" for kind in Counts.KINDS if counts[kind]]
     )
     _say(f"{made} in {format_duration(seconds)}; see {out / 'index.html'}")
-    if run.stopped_by is not None:
+    if run.stopped_by is not None and simulate:
+        _say(
+            f"{_stopped(run.stopped_by)}: {counts['pending']} task(s) were still being made "
+            f"by this run's simulator, which ended with it, and {counts['not submitted']} "
+            "prompt(s) were not submitted; run the same command again to make them (each "
+            "--simulate run starts a new simulator)"
+        )
+    elif run.stopped_by is not None:
         _say(
             f"{_stopped(run.stopped_by)}: {counts['pending']} task(s) still being made at "
             f"Novita (their ids are in the ledger) and {counts['not submitted']} prompt(s) "
             "not submitted; run the same command again to resume (no prompt with a task "
             "is submitted again)"
         )
-    if counts["unknown"]:
+    if counts["unknown"] and simulate:
+        _say(
+            f"{counts['unknown']} prompt(s) are unknown: the run stopped while their submits "
+            "were in flight; the next --simulate run sends them again (nothing was billed)"
+        )
+    elif counts["unknown"]:
         _say(
             f"{counts['unknown']} prompt(s) are unknown: a run stopped while their submits were "
             "in flight, so Novita may have made (and billed) their tasks; check your dashboard, "
@@ -716,10 +763,26 @@ def _list_failures(manifest: Path) -> None:
         _line(f"  and {more} more, see {manifest}")
 
 
+#: A task's status in the manifest's words (``succeeded``, not Novita's ``SUCCEED``); a
+#: task not final is ``queued`` or ``processing`` at Novita (``pending`` in a manifest).
+STATUS_WORDS: Final = {
+    TaskStatus.QUEUED: "queued",
+    TaskStatus.PROCESSING: "processing",
+    TaskStatus.SUCCEED: "succeeded",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "cancelled",
+    TaskStatus.UNKNOWN: "unknown",
+}
+
+
+def _status_word(result: TaskResult) -> str:
+    return STATUS_WORDS.get(result.status, result.status.name.lower())
+
+
 def _result_json(result: TaskResult) -> dict[str, Any]:
     return {
         "task_id": result.task_id,
-        "status": result.status.name.lower(),
+        "status": _status_word(result),
         "progress": result.progress,
         "eta": result.eta,
         "reason": result.reason or None,
@@ -728,7 +791,7 @@ def _result_json(result: TaskResult) -> dict[str, Any]:
 
 
 def _describe(result: TaskResult) -> str:
-    text = f"{result.task_id}: {result.status.name.lower()}"
+    text = f"{result.task_id}: {_status_word(result)}"
     if not result.is_final:
         eta = f", about {format_duration(result.eta)} left" if result.eta else ""
         text += f" ({result.progress}%{eta})"
@@ -737,12 +800,28 @@ def _describe(result: TaskResult) -> str:
     return text
 
 
-def _client_errors(error: NovitaError) -> int:
+#: Why a task id is not found by ``status --simulate`` / ``wait --simulate``.
+_SIMULATED_IDS: Final = (
+    "task ids from `batch --simulate` cannot be found this way: each such run has a "
+    "simulator of its own, which ended with it"
+)
+
+
+def _client_errors(error: NovitaError, *, simulate: bool = False) -> int:
     if isinstance(error, NotFoundError):
-        _say(f"no such task ({error})")
+        where = f"the simulator at {SIMULATOR_URL} has" if simulate else "Novita has"
+        why = f"; {_SIMULATED_IDS}" if simulate else ""
+        _say(f"no such task: {where} no task of that id ({error}){why}")
         return SOME_FAILED
     if isinstance(error, APIUnreachableError):
-        _say(_explain(error))
+        if simulate:
+            _say(
+                f"nothing answers at {SIMULATOR_URL}: --simulate asks a simulator started "
+                "with `novita-video simulate` (in another terminal) and its tasks; "
+                f"{_SIMULATED_IDS}"
+            )
+        else:
+            _say(_explain(error))
         return USAGE
     if error.dooms_batch:
         _say(_explain(error))
@@ -781,7 +860,7 @@ def _status(args: argparse.Namespace) -> int:
             _say(str(error))
             return USAGE
         except NovitaError as error:
-            return _client_errors(error)
+            return _client_errors(error, simulate=args.simulate)
         print(json.dumps(_result_json(result)) if args.json else _describe(result))
         if result.video_url and not args.json:
             print(result.video_url)
@@ -809,7 +888,7 @@ def _wait(args: argparse.Namespace) -> int:
             _say(str(error))
             return SOME_FAILED
         except NovitaError as error:
-            return _client_errors(error)
+            return _client_errors(error, simulate=args.simulate)
         except OSError as error:
             _say(f"cannot write the clip: {error}")
             return SOME_FAILED
@@ -1111,6 +1190,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "send again the prompts whose submit was in flight when a run stopped "
             "(Novita may have made, and billed, their tasks already)"
+        ),
+    )
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help=(
+            "send again the prompts whose task failed (moderation, an error at Novita): a "
+            "new task each, paid for again; says how many first. Never the unknown ones "
+            "(see --resubmit-unknown)"
         ),
     )
     batch.add_argument(

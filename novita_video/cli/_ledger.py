@@ -44,6 +44,17 @@ holds; the other's clip is downloaded again from its task. The schema version go
 "2", so an older novita-video refuses the folder ("written by another version") instead
 of paying for every prompt again.
 
+Every attempt of a prompt is kept. A prompt sent again while its row holds a task id
+(``--retry-failed`` after a failed task; a ``--simulate`` run, whose earlier simulator
+has gone) moves that task to the ``attempts`` table, in the same transaction as the new
+intent: the row always describes the latest attempt, and ``attempts`` every earlier task
+id with how it ended, so paying again on purpose stays on record. A send that provably
+left nothing (:meth:`Ledger.restore`) takes its attempt back out. Rows also keep when
+their task was created (``submitted_at``) and seen final (``ended_at``): the gallery's
+time to make. The table and the columns are added in place, without a new schema
+version: code of schema 2 that knows neither still reads every row right (the row is
+the latest attempt) and never pays again.
+
 A ledger is the only memory of what was paid for, so losing it must never mean paying
 again: a ledger that holds no prompt while the folder's ``manifest.jsonl`` lists some as
 sent (the ledger was deleted, emptied or replaced) is refused, as is a damaged one, with
@@ -64,7 +75,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -94,9 +105,35 @@ CREATE TABLE IF NOT EXISTS prompts (
     error TEXT,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    key TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    model TEXT,
+    request TEXT,
+    submitted_at REAL,
+    ended_at REAL,
+    replaced_at REAL NOT NULL,
+    PRIMARY KEY (key, task_id)
+);
 """
 #: Columns added since the first schema, with their types; added in place when missing.
-_ADDED_COLUMNS: Final = (("model", "TEXT"), ("request", "TEXT"))
+_ADDED_COLUMNS: Final = (
+    ("model", "TEXT"),
+    ("request", "TEXT"),
+    ("submitted_at", "REAL"),
+    ("ended_at", "REAL"),
+)
+#: A row's task becomes an earlier attempt: copied before the row is sent again.
+_ARCHIVE: Final = """
+INSERT OR REPLACE INTO attempts (key, task_id, state, error, model, request, submitted_at,
+                                 ended_at, replaced_at)
+SELECT key, task_id, state, error, model, request, submitted_at, ended_at, ?
+FROM prompts WHERE key = ? AND task_id IS NOT NULL
+"""
+#: States in which a row's task has ended (``ended_at`` is when it was seen so).
+_ENDED: Final = ("succeeded", "failed")
 #: Which prompt's clip a file is, asked before each download.
 _FILE_INDEX: Final = "CREATE INDEX IF NOT EXISTS prompts_file ON prompts (file)"
 
@@ -122,6 +159,18 @@ class Record:
     error: str | None
     #: What its latest POST asked for: the request's fields as JSON (``None``: not known).
     request: str | None = None
+    #: When its task was created and seen final (Unix seconds; ``None``: not known).
+    submitted_at: float | None = None
+    ended_at: float | None = None
+    #: The task ids of its earlier attempts, oldest first (see the module docstring).
+    earlier: tuple[str, ...] = ()
+
+    @property
+    def time_to_make(self) -> float | None:
+        """Seconds from its task's creation to its end, when both were seen."""
+        if self.submitted_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.submitted_at)
 
 
 def _sent_in_manifest(manifest: Path) -> int:
@@ -163,6 +212,10 @@ class Ledger:
         self._db = connection
         self._lock = lock
         self._claims: dict[str, str] = {}  # file name -> the key of the prompt it is for
+        # Whether any prompt has an earlier attempt: until one has, reads skip the table.
+        self._attempted = (
+            connection.execute("SELECT 1 FROM attempts LIMIT 1").fetchone() is not None
+        )
 
     @classmethod
     def open(cls, out: Path, api: str) -> Ledger:
@@ -330,12 +383,31 @@ class Ledger:
     def get(self, key: str) -> Record | None:
         """The record of the prompt with this key, if it has one."""
         found = self._db.execute(
-            "SELECT state, task_id, file, error, request FROM prompts WHERE key = ?", (key,)
+            "SELECT state, task_id, file, error, request, submitted_at, ended_at FROM prompts"
+            " WHERE key = ?",
+            (key,),
         ).fetchone()
         if found is None:
             return None
-        state, task_id, file, error, request = found
-        return Record(State(state), task_id, file, error, request)
+        state, task_id, file, error, request, submitted_at, ended_at = found
+        earlier: tuple[str, ...] = ()
+        if self._attempted:
+            earlier = tuple(
+                task
+                for (task,) in self._db.execute(
+                    "SELECT task_id FROM attempts WHERE key = ? ORDER BY replaced_at, rowid",
+                    (key,),
+                )
+            )
+        return Record(State(state), task_id, file, error, request, submitted_at, ended_at, earlier)
+
+    def failed_count(self, keys: Iterable[str]) -> int:
+        """How many of the prompts ``keys`` have a task that failed (``--retry-failed``)."""
+        found = 0
+        for key in keys:
+            row = self._db.execute("SELECT state FROM prompts WHERE key = ?", (key,)).fetchone()
+            found += row is not None and row[0] == State.FAILED.value
+        return found
 
     def claim_file(self, name: str, key: str) -> bool:
         """Take the clip file ``name`` for the prompt ``key``: False when another prompt's
@@ -359,12 +431,25 @@ class Ledger:
     def restore(self, row: Row, record: Record | None) -> None:
         """Put ``row``'s record back as it was (``None``: no record), one committed
         statement: a send of this run that provably made nothing leaves no trace."""
-        if record is None:
-            self._db.execute("DELETE FROM prompts WHERE key = ?", (row.key,))
-        else:
+        with _transaction(self._db):
+            if record is None:
+                self._db.execute("DELETE FROM prompts WHERE key = ?", (row.key,))
+                return
+            if record.task_id is not None:  # it is the latest attempt again
+                self._db.execute(
+                    "DELETE FROM attempts WHERE key = ? AND task_id = ?", (row.key, record.task_id)
+                )
             # What was asked for goes back too (the try of this run may have changed it).
             asked = None if record.request is None else json.loads(record.request)
-            self._put(row, record.state, record.task_id, record.file, record.error, asked=asked)
+            self._put(
+                row,
+                record.state,
+                record.task_id,
+                record.file,
+                record.error,
+                asked=asked,
+                times=(record.submitted_at, record.ended_at),
+            )
 
     def write(
         self,
@@ -376,9 +461,19 @@ class Ledger:
         error: str | None = None,
     ) -> None:
         """Record the prompt ``row`` as ``state`` (one committed transaction); ``sending``
-        also records its request as what was asked for."""
-        asked = request_fields(row.request) if state is State.SENDING else None
-        self._put(row, state, task_id, file, error, asked=asked)
+        also records its request as what was asked for, and makes a task the row holds an
+        earlier attempt."""
+        now = time.time()
+        times = (now if task_id is not None else None, now if state.value in _ENDED else None)
+        if state is not State.SENDING:
+            self._put(row, state, task_id, file, error, asked=None, times=times)
+            return
+        with _transaction(self._db):
+            archived = self._db.execute(_ARCHIVE, (now, row.key)).rowcount
+            self._put(
+                row, state, task_id, file, error, asked=request_fields(row.request), times=times
+            )
+        self._attempted = self._attempted or archived > 0
 
     def _put(
         self,
@@ -389,9 +484,11 @@ class Ledger:
         error: str | None,
         *,
         asked: Mapping[str, Any] | None,
+        times: tuple[float | None, float | None],
     ) -> None:
-        """One committed statement; ``asked``: the request's fields to record as what was
-        asked for, ``None`` to keep those the row has (a new row gets ``row``'s)."""
+        """One statement; ``asked``: the request's fields to record as what was asked for,
+        ``None`` to keep those the row has (a new row gets ``row``'s); ``times``: when a
+        task was created and ended, taken where the row's task is not the one it had."""
         request = row.request
         # What was asked for changes only when it is asked for again (an id line whose
         # text was corrected keeps the text its task was made from until then).
@@ -415,18 +512,27 @@ class Ledger:
                 time.time(),
                 request.endpoint,
                 json.dumps(fields, ensure_ascii=False),
+                *times,
             ),
         )
 
 
 _INSERT: Final = """
 INSERT INTO prompts (key, idx, line, user_id, prompt, image_url, enable_prompt_expansion,
-                     state, task_id, file, error, updated_at, model, request)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     state, task_id, file, error, updated_at, model, request,
+                     submitted_at, ended_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
     idx = excluded.idx, line = excluded.line, user_id = excluded.user_id,
     state = excluded.state, task_id = excluded.task_id, file = excluded.file,
-    error = excluded.error, updated_at = excluded.updated_at
+    error = excluded.error, updated_at = excluded.updated_at,
+    -- The same task keeps the times it has (none, for a row older than the columns).
+    submitted_at = CASE WHEN prompts.task_id IS excluded.task_id THEN prompts.submitted_at
+                        ELSE excluded.submitted_at END,
+    ended_at = CASE WHEN excluded.state NOT IN ('succeeded', 'failed') THEN NULL
+                    WHEN prompts.task_id IS excluded.task_id
+                         AND prompts.state IN ('succeeded', 'failed') THEN prompts.ended_at
+                    ELSE excluded.ended_at END
 """
 _ASKED: Final = """,
     prompt = excluded.prompt, image_url = excluded.image_url,

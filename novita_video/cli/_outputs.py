@@ -1,4 +1,4 @@
-"""What a batch leaves for people: clip file names, ``manifest.jsonl`` and ``index.html``.
+"""What a batch leaves for people: clip file names and ``manifest.jsonl``.
 
 Clip names come from the input, never from the server: ``<slug>-<hash>.mp4``, a short
 ASCII slug of the prompt's text and the first 8 hex digits of its identity
@@ -11,17 +11,17 @@ is already there (or another prompt's record names it), the next of ``<slug>-<ha
 ``-3``, ... is taken, so no paid clip is ever written over.
 
 The manifest has one JSON line per prompt of the input, with the ``model`` it is made
-with; the gallery is made from the manifest, one ``<video>`` per clip with its prompt, and
-each failure with its reason. Both are written to a temporary file and renamed into
-place, so a reader never sees half of one. A prompt known by its ``id`` whose fields were
-changed since its task was sent keeps that task and clip: its line says what they were
-made from (``made_from``), and the command says so on stderr (:func:`changed_since_sent`).
+with; the gallery (:mod:`._gallery`) is made from the manifest. Both are written to a
+temporary file and renamed into place, so a reader never sees half of one. A prompt known
+by its ``id`` whose fields were changed since its task was sent keeps that task and clip:
+its line says what they were made from (``made_from``), and the command says so on
+stderr (:func:`changed_since_sent`). Each line also has the task's ``time_to_make`` and the
+``earlier_tasks`` of a prompt sent again on purpose (``--retry-failed``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import html
 import io
 import itertools
 import json
@@ -32,7 +32,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Final
-from urllib.parse import quote
 
 import attrs
 
@@ -46,9 +45,11 @@ __all__ = [
     "clip_name",
     "counts",
     "failures",
+    "kind_of",
+    "read_manifest",
     "remove_leftovers",
+    "replacing_text",
     "slugify",
-    "write_gallery",
     "write_manifest",
 ]
 
@@ -139,6 +140,10 @@ def changed_since_sent(row: Row, record: Record | None) -> str | None:
     )
 
 
+def _task_ids(ids: Iterable[str]) -> tuple[str, ...]:
+    return tuple(ids)  # a JSON list read back, or a tuple
+
+
 @attrs.frozen
 class Entry:
     """One line of the manifest: a prompt and what became of it."""
@@ -156,13 +161,22 @@ class Entry:
     #: The fields its task was made from, where they differ from the line's (see
     #: :func:`changed_since_sent`); ``None`` when the task is of the line as it is.
     made_from: Mapping[str, Any] | None = None
+    #: Seconds from its task's creation to its end as the command saw it (``None``: no
+    #: task, not ended yet, or ended before novita-video kept the times).
+    time_to_make: float | None = None
+    #: The ids of the tasks its earlier attempts made, oldest first (``--retry-failed``).
+    earlier_tasks: tuple[str, ...] = attrs.field(default=(), converter=_task_ids)
 
     @classmethod
     def of(cls, row: Row, record: Record | None, *, unsent_reason: str | None = None) -> Entry:
         """The entry for ``row`` given its ledger record (``None``: never submitted)."""
+        time_to_make = earlier = None
         if record is None:
             status, task_id, file, error = NOT_SUBMITTED, None, None, unsent_reason
         else:
+            made_in = record.time_to_make
+            time_to_make = None if made_in is None else round(made_in, 1)
+            earlier = record.earlier
             status, task_id, file = STATUS[record.state], record.task_id, record.file
             error = record.error
             if status == "unknown" and error is None:
@@ -179,6 +193,8 @@ class Entry:
             file,
             error,
             _made_from(row, record),
+            time_to_make,
+            earlier or (),
         )
 
     def to_json(self) -> str:
@@ -202,7 +218,7 @@ def remove_leftovers(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[IO[str]]:
+def replacing_text(path: Path) -> Iterator[IO[str]]:
     """A text file that replaces ``path`` whole when the block ends without error."""
     with replacing(path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as file:
         yield file
@@ -210,69 +226,16 @@ def _replacing(path: Path) -> Iterator[IO[str]]:
 
 def write_manifest(entries: Iterable[Entry], path: Path) -> None:
     """Write ``manifest.jsonl``, one line per entry."""
-    with _replacing(path) as file:
+    with replacing_text(path) as file:
         for entry in entries:
             file.write(entry.to_json() + "\n")
 
 
-def _entries(manifest: Path) -> Iterator[Entry]:
+def read_manifest(manifest: Path) -> Iterator[Entry]:
+    """The entries of ``manifest.jsonl``, in order, read lazily."""
     with manifest.open(encoding="utf-8") as file:
         for line in file:
             yield Entry.from_json(line)
-
-
-_STYLE: Final = """
-body { font: 15px/1.4 system-ui, sans-serif; margin: 2rem; background: #fafafa; color: #222; }
-main { display: grid; gap: 1.2rem; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); }
-figure { margin: 0; background: #fff; border-radius: 8px; box-shadow: 0 1px 3px #0002;
-         overflow: hidden; }
-video, .missing { display: block; width: 100%; aspect-ratio: 16 / 9; background: #111; }
-.missing { display: flex; align-items: center; justify-content: center; color: #eee;
-           padding: 1rem; box-sizing: border-box; text-align: center; }
-figure.failed .missing, figure.broken video { background: #7a1f1f; }
-figcaption { padding: .6rem .8rem; }
-.index { color: #888; margin-right: .4rem; }
-.reason { display: block; color: #a33; font-size: 90%; margin-top: .3rem; }
-"""
-
-# Each video marks itself when its first frame is decoded, or breaks: a missing or corrupt
-# file is then shown as such, and a test (or a script) can read the marks from the DOM.
-_SCRIPT: Final = """
-for (const video of document.querySelectorAll("video")) {
-  const mark = (state) => {
-    video.dataset.state = state;
-    video.dataset.size = video.videoWidth + "x" + video.videoHeight;
-  };
-  if (video.readyState >= 2) mark("loaded");
-  video.addEventListener("loadeddata", () => mark("loaded"));
-  video.addEventListener("error", () => {
-    mark("error");
-    video.closest("figure").classList.add("broken");
-  });
-}
-"""
-
-
-def _figure(entry: Entry) -> str:
-    caption = f'<span class="index">#{entry.index}</span>{html.escape(entry.prompt)}'
-    if entry.made_from:
-        was = ", ".join(f"{name}: {value}" for name, value in entry.made_from.items())
-        caption += f'<span class="reason">made from an earlier {html.escape(was)}</span>'
-    if entry.file is not None:
-        source = html.escape(quote(entry.file))
-        return (
-            f'<figure class="clip" id="clip-{entry.index}">'
-            f'<video src="{source}" controls muted loop playsinline preload="metadata"></video>'
-            f"<figcaption>{caption}</figcaption></figure>\n"
-        )
-    note = "not downloaded" if entry.status == "succeeded" else entry.status.replace("_", " ")
-    why = entry.error or (f"task {entry.task_id}" if entry.task_id else "")
-    reason = f'<span class="reason">{html.escape(why)}</span>' if why else ""
-    return (
-        f'<figure class="clip failed" id="clip-{entry.index}">'
-        f'<div class="missing">{html.escape(note)}</div>'
-        f"<figcaption>{caption}{reason}</figcaption></figure>\n"
-    )
 
 
 #: Manifest statuses of prompts that ended without a clip, for good or for now.
@@ -283,24 +246,35 @@ def counts(manifest: Path) -> str:
     """``"3 of 5 clips, 1 failed, 1 not submitted"``: what the manifest says was made."""
     made = total = 0
     others: Counter[str] = Counter()
-    for entry in _entries(manifest):
+    for entry in read_manifest(manifest):
         total += 1
-        if entry.file is not None:
+        kind = kind_of(entry)
+        if kind == "made":
             made += 1
-        elif _failed(entry):
-            others["failed"] += 1
-        elif entry.status == "succeeded":
-            others["not downloaded"] += 1
         else:
-            others[entry.status.replace("_", " ")] += 1
+            others[kind] += 1
     parts = [f"{made} of {total} clips"]
     parts += [f"{count} {status}" for status, count in sorted(others.items())]
     return ", ".join(parts)
 
 
+def kind_of(entry: Entry) -> str:
+    """What the gallery's heading and cards call a manifest line: ``made`` (its clip is
+    in the folder), ``failed`` (failed, refused, or its download failed), ``not
+    downloaded`` (made at Novita, not fetched), or its status in words (``pending``,
+    ``unknown``, ``not submitted``)."""
+    if entry.file is not None:
+        return "made"
+    if _failed(entry):
+        return "failed"
+    if entry.status == "succeeded":
+        return "not downloaded"
+    return entry.status.replace("_", " ")
+
+
 def failures(manifest: Path) -> Iterator[Entry]:
     """The manifest's prompts that failed (refused, failed, or not downloaded), in order."""
-    return (entry for entry in _entries(manifest) if _failed(entry))
+    return (entry for entry in read_manifest(manifest) if _failed(entry))
 
 
 def _failed(entry: Entry) -> bool:
@@ -308,21 +282,3 @@ def _failed(entry: Entry) -> bool:
     if entry.file is not None:
         return False
     return entry.status in FAILED_STATUSES or (entry.status == "succeeded" and bool(entry.error))
-
-
-def write_gallery(manifest: Path, path: Path, *, note: str | None = None) -> None:
-    """Write ``index.html`` from ``manifest.jsonl``: every clip, every failure; ``note``
-    (what the run spent) goes under the heading."""
-    heading = html.escape(counts(manifest))
-    spend = "" if note is None else f'<p class="spend">{html.escape(note)}</p>\n'
-    with _replacing(path) as file:
-        file.write(
-            '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>novita-video: {heading}</title>\n"
-            f"<style>{_STYLE}</style>\n</head>\n<body>\n"
-            f"<h1>{heading}</h1>\n{spend}<main>\n"
-        )
-        for entry in _entries(manifest):
-            file.write(_figure(entry))
-        file.write(f"</main>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")

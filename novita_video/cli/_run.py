@@ -11,6 +11,10 @@ Inside one task group:
 * the ledger is written in the batch's ``before_submit`` / ``after_submit`` hooks (the
   intent before a POST, the task id right after it) and when a prompt settles.
 
+A prompt whose task failed is only reported, unless ``--retry-failed`` asked for it to
+be sent again: it then goes to the batch as a new prompt does (every limit applies), and
+the ledger keeps its failed task as an earlier attempt.
+
 What a submit came to is the SDK's word, ``Outcome.submission`` (decided where the request
 left the machine), never a guess from the error's type: not sent, its record goes back
 to what it was; refused, ``rejected`` (sent again by a later run); in doubt, ``unknown``
@@ -98,6 +102,8 @@ class Settings:
     stop_timeout: float = STOP_TIMEOUT
     #: The folder's spend cap (``--max-spend``): it stops the batch as a fatal answer does.
     spend_cap: SpendCap | None = None
+    #: Send again the prompts whose task failed (``--retry-failed``): paying again, asked.
+    retry_failed: bool = False
 
 
 class Wire:
@@ -307,6 +313,8 @@ class Run:
 
     async def _show_progress(self) -> None:
         while True:
+            # Of the tasks at Novita, those its last check saw processing (not queued).
+            self._tally.running = self._client.statistics().processing
             with contextlib.suppress(OSError):  # a terminal that has gone
                 self._reporter.show(self._tally)
             await anyio.sleep(self._reporter.interval)
@@ -376,6 +384,8 @@ class Run:
         survive = self._settings.tasks_survive
         if record is None or state is State.REJECTED:
             await self._submit(row, send)
+        elif state is State.FAILED and self._settings.retry_failed:
+            await self._submit(row, send)  # its failed task becomes an earlier attempt
         elif state is State.FAILED or (state is State.SUCCEEDED and self._has_clip(record)):
             self._tally.finished_before += 1
             self._finish(row, "queued", "failed" if state is State.FAILED else "done", record)
@@ -426,7 +436,7 @@ class Run:
         row = self._pending[index]
         self._before_sending.pop(row.key, None)
         self._on_wire.pop(row.key, None)
-        self._tally.move("queued", "processing")
+        self._tally.move("queued", "processing", row.key)
         if not self._write(row, State.SUBMITTED, task_id=task_id):
             # The one copy of this id is here now: said at once (a SIGKILL may come before
             # the end), and printed at the end as a `novita-video wait` command.
@@ -606,6 +616,8 @@ class Run:
         self._on_wire.clear()
 
     def _finish(self, row: Row, source: str, target: str, record: Record | None = None) -> None:
-        self._tally.move(source, target)
+        self._tally.move(source, target, row.key)
+        with contextlib.suppress(OSError):  # a terminal that has gone
+            self._reporter.settled(self._tally)
         if self._emit is not None:
             self._emit(Entry.of(row, record or self._ledger.get(row.key)))

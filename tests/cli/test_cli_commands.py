@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -57,13 +58,13 @@ async def test_status_and_wait(tmp_path: Path) -> None:
         status = await run_cli("status", task_id, "--json", env=env)
         assert status.code == 0, status.stderr
         answer = json.loads(status.stdout)
-        assert (answer["task_id"], answer["status"]) == (task_id, "succeed")
+        assert (answer["task_id"], answer["status"]) == (task_id, "succeeded")  # the manifest's
         assert answer["video_url"].startswith(fake.url)
 
         waited = await run_cli("wait", task_id, "--out", str(tmp_path / "w"), env=env)
         assert waited.code == 0, waited.stderr
         file = tmp_path / "w" / f"{task_id}.mp4"
-        assert waited.stdout.splitlines() == [f"{task_id}: succeed", str(file)]
+        assert waited.stdout.splitlines() == [f"{task_id}: succeeded", str(file)]
         assert file.read_bytes() == CLIP
 
         missing = await run_cli("status", "no-such-task", env=env)
@@ -166,8 +167,34 @@ async def test_status_and_wait_simulate_talk_to_the_simulate_command() -> None:
         env = cli_env(None, None)
         waited = await run_cli("wait", task_id, "--simulate", "--json", env=env)
         assert waited.code == 0, waited.stderr
-        assert json.loads(waited.stdout)["status"] == "succeed"
+        assert json.loads(waited.stdout)["status"] == "succeeded"
         status = await run_cli("status", task_id, "--simulate", env=env)
-        assert status.stdout.startswith(f"{task_id}: succeed")
+        assert status.stdout.startswith(f"{task_id}: succeeded")
+        # An id it does not know (one of a `batch --simulate` run, say): why, in words.
+        gone = await run_cli("status", "an-id-of-a-batch-simulate-run", "--simulate", env=env)
+        assert gone.code == 1
+        assert "the simulator at http://127.0.0.1:8000 has no task of that id" in gone.stderr
+        assert "ids from `batch --simulate` cannot be found this way" in gone.stderr
     finally:
         await fake.__aexit__(None, None, None)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("name", ["status", "wait"])
+async def test_status_and_wait_simulate_with_nothing_listening_say_why(name: str) -> None:
+    """They used to point at NOVITA_BASE_URL, which --simulate does not read."""
+    if _listening(8000):
+        pytest.skip("something listens on port 8000 here")
+    ran = await run_cli(name, "a-task-id", "--simulate", env=cli_env(None, None))
+    assert ran.code == 2
+    said = " ".join(ran.stderr.split())
+    assert "nothing answers at http://127.0.0.1:8000" in said
+    assert "`novita-video simulate`" in said
+    assert "task ids from `batch --simulate` cannot be found this way" in said
+    assert "NOVITA_BASE_URL" not in said
+    assert "Traceback" not in ran.stderr

@@ -18,12 +18,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from novita_video import HailuoRequest, KlingT2VRequest, VideoRequest
+from novita_video.cli._gallery import write_gallery
 from novita_video.cli._inputs import PromptSource, Row
 from novita_video.cli._ledger import Ledger, LedgerError, State
-from novita_video.cli._outputs import Entry, clip_name, write_gallery, write_manifest
+from novita_video.cli._outputs import Entry, clip_name, write_manifest
 from novita_video.testing import FakeNovita
 from tests.cli.cli_support import (
     FAST,
@@ -177,9 +179,14 @@ def test_the_ledger_keeps_what_was_asked_until_it_is_asked_again(tmp_path: Path)
         assert record is not None
         assert record.request is not None
         assert json.loads(record.request)["prompt"] == "a fox in snow"
-        # That try provably made nothing: the record goes back whole, request included.
+        # That try provably made nothing: the record goes back whole, request included;
+        # the task the row held when it was sent again (t1) stays on record, an earlier
+        # attempt, since a task Novita made is never forgotten.
         opened.restore(now, before)
-        assert opened.get(now.key) == before
+        restored = opened.get(now.key)
+        assert restored is not None
+        assert attrs.evolve(restored, earlier=()) == before
+        assert restored.earlier == ("t1",)
         assert ledger(tmp_path)[0]["prompt"] == "a fox in snw"
     finally:
         opened.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from novita_video import VideoRequest
+from novita_video.cli._gallery import write_gallery
 from novita_video.cli._inputs import Row
 from novita_video.cli._ledger import Record, State
 from novita_video.cli._outputs import (
@@ -16,7 +19,6 @@ from novita_video.cli._outputs import (
     clip_name,
     remove_leftovers,
     slugify,
-    write_gallery,
     write_manifest,
 )
 
@@ -66,19 +68,47 @@ def test_manifest_has_a_line_per_prompt(tmp_path: Path) -> None:
     assert back[3].error == "not submitted: stop"
 
 
+def gallery_data(page: str) -> dict[str, Any]:
+    """The JSON the gallery's script reads its cards from."""
+    found = re.search(
+        r'<script type="application/json" id="gallery-data">(.*?)</script>', page, re.S
+    )
+    assert found is not None
+    return dict(json.loads(found.group(1)))
+
+
 def test_gallery_escapes_prompts_and_shows_reasons(tmp_path: Path) -> None:
     write_manifest(entries(), tmp_path / "manifest.jsonl")
     write_gallery(tmp_path / "manifest.jsonl", tmp_path / "index.html")
     page = (tmp_path / "index.html").read_text()
-    assert page.count("<video ") == 1
-    assert '<video src="0001-a-cat.mp4"' in page
+    # The cards are drawn by the page's script from the manifest's lines, as data: no
+    # prompt can close the element that holds them, or be read as markup.
     assert "<script>alert" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in page
-    assert "content moderation failed" in page
+    assert page.count("</script>") == 2  # the data's element, the script's
+    cards = gallery_data(page)["cards"]
+    assert [card["p"] for card in cards] == [e.prompt for e in entries()]
+    assert [card["k"] for card in cards] == ["made", "failed", "unknown", "not submitted"]
+    assert cards[0]["f"] == "0001-a-cat.mp4"
+    assert cards[1]["e"] == "the task failed: content moderation failed"
+    assert '<a href="manifest.jsonl">' in page
     # The header counts what was not made, and why, as well as what was.
     heading = "1 of 4 clips, 1 failed, 1 not submitted, 1 unknown"
     assert f"<title>novita-video: {heading}</title>" in page
     assert f"<h1>{heading}</h1>" in page
+
+
+def test_gallery_data_survives_any_prompt(tmp_path: Path) -> None:
+    """A prompt holding ``</script>``, ``<!--``, U+2028 or quotes is data, byte for byte."""
+    tricky = 'end </script><script>alert(1)</script> <!-- \u2028 \u2029 "q" & \\ done'
+    entry = Entry.of(Row(1, 1, VideoRequest(tricky)), None, unsent_reason="stop")
+    write_manifest([entry], tmp_path / "manifest.jsonl")
+    write_gallery(tmp_path / "manifest.jsonl", tmp_path / "index.html", notes=["spent <$1>"])
+    page = (tmp_path / "index.html").read_text()
+    assert "\u2028" not in page  # a line break to JavaScript: escaped, not raw
+    assert "\\u2028" in page  # JSON's escape, which JavaScript reads back
+    assert "<!--" not in page
+    assert gallery_data(page)["cards"][0]["p"] == tricky
+    assert '<p class="note">spent &lt;$1&gt;</p>' in page
 
 
 def test_outputs_are_readable_like_any_file(tmp_path: Path) -> None:

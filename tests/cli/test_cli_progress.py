@@ -1,18 +1,44 @@
-"""Progress: the counts, the pace, and which display a run gets."""
+"""Progress: the counts, the ETA on a run played on virtual time, the plain lines'
+rhythm, and which display a run gets, on and off a terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import pty
+import random
+import re
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import anyio
 import pytest
 
-from novita_video.cli._progress import Tally, format_duration, make_reporter
+from novita_video.cli._progress import (
+    PLAIN_HEARTBEAT,
+    PLAIN_INTERVAL,
+    Tally,
+    format_duration,
+    make_reporter,
+)
+from tests.cli.cli_support import FAST, cli_env, command, prompts_file, run_cli, simulator
 
 
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+class Clock:
+    """Virtual seconds, for a Tally."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.mark.parametrize(
@@ -23,16 +49,121 @@ def test_durations(seconds: float, text: str) -> None:
 
 
 def test_a_tally_moves_prompts_between_counts() -> None:
-    tally = Tally(4)
-    assert (tally.queued, tally.finished, tally.eta) == (4, 0, None)
-    tally.move("queued", "processing")
-    tally.move("processing", "downloading")
-    tally.move("downloading", "done")
-    tally.move("queued", "failed")
+    clock = Clock()
+    tally = Tally(4, rpm=60, clock=clock)
+    assert (tally.queued, tally.finished) == (4, 0)
+    tally.move("queued", "processing", "a")
+    clock.now = 5.0
+    tally.move("processing", "downloading", "a")
+    tally.move("downloading", "done", "a")
+    tally.move("queued", "failed", "b")
     assert (tally.queued, tally.processing, tally.done, tally.failed) == (2, 0, 1, 1)
     assert tally.per_minute > 0
     assert tally.eta is not None
-    assert tally.describe().startswith("2/4: queued 2, processing 0, downloading 0, done 1")
+    line = tally.describe()
+    assert line.startswith("5s elapsed: 2 of 4 settled (1 succeeded, 1 failed); waiting to send 2")
+
+
+def test_at_novita_queued_and_processing_are_told_apart() -> None:
+    tally = Tally(10, clock=Clock())
+    for key in "abcd":
+        tally.move("queued", "processing", key)
+    tally.running = 3  # the client's last checks saw 3 of them processing
+    assert (tally.queued, tally.queued_at_novita, tally.running_at_novita) == (6, 1, 3)
+    assert "waiting to send 6, queued at Novita 1, processing 3, downloading 0" in tally.counts()
+    tally.running = 9  # more than are out (a resumed run's waits): never counted twice
+    assert (tally.queued_at_novita, tally.running_at_novita) == (0, 4)
+
+
+def test_the_eta_is_said_from_the_first_second() -> None:
+    """Before any submit, the ETA is the time to send at the run's rate, as a bound; with
+    tasks out and none settled, a bound that grows with the oldest task's age."""
+    clock = Clock()
+    tally = Tally(40, rpm=120, clock=clock)
+    assert str(tally.estimate()) == "at least 20s"
+    assert "ETA at least 20s" in tally.describe()
+    for number in range(4):
+        clock.now = number * 0.5
+        tally.move("queued", "processing", str(number))
+    clock.now = 3.0
+    found = tally.estimate()
+    assert found is not None
+    assert found.at_least
+    assert found.seconds >= 3.0 + 36 / 2 - 1  # the oldest is 3 s out; 36 to send at 2 a second
+    clock.now = 4.0
+    tally.move("processing", "done", "0")
+    found = tally.estimate()
+    assert found is not None
+    assert not found.at_least
+
+
+def test_a_finished_run_has_nothing_left() -> None:
+    tally = Tally(1, clock=Clock())
+    tally.move("queued", "done")
+    found = tally.estimate()
+    assert found is not None
+    assert found.seconds == 0
+
+
+Draw = Callable[[random.Random], float]
+
+
+def play(total: int, per_second: float, rpm: float, duration: Draw, seed: int) -> list[float]:
+    """A run played on virtual time: ``total`` prompts sent at ``per_second``, each
+    settling ``duration`` later. The ETA's error (over the true remaining time) at every
+    quarter second from a tenth settled to four fifths settled (what is left after that
+    is the slowest few tasks alone)."""
+    rng = random.Random(seed)
+    events: list[tuple[float, int, str]] = []
+    for number in range(total):
+        sent = number / per_second
+        events += [(sent, 0, str(number)), (sent + duration(rng), 1, str(number))]
+    events.sort()
+    end = events[-1][0]
+    clock = Clock()
+    tally = Tally(total, rpm=rpm, clock=clock)
+    errors = []
+    done = 0
+    now = 0.0
+    while done < len(events):
+        while done < len(events) and events[done][0] <= now:
+            clock.now, settles, key = events[done]
+            tally.move(*(("processing", "done") if settles else ("queued", "processing")), key)
+            done += 1
+        clock.now = now
+        found = tally.estimate()
+        if 0.1 * total <= tally.finished <= 0.8 * total and end > now:
+            assert found is not None
+            errors.append((found.seconds - (end - now)) / (end - now))
+        now += 0.25
+    return errors
+
+
+@pytest.mark.parametrize(
+    ("total", "per_second", "rpm", "duration"),
+    [
+        # `batch --simulate`: 120 submits a minute, tasks of 3 to 8 s.
+        pytest.param(40, 2.0, 120, lambda rng: rng.uniform(3, 8), id="simulate-40"),
+        pytest.param(400, 2.0, 120, lambda rng: rng.uniform(3, 8), id="simulate-400"),
+        # The benchmark: 10,000 as fast as 4 POSTs in flight go, tasks of 3 to 8 s.
+        pytest.param(10_000, 300.0, 60_000, lambda rng: rng.uniform(3, 8), id="command-10k"),
+        # Novita: 20 submits a minute, Minimax tasks of minutes (some slow ones too).
+        pytest.param(
+            200, 1 / 3, 20, lambda rng: max(30.0, rng.gauss(180, 40)), id="novita-200-bell"
+        ),
+        pytest.param(200, 1 / 3, 20, lambda rng: rng.uniform(120, 300), id="novita-200"),
+        # Tasks twice as long as it takes to send them all.
+        pytest.param(100, 1.0, 60, lambda rng: rng.uniform(30, 60), id="sent-in-half"),
+    ],
+)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_eta_is_within_half_of_the_truth_from_a_tenth_settled(
+    total: int, per_second: float, rpm: float, duration: Draw, seed: int
+) -> None:
+    errors = play(total, per_second, rpm, duration, seed)
+    assert errors
+    worst = max(errors, key=abs)
+    assert abs(worst) <= 0.5, f"{worst:+.0%}"
 
 
 def test_quiet_shows_nothing() -> None:
@@ -43,31 +174,68 @@ def test_quiet_shows_nothing() -> None:
     assert stream.getvalue() == ""
 
 
-def test_plain_lines_when_not_a_terminal() -> None:
+def test_plain_lines_every_ten_seconds_or_tenth_settled() -> None:
+    """Off a terminal: a line at the start, then one every 10 s or each time another
+    tenth of the prompts settled, whichever comes first; nothing new waits a minute."""
     stream = io.StringIO()
     reporter = make_reporter(quiet=False, stream=stream)
-    tally = Tally(3)
-    reporter.show(tally)
-    reporter.show(tally)  # nothing new: no second line
-    tally.move("queued", "processing")
-    reporter.show(tally)
+    assert reporter.interval <= 1  # it looks often, and prints far less often
+    clock = Clock()
+    tally = Tally(20, rpm=1200, clock=clock)
+
+    def shown_at(seconds: float) -> int:
+        clock.now = seconds
+        before = len(stream.getvalue().splitlines())
+        reporter.show(tally)
+        return len(stream.getvalue().splitlines()) - before
+
+    assert shown_at(0) == 1  # the start
+    for key in map(str, range(20)):
+        tally.move("queued", "processing", key)
+    assert shown_at(1) == 0
+    tally.move("processing", "done", "0")  # 1 of 20: not a tenth yet
+    assert shown_at(2) == 0
+    tally.move("processing", "failed", "1")  # 2 of 20: a tenth
+    assert shown_at(3) == 1
+    assert shown_at(4) == 0
+    tally.move("processing", "done", "2")
+    assert shown_at(12.9) == 0  # 9.9 s after the last line
+    assert shown_at(13) == 1  # 10 s, and something changed
+    assert shown_at(23) == 0  # 10 s more, but nothing new
+    assert shown_at(13 + PLAIN_HEARTBEAT) == 1  # still alive, and how long it has been
+    for key in map(str, range(3, 20)):
+        tally.move("processing", "done", key)
+    assert shown_at(100) == 1
     lines = stream.getvalue().splitlines()
-    assert lines == [
-        "novita-video: 0/3: queued 3, processing 0, downloading 0, done 0, failed 0; -/min, ETA -",
-        "novita-video: 0/3: queued 2, processing 1, downloading 0, done 0, failed 0; -/min, ETA -",
-    ]
+    assert lines[0] == (
+        "novita-video: 0s elapsed: 0 of 20 settled (0 succeeded, 0 failed); waiting to send "
+        "20, queued at Novita 0, processing 0, downloading 0; -/min, ETA at least 1s"
+    )
+    assert lines[1].startswith("novita-video: 3s elapsed: 2 of 20 settled (1 succeeded, 1 failed)")
+    assert lines[-1].startswith("novita-video: 1m40s elapsed: 20 of 20 settled")
+    assert lines[-1].endswith("ETA 0s")
+    assert PLAIN_INTERVAL == 10
 
 
 def test_a_live_display_on_a_terminal() -> None:
     stream = Terminal()
     reporter = make_reporter(quiet=False, stream=stream)
     assert reporter.interval < 1
-    tally = Tally(5)
-    tally.move("queued", "processing")
+    tally = Tally(5, rpm=60)
+    tally.move("queued", "processing", "a")
     reporter.show(tally)
     reporter.close(tally)
     shown = stream.getvalue()
-    for word in ("0/5", "queued", "processing", "done", "failed", "ETA"):
+    for word in (
+        "0/5",
+        "elapsed",
+        "waiting to send",
+        "queued at Novita",
+        "processing",
+        "succeeded",
+        "failed",
+        "ETA",
+    ):
         assert word in shown
 
 
@@ -76,4 +244,57 @@ def test_plain_lines_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = Terminal()
     reporter = make_reporter(quiet=False, stream=stream)
     reporter.show(Tally(2))
-    assert stream.getvalue().startswith("novita-video: 0/2: queued 2")
+    assert stream.getvalue().startswith("novita-video: 0s elapsed: 0 of 2 settled")
+
+
+PROGRESS = re.compile(r"novita-video: \S+ elapsed: (\d+) of (\d+) settled .*ETA (.+)$")
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.subprocess
+async def test_a_short_run_off_a_terminal_prints_lines_as_it_goes(tmp_path: Path) -> None:
+    """A run of seconds used to print nothing between its start and its summary."""
+    path = prompts_file(tmp_path / "p.txt", [f"a quick fox, take {n}" for n in range(20)])
+    async with simulator(task_duration=(0.5, 1.5)) as fake:
+        ran = await run_cli(
+            "batch", str(path), "--out", str(tmp_path / "out"), *FAST, env=cli_env(fake.url)
+        )
+    assert ran.code == 0, ran.stderr
+    lines = [found for line in ran.stderr.splitlines() if (found := PROGRESS.match(line))]
+    settled = [int(found.group(1)) for found in lines]
+    assert settled[0] == 0
+    assert len(lines) >= 4, ran.stderr  # the start, and (at least) some tenths settled
+    assert settled == sorted(settled)
+    assert all(found.group(3) != "-" for found in lines)  # an ETA from the first line
+    assert ran.stderr.splitlines()[-1].startswith("novita-video: 20 of 20 clips made")
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.subprocess
+async def test_a_run_on_a_terminal_shows_the_live_display(tmp_path: Path) -> None:
+    pytest.importorskip("rich")
+    path = prompts_file(tmp_path / "p.txt", [f"a slow fox, take {n}" for n in range(6)])
+    leader, follower = pty.openpty()
+    os.set_blocking(leader, False)
+    shown = b""
+    async with simulator(task_duration=(1.0, 2.0)) as fake:
+        args = ("batch", str(path), "--out", str(tmp_path / "out"), *FAST)
+        env = cli_env(fake.url) | {"COLUMNS": "160", "TERM": "xterm"}
+        process = await anyio.open_process(command(*args), env=env, stderr=follower)
+        os.close(follower)
+        async with process:
+            with anyio.fail_after(60):
+                while process.returncode is None:
+                    await anyio.sleep(0.05)
+                    with contextlib.suppress(OSError):  # nothing to read yet
+                        shown += os.read(leader, 65536)
+                    if b"clips made" in shown:
+                        await process.wait()
+    os.close(leader)
+    text = shown.decode(errors="replace")
+    assert process.returncode == 0, text
+    for words in ("waiting to send", "queued at Novita", "elapsed", "ETA", "succeeded"):
+        assert words in text
+    assert "6 of 6 clips made" in text
