@@ -4,9 +4,9 @@ server, one simulated client."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from aiohttp import web
@@ -134,3 +134,36 @@ async def simulated(
         }
         async with Client(fake.api_key, base_url=fake.url, **options) as opened:
             yield fake, opened
+
+
+class Unreporting:
+    """A user's own transport that never says when a POST leaves (no ``reports_sending``):
+    it forwards to ``inner`` and, after each POST was answered, raises ``fail`` if given
+    (a recording proxy with a bug, or whose upstream broke on the way back)."""
+
+    def __init__(self, inner: Any, fail: BaseException | None = None) -> None:
+        self._inner = inner
+        self._fail = fail
+
+    async def open(self) -> None:
+        await self._inner.open()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def request(
+        self,
+        method: Literal["GET", "POST"],
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        sending: Any = None,
+    ) -> Any:
+        response = await self._inner.request(method, path, params=params, json=json)
+        if method == "POST" and self._fail is not None:
+            raise self._fail
+        return response
+
+    async def download(self, url: str, file: Any) -> Any:
+        return await self._inner.download(url, file)

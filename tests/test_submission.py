@@ -9,8 +9,7 @@ test's own hand (a handler waits on an event the consumer sets), not by sleeps.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import pytest
@@ -32,7 +31,7 @@ from novita_video import (
     VideoRequest,
 )
 from novita_video.testing import FakeNovita, MemoryTransport
-from tests.support import serve_app
+from tests.support import Unreporting, serve_app
 
 pytestmark = pytest.mark.anyio
 
@@ -177,41 +176,9 @@ async def test_a_submit_answered_api_not_found_stops_that_endpoints_submits() ->
 # A transport of the user's own that never says when a request leaves.
 
 
-class Forgetful:
-    """Forwards to a MemoryTransport but never reports a POST as sent; it may fail after
-    the server answered (a bug in a recording proxy, say)."""
-
-    def __init__(self, inner: MemoryTransport, fail: BaseException | None = None) -> None:
-        self._inner = inner
-        self._fail = fail
-
-    async def open(self) -> None:
-        await self._inner.open()
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-    async def request(
-        self,
-        method: Literal["GET", "POST"],
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        sending: Any = None,
-    ) -> Any:
-        response = await self._inner.request(method, path, params=params, json=json)
-        if method == "POST" and self._fail is not None:
-            raise self._fail
-        return response
-
-    async def download(self, url: str, file: Any) -> Any:
-        return await self._inner.download(url, file)
-
-
 async def test_a_transport_that_never_reports_sending_leaves_failures_in_doubt() -> None:
     async with FakeNovita(task_duration=(0.05, 0.1)) as fake:
-        broken = Forgetful(MemoryTransport(fake), fail=ZeroDivisionError("proxy bug"))
+        broken = Unreporting(MemoryTransport(fake), fail=ZeroDivisionError("proxy bug"))
         async with Client(
             fake.api_key, transport=broken, submit_rpm=None, poll_schedule=FAST
         ) as client:
@@ -232,7 +199,7 @@ async def test_a_transport_that_never_reports_sending_leaves_failures_in_doubt()
 
 async def test_a_transport_that_never_reports_sending_still_submits() -> None:
     async with FakeNovita(task_duration=(0.05, 0.1)) as fake:
-        quiet = Forgetful(MemoryTransport(fake))
+        quiet = Unreporting(MemoryTransport(fake))
         async with Client(
             fake.api_key, transport=quiet, submit_rpm=None, poll_schedule=FAST
         ) as client:

@@ -5,60 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from typing import Any, Literal
 
+import anyio
 import pytest
 
 from novita_video import (
     APIConnectionError,
     Client,
     PollSchedule,
+    RetryPolicy,
     Submission,
     SubmissionUnknownError,
 )
 from novita_video.testing import FakeNovita, MemoryTransport
+from tests.support import Unreporting, serve_app
 
 pytestmark = pytest.mark.anyio
 
 FAST = PollSchedule(first_check=0.25)
 
 
-class Unreporting:
-    """A user's transport written before ``reports_sending``: it forwards, then fails
-    with a connection error it calls ``maybe_sent=False`` after the server made the task
-    (a recording proxy whose upstream connection broke on the way back, say)."""
-
-    def __init__(self, inner: MemoryTransport) -> None:
-        self._inner = inner
-
-    async def open(self) -> None:
-        await self._inner.open()
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-    async def request(
-        self,
-        method: Literal["GET", "POST"],
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        sending: Any = None,
-    ) -> Any:
-        response = await self._inner.request(method, path, params=params, json=json)
-        if method == "POST":
-            raise APIConnectionError("proxy: the upstream connection broke", maybe_sent=False)
-        return response
-
-    async def download(self, url: str, file: Any) -> Any:
-        return await self._inner.download(url, file)
-
-
 async def test_an_unreporting_transports_connection_error_is_in_doubt_not_retried() -> None:
     async with FakeNovita(task_duration=(0.05, 0.1)) as fake:
-        transport = Unreporting(MemoryTransport(fake))
+        transport = Unreporting(
+            MemoryTransport(fake),
+            fail=APIConnectionError("proxy: the upstream connection broke", maybe_sent=False),
+        )
         async with Client(
             fake.api_key, transport=transport, submit_rpm=None, poll_schedule=FAST
         ) as client:
@@ -71,11 +43,7 @@ async def test_an_unreporting_transports_connection_error_is_in_doubt_not_retrie
 
 # A server on loopback whose submit answers misbehave, one way per prompt.
 
-import anyio  # noqa: E402
 from aiohttp import web  # noqa: E402
-
-from novita_video import RetryPolicy  # noqa: E402
-from tests.support import serve_app  # noqa: E402
 
 SUBMIT = "/v3/async/minimax-video-01"
 
