@@ -449,7 +449,17 @@ class Run:
         # calling it in doubt; the retry, if it comes, records its own intent.
         row = self._pending[index]
         self._on_wire.pop(row.key, None)
-        self._write(row, State.REJECTED, error=str(error))
+        self._refused(row, error, self._before_sending.get(row.key))
+
+    def _refused(self, row: Row, error: NovitaError, before: Record | None) -> None:
+        """Record a prompt whose try of this run was refused (it made nothing); ``before``
+        is its record before this run first sent it."""
+        if before is not None and before.state is State.FAILED:
+            # A retry asked for (--retry-failed) that made nothing: the prompt stays the
+            # failed one it was, so only another asked-for retry pays for it again.
+            self._restore(row, before)
+        else:
+            self._write(row, State.REJECTED, error=str(error))
 
     # Outcomes.
 
@@ -514,7 +524,7 @@ class Run:
             return
         if submission is Submission.REFUSED:
             # An answer that created nothing: sent again by a later run (after a top-up).
-            self._write(row, State.REJECTED, error=str(error))
+            self._refused(row, error, before)
             self._finish(row, "queued", "failed")
             return
         # In doubt (or, never seen here, accepted with no id): a task may exist and be

@@ -179,9 +179,9 @@ async def test_a_retry_answered_500_is_in_doubt_and_not_retried(tmp_path: Path) 
 
 
 async def test_a_retry_refused_keeps_its_earlier_attempt(tmp_path: Path) -> None:
-    """Refused (503 every time, then 429 once): nothing made; the ledger says rejected
-    and keeps the failed task as an earlier attempt; a later retry, refused once (429),
-    pays once."""
+    """Refused (503 every time): nothing made; the prompt is what it was, its failed task
+    (no attempt left on record), so only another asked-for retry sends it; that one,
+    refused once (429), pays once and keeps the failed task as its earlier attempt."""
     path = prompts_file(tmp_path / "p.txt", ["a fox in the snow"])
     out = tmp_path / "out"
     args = ("batch", str(path), "--out", str(out), *FAST)
@@ -193,9 +193,10 @@ async def test_a_retry_refused_keeps_its_earlier_attempt(tmp_path: Path) -> None
         await run_cli(*args, "--retry-failed", env=env)
         assert tasks_per_prompt(fake)["a fox in the snow"] == 1
         line = by_prompt(out)["a fox in the snow"]
-        assert line["status"] == "rejected", line
-        assert line["earlier_tasks"] == [failed["a fox in the snow"]]
-        assert [a["task_id"] for a in attempts(out)] == [failed["a fox in the snow"]]
+        assert line["status"] == "failed", line
+        assert line["task_id"] == failed["a fox in the snow"]
+        assert line["earlier_tasks"] == []
+        assert attempts(out) == []
         hop.next([_refuse_429])
         await run_cli(*args, "--retry-failed", env=env)
         assert tasks_per_prompt(fake)["a fox in the snow"] == 2
@@ -306,12 +307,6 @@ async def _refuse_429_long(hop: Scripted, body: bytes, request: web.Request) -> 
     return error(429, "RATE_LIMIT_EXCEEDED", headers={"Retry-After": "30"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="money (policy): a --retry-failed run whose retry was refused (or stopped in its "
-    "backoff after a 429) leaves the prompt `rejected`, its failed task moved to attempts; "
-    "the next run WITHOUT --retry-failed then sends it and pays again, unasked",
-)
 async def test_a_refused_retry_is_not_paid_by_a_plain_run(tmp_path: Path) -> None:
     """Ctrl-C / SIGTERM while the retry waits out a 429: nothing was made by the retry;
     the prompt is what it was, a failed task, and only --retry-failed pays for it again."""
