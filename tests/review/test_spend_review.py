@@ -1,0 +1,332 @@
+"""Review of issue 22: the spend cap, the balance and the catalogue, attacked with the real
+command as a process against the simulator's account and servers of our own on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp import web
+
+from novita_video import CatalogRequest, NovitaError
+from novita_video.testing._account import PRICES
+from tests.cli.cli_support import (
+    FAST,
+    cli_env,
+    eventually,
+    forward,
+    prompts_file,
+    run_cli,
+    simulator,
+    start_cli,
+)
+from tests.support import serve_app, simulated
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
+
+PRICE = Decimal(PRICES["minimax-video-01"]) / 10000  # $0.43 a clip in the simulator
+
+
+BALANCE = "/openapi/v1/billing/balance/detail"
+
+
+class OtherUse:
+    """A hop in front of the simulator where, once ``after`` submits have been answered,
+    someone else spends ``amount`` dollars of the same account (an image, an LLM call:
+    charged at once, whatever the video tasks do), seen in every later balance reading."""
+
+    def __init__(self, upstream: str, *, after: int, amount: Decimal) -> None:
+        self.upstream = upstream
+        self.after = after
+        self.amount = int(amount * 10000)
+        self.submits = 0
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        status, payload, content_type = await forward(self.upstream, request, body)
+        if request.method == "POST":
+            self.submits += 1
+        elif request.path == BALANCE and self.submits >= self.after and status == 200:
+            data = json.loads(payload)
+            for name in ("availableBalance", "cashBalance"):
+                data[name] = str(int(data[name]) - self.amount)
+            payload = json.dumps(data).encode()
+        return web.Response(status=status, body=payload, content_type=content_type)
+
+
+def record(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / ".novita" / "spend.json").read_text())
+    return data
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a rerun's cap does not count the tasks still running from the killed run "
+    "(charged at their end): 19 tasks, $8.17, under a $4.30 cap with 2 slots",
+)
+async def test_a_killed_run_whose_tasks_are_charged_at_their_end_cannot_spend_its_cap_again(
+    tmp_path: Path,
+) -> None:
+    # Charged when a task ends (the issue's unconfirmed case): at the kill, the tasks the
+    # cap admitted are still running, uncharged. The rerun must count them as the first
+    # run did (they are in the ledger, pending), not see the old spend and fill the cap
+    # again. Tasks last 5 real seconds so that they are still running at the rerun's
+    # first reading, even on a busy machine (the rerun starts within about a second).
+    slots = 2
+    cap = PRICE * 10  # ten tasks
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(40)])
+    out = tmp_path / "out"
+    args = (
+        "batch", str(prompts), "--out", str(out), *FAST,
+        "--concurrency", str(slots), "--max-spend", str(cap), "--no-download",
+    )  # fmt: skip
+    async with simulator(starting_balance="100", charge_at="end", task_duration=(5, 5)) as fake:
+        env = cli_env(fake.url)
+        process = await start_cli(*args, env=env)
+        await eventually(lambda: fake.stats.task_count >= 10, timeout=60)
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        first = fake.stats.task_count
+        rerun = await run_cli(*args, env=env)
+        await anyio.sleep(6)  # every task has ended, so every one is charged
+        spent = fake.spent()
+        tasks = fake.stats.task_count
+    assert first == 10
+    assert rerun.code == 5, rerun.stderr
+    assert spent <= cap + slots * PRICE, f"{tasks} tasks made, ${spent} spent"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="one cent of other use after the first acceptance makes the cap believe tasks "
+    "are charged on acceptance at $0.01: all 20 prompts sent ($8.60) under a $1.72 cap, exit 0",
+)
+async def test_other_use_of_the_account_never_makes_the_cap_stop_later(tmp_path: Path) -> None:
+    # Video tasks are charged when they end; someone else on the account spends one cent
+    # (charged at once) just after our first task is accepted. The cap's reading after
+    # that acceptance shows a fall of one cent and concludes that tasks are charged on
+    # acceptance at $0.01 each: every later task then looks paid for as soon as it is
+    # accepted, and the run sends all its prompts while they run, uncharged. The help
+    # says other use makes the run stop earlier, never later.
+    slots = 2
+    cap = PRICE * 4
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
+    out = tmp_path / "out"
+    args = (
+        "batch", str(prompts), "--out", str(out), *FAST,
+        "--concurrency", str(slots), "--max-spend", str(cap), "--no-download",
+    )  # fmt: skip
+    async with simulator(starting_balance="100", charge_at="end", task_duration=(3, 3)) as fake:
+        hop = OtherUse(fake.url, after=1, amount=Decimal("0.01"))
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", hop.handle)
+        async with serve_app(app) as url:
+            ran = await run_cli(*args, env=cli_env(url))
+        await anyio.sleep(3.5)  # every task has ended, so every one is charged
+        spent = fake.spent()
+        tasks = fake.stats.task_count
+    assert ran.code == 5, ran.stderr
+    assert spent <= cap + slots * PRICE, f"{tasks} tasks made, ${spent} spent"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a missing spend.json is read as a folder that never spent: the rerun spends "
+    "the whole cap again though the ledger holds the paid tasks",
+)
+async def test_a_deleted_spend_record_does_not_give_the_folder_its_cap_again(
+    tmp_path: Path,
+) -> None:
+    # The cap belongs to the folder; its record is one file that a user (or a cleanup
+    # script) may delete. The ledger still shows tasks made, paid for: a rerun must not
+    # count from zero as if the folder had never spent anything.
+    cap = PRICE * 3
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
+    out = tmp_path / "out"
+    args = (
+        "batch", str(prompts), "--out", str(out), *FAST,
+        "--concurrency", "1", "--max-spend", str(cap), "--no-download",
+    )  # fmt: skip
+    async with simulator(starting_balance="100") as fake:
+        env = cli_env(fake.url)
+        first = await run_cli(*args, env=env)
+        made_first = fake.stats.task_count
+        (out / ".novita" / "spend.json").unlink()
+        again = await run_cli(*args, env=env)
+        made = fake.stats.task_count
+    assert first.code == 5, first.stderr
+    assert made_first == 3
+    assert made == made_first, again.stderr  # nothing more: or the rerun refused to run
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="spend.json keeps one price per folder: a rerun with a dearer --model counts its "
+    "running tasks at the cheaper model's price ($3.70 spent under a $2.30 cap, 2 slots of $0.43)",
+)
+async def test_the_price_a_folder_learned_for_one_model_is_not_taken_for_another(
+    tmp_path: Path,
+) -> None:
+    # spend.json keeps one price for the folder; a rerun with another --model (a model is
+    # part of a prompt's identity, so a folder may hold several) starts from it. Charged
+    # at their end, the dearer model's tasks are counted at the cheaper one's price while
+    # they run: the run passes the cap by more than one submit per slot.
+    slots = 2
+    cheap = Decimal(PRICES["minimax-hailuo-02"]) / 10000  # $0.23
+    cap = cheap * 10
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
+    few = prompts_file(tmp_path / "few.txt", ["a fox", "a cat", "a dog"])
+    out = tmp_path / "out"
+    common = (
+        "--out", str(out), *FAST, "--concurrency", str(slots), "--max-spend", str(cap),
+        "--no-download",
+    )  # fmt: skip
+    async with simulator(starting_balance="100", charge_at="end", task_duration=(2, 2)) as fake:
+        env = cli_env(fake.url)
+        first = await run_cli("batch", str(few), "--model", "minimax-hailuo-02", *common, env=env)
+        learned = record(out)["price"]
+        dear = await run_cli("batch", str(prompts), "--model", "minimax-video-01", *common, env=env)
+        await anyio.sleep(2.5)  # every task has ended, so every one is charged
+        spent = fake.spent()
+        tasks = fake.stats.task_count
+    assert first.code == 0, first.stderr
+    assert learned == str(cheap)
+    assert dear.code == 5, dear.stderr
+    assert spent <= cap + slots * PRICE, f"{tasks} tasks made, ${spent} spent"
+
+
+class BadBalance:
+    """A hop in front of the simulator whose balance reads fail, once ``after`` submits
+    have been answered, in the way ``mode`` says."""
+
+    def __init__(self, upstream: str, *, after: int, mode: str) -> None:
+        self.upstream = upstream
+        self.after = after
+        self.mode = mode
+        self.submits = 0
+        self.bad_reads = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.path == BALANCE and self.submits >= self.after:
+            self.bad_reads += 1
+            if self.mode == "503":
+                return web.Response(status=503, text="<html>overloaded</html>")
+            if self.mode == "429":
+                return web.json_response(
+                    {"code": 429, "reason": "RATE_LIMIT_EXCEEDED", "message": "slow down"},
+                    status=429,
+                )
+            if self.mode == "garbage":
+                return web.json_response({"availableBalance": "lots"})
+            if self.mode == "no-available":
+                return web.json_response({"cashBalance": "1000000"})
+        status, payload, content_type = await forward(self.upstream, request, body)
+        if request.method == "POST":
+            self.submits += 1
+        return web.Response(status=status, body=payload, content_type=content_type)
+
+
+@pytest.mark.parametrize("mode", ["no-available"])  # 503, 429, garbage held too (~28 s each)
+async def test_a_balance_that_cannot_be_read_mid_run_lets_no_submit_through(
+    tmp_path: Path, mode: str
+) -> None:
+    slots = 2
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
+    out = tmp_path / "out"
+    args = (
+        "batch", str(prompts), "--out", str(out), *FAST,
+        "--concurrency", str(slots), "--max-spend", "5", "--no-download",
+    )  # fmt: skip
+    async with simulator(starting_balance="100") as fake:
+        hop = BadBalance(fake.url, after=3, mode=mode)
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", hop.handle)
+        async with serve_app(app) as url:
+            ran = await run_cli(*args, env=cli_env(url))
+        tasks = fake.stats.task_count
+    assert ran.code == 5, ran.stderr
+    assert hop.bad_reads >= 1
+    assert 3 <= tasks <= 3 + slots, ran.stderr
+    assert "cannot read the balance" in ran.stderr
+
+
+class LateBilling:
+    """A hop in front of the simulator whose balance shows no charge for ``lag`` seconds
+    after the first submit (billing that settles later than the task ends)."""
+
+    def __init__(self, upstream: str, *, lag: float) -> None:
+        self.upstream = upstream
+        self.lag = lag
+        self.first_submit: float | None = None
+        self.stale: bytes | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        status, payload, content_type = await forward(self.upstream, request, body)
+        now = anyio.current_time()
+        if request.method == "POST" and self.first_submit is None:
+            self.first_submit = now
+        if request.path == BALANCE and status == 200:
+            if self.stale is None:
+                self.stale = payload
+            if self.first_submit is None or now < self.first_submit + self.lag:
+                payload = self.stale
+        return web.Response(status=status, body=payload, content_type=content_type)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="billing that shows a charge later than 3 quiet readings makes the cap believe a "
+    "price of 0, and a price of 0 gives room to every prompt: 20 sent under a 3-task cap",
+)
+async def test_a_charge_that_shows_late_does_not_make_every_task_free(tmp_path: Path) -> None:
+    # Whether Novita charges at acceptance or at the end is unconfirmed; billing may also
+    # settle some seconds after a task ends. The cap's first task ends with no charge
+    # seen, so after three quiet readings it takes the model to cost nothing, and then
+    # lets every prompt through (the folder keeps that price for later runs too). Real
+    # seconds: the cap's quiet readings are 5 s apart in the command.
+    slots = 2
+    cap = PRICE * 3
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
+    out = tmp_path / "out"
+    args = (
+        "batch", str(prompts), "--out", str(out), *FAST,
+        "--concurrency", str(slots), "--max-spend", str(cap), "--no-download",
+    )  # fmt: skip
+    async with simulator(starting_balance="100") as fake:
+        hop = LateBilling(fake.url, lag=30)
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", hop.handle)
+        async with serve_app(app) as url:
+            ran = await run_cli(*args, env=cli_env(url))
+        spent = fake.spent()
+        tasks = fake.stats.task_count
+    assert spent <= cap + slots * PRICE, f"{tasks} tasks made, ${spent} spent: {ran.stderr}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an unresolvable $ref in a catalogue schema escapes as jsonschema's "
+    "_WrappedReferencingError (a traceback in the command); nothing is sent",
+)
+async def test_a_schema_whose_ref_goes_nowhere_is_refused_as_a_novita_error() -> None:
+    # A catalogue schema that passes check_schema but cannot be used (a $ref to nowhere):
+    # nothing is sent (held), but the error is jsonschema's own, not the SDK's tree, and
+    # the command dies on it with a traceback.
+    schema = {
+        "type": "object",
+        "properties": {"prompt": {"$ref": "#/$defs/missing"}},
+        "required": ["prompt"],
+    }
+    catalog = [{"model": "odd-ref", "description": "", "json_schema": schema}]
+    async with simulated(catalog=catalog) as (fake, client):
+        with pytest.raises(NovitaError):
+            await client.submit(CatalogRequest("odd-ref", {"prompt": "a fox"}))
+        assert fake.stats.requests["submit"] == 0
