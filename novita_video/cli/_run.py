@@ -378,13 +378,15 @@ class Run:
         self, row: Row, send: MemoryObjectSendStream[Request], work: anyio.abc.TaskGroup
     ) -> None:
         record = self._ledger.get(row.key)
-        if (changed := changed_since_sent(row, record)) is not None:
-            print(f"novita-video: {changed}", file=sys.stderr, flush=True)
         state = None if record is None else record.state
+        retried = state is State.FAILED and self._settings.retry_failed
+        if not retried and (changed := changed_since_sent(row, record)) is not None:
+            # (A failed prompt retried on request is sent with its text as it is now.)
+            print(f"novita-video: {changed}", file=sys.stderr, flush=True)
         survive = self._settings.tasks_survive
         if record is None or state is State.REJECTED:
             await self._submit(row, send)
-        elif state is State.FAILED and self._settings.retry_failed:
+        elif retried:
             await self._submit(row, send)  # its failed task becomes an earlier attempt
         elif state is State.FAILED or (state is State.SUCCEEDED and self._has_clip(record)):
             self._tally.finished_before += 1

@@ -278,11 +278,6 @@ def _jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cosmetic: _dispatch prints changed_since_sent's 'not paid for again' for a "
-    "failed id line that --retry-failed then sends (and pays for) with the new text",
-)
 async def test_an_id_line_edited_then_retried_is_told_the_truth(tmp_path: Path) -> None:
     """An id line whose text was corrected after its task failed: --retry-failed sends
     the new text (a new task, paid), so the command must not say it is "not paid for
