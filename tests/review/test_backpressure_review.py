@@ -14,7 +14,6 @@ from novita_video import (
     ClientClosedError,
     NovitaError,
     RetryPolicy,
-    Submission,
     SubmissionUnknownError,
 )
 from novita_video.testing import FakeNovita
@@ -123,7 +122,6 @@ async def test_a_caller_cancelled_while_queued_under_max_wait_sent_nothing() -> 
                 await client.submit("second", max_wait=5.0)
             await anyio.sleep(3.5)
         assert fake.stats.task_count == 1
-    assert Submission  # imported for the reader: the fate model the examples rely on
 
 
 async def test_hooks_that_raise_or_stall_leave_a_submit_on_an_unreporting_transport() -> None:
