@@ -496,9 +496,11 @@ class Client(anyio.AsyncContextManagerMixin):
         caller_left = False
 
         async def post() -> None:
-            with scope, contextlib.suppress(NovitaError):
-                await self._submitter.submit(request, limiter, fate=fate, max_wait=max_wait)
-            done.set()
+            try:
+                with scope, contextlib.suppress(NovitaError):
+                    await self._submitter.submit(request, limiter, fate=fate, max_wait=max_wait)
+            finally:
+                done.set()  # also when the client closes (its task group cancels this)
             if caller_left and fate.submission.may_exist:
                 logger.warning(
                     "a submit whose caller left was %s (task %s): %s",

@@ -33,6 +33,7 @@ from ._retry import (
     decide,
     error_retry_after,
     retry_delay,
+    submit_may_have_landed,
 )
 from ._stats import Counters
 
@@ -169,13 +170,24 @@ class Retrier:
         """
         deadline = None if max_wait is None else self._clock.now() + max_wait
         number = 0
+        # A POST that may have made a task, retried all the same (retry_unsafe_submits):
+        # if back-pressure ends the submit now, it ends in doubt, never as "nothing sent"
+        # (a caller told to come back later would pay twice).
+        landed: NovitaError | None = None
         while True:
             number += 1
             left = None if deadline is None else max(0.0, deadline - self._clock.now())
-            ticket = None if limiter is None else await limiter.acquire(left)
+            try:
+                ticket = None if limiter is None else await limiter.acquire(left)
+            except BackPressureError as refused:
+                if landed is not None:
+                    raise unknown_submission(landed, request) from refused
+                raise
             try:
                 value = await attempt(number)
             except NovitaError as error:
+                if method == "POST" and submit_may_have_landed(error):
+                    landed = error
                 retry = self.plan(method, error, number, limiter=limiter, ticket=ticket)
                 if retry.decision is Decision.UNKNOWN_SUBMISSION:
                     # A caller who cancelled while the shielded POST ran is told so now.
@@ -187,6 +199,8 @@ class Retrier:
                     if deadline is not None and self._clock.now() + retry.delay > deadline:
                         # The retry's wait counts against max_wait like a turn's.
                         assert max_wait is not None
+                        if landed is not None:
+                            raise unknown_submission(landed, request) from error
                         raise BackPressureError(
                             f"the retry after {error} would wait {retry.delay:.1f} s, past "
                             f"max_wait={max_wait:g} s; nothing more was sent",

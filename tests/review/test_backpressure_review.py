@@ -24,12 +24,6 @@ pytestmark = pytest.mark.anyio
 SUBMIT = "/v3/async/minimax-video-01"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with retry_unsafe_submits, a retry's backoff past max_wait after a POST that "
-    "may have made a task raises BackPressureError ('nothing more was sent'): the "
-    "examples answer 503 + Retry-After, and the caller's retry pays again",
-)
 async def test_a_maybe_landed_post_never_ends_in_back_pressure() -> None:
     async with scripted_server() as server:
         # The server reads the POST (it may have made the task) and cuts the connection.
@@ -76,11 +70,6 @@ async def test_a_slow_answer_past_max_wait_is_awaited_not_refused() -> None:
     assert server.count("POST", SUBMIT) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a submit waiting for its turn in another task when the client closes is "
-    "cancelled inside the client's task group before done.set(): its caller waits forever",
-)
 async def test_a_submit_waiting_for_its_turn_ends_when_the_client_closes() -> None:
     ended: list[BaseException | str] = []
     async with FakeNovita() as fake:
