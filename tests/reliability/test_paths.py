@@ -92,6 +92,7 @@ async def test_the_command_writes_only_inside_its_folder(tmp_path: Path, video_p
         Path("out") / name,
         Path("out/manifest.jsonl"),
         Path("out/index.html"),
+        Path("out/runs.jsonl"),  # one line per run: what it spent
         # `wait` names the clip after the task id the user typed, made a safe slug.
         Path("out/waited/tmp-novita-pwned-task.mp4"),
     }
