@@ -7,6 +7,7 @@ The simulator is the judge: ``failure_rate`` fails tasks at random (seeded), and
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -38,7 +39,7 @@ def tasks_per_prompt(fake: FakeNovita) -> Counter[str]:
 
 
 def attempts(out: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(out / ".novita" / "ledger.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(out / ".novita" / "ledger.sqlite")) as db:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute("SELECT * FROM attempts ORDER BY replaced_at")]
 

@@ -3,6 +3,7 @@ that cannot be written), run as a process against the simulator and hops on loop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -40,7 +41,7 @@ def v1_folder(out: Path, api: str, rows: list[tuple[int, str, str, str | None]])
     """``out`` as schema 1 code left it: ``rows`` of (idx, prompt, state, file), written in
     that order (a clip file for each file named)."""
     (out / ".novita").mkdir(parents=True)
-    with sqlite3.connect(out / ".novita" / "ledger.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(out / ".novita" / "ledger.sqlite")) as db, db:
         db.executescript(_V1_SCHEMA)
         db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", "1"), ("api", api)])
         for n, (idx, prompt, state, file) in enumerate(rows):
