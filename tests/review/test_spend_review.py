@@ -60,6 +60,11 @@ class OtherUse:
         return web.Response(status=status, body=payload, content_type=content_type)
 
 
+def runs(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "runs.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
 def record(out: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((out / ".novita" / "spend.json").read_text())
     return data
@@ -100,10 +105,10 @@ async def test_a_killed_run_whose_tasks_are_charged_at_their_end_cannot_spend_it
 async def test_other_use_of_the_account_never_makes_the_cap_stop_later(tmp_path: Path) -> None:
     # Video tasks are charged when they end; someone else on the account spends one cent
     # (charged at once) just after our first task is accepted. The cap's reading after
-    # that acceptance shows a fall of one cent and concludes that tasks are charged on
-    # acceptance at $0.01 each: every later task then looks paid for as soon as it is
-    # accepted, and the run sends all its prompts while they run, uncharged. The help
-    # says other use makes the run stop earlier, never later.
+    # that acceptance shows a fall of one cent; taken for "charged on acceptance at $0.01
+    # a task" (as it once was), every later task looks paid for as soon as it is accepted
+    # and the run sends all its prompts while they run, uncharged. The help says other
+    # use makes the run stop earlier, never later.
     slots = 2
     cap = PRICE * 4
     prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
@@ -130,7 +135,7 @@ async def test_a_deleted_spend_record_does_not_give_the_folder_its_cap_again(
 ) -> None:
     # The cap belongs to the folder; its record is one file that a user (or a cleanup
     # script) may delete. The ledger still shows tasks made, paid for: a rerun must not
-    # count from zero as if the folder had never spent anything.
+    # count from zero as if the folder had never spent anything (it refuses, saying so).
     cap = PRICE * 3
     prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
     out = tmp_path / "out"
@@ -147,16 +152,22 @@ async def test_a_deleted_spend_record_does_not_give_the_folder_its_cap_again(
         made = fake.stats.task_count
     assert first.code == 5, first.stderr
     assert made_first == 3
-    assert made == made_first, again.stderr  # nothing more: or the rerun refused to run
+    assert made == made_first, again.stderr  # nothing more: the rerun refused to run
+    assert again.code == 5
+    assert "spend.json is missing, but the ledger holds 3 task(s)" in again.stderr
+    assert "--max-spend none" in again.stderr
+    assert not (out / ".novita" / "spend.json").exists()  # no fresh record to count from
 
 
 async def test_the_price_a_folder_learned_for_one_model_is_not_taken_for_another(
     tmp_path: Path,
 ) -> None:
-    # spend.json keeps one price for the folder; a rerun with another --model (a model is
-    # part of a prompt's identity, so a folder may hold several) starts from it. Charged
-    # at their end, the dearer model's tasks are counted at the cheaper one's price while
-    # they run: the run passes the cap by more than one submit per slot.
+    # A rerun with another --model (a model is part of a prompt's identity, so a folder
+    # may hold several) must not start from the price learned for the first: charged at
+    # their end, the dearer model's tasks would be counted at the cheaper one's price
+    # while they run, and the run would pass the cap by more than one submit per slot.
+    # The first run names the model by its catalogue name, hailuo-02: runs.jsonl keeps
+    # the name given, spend.json the ledger's (minimax-hailuo-02, one model).
     slots = 2
     cheap = Decimal(PRICES["minimax-hailuo-02"]) / 10000  # $0.23
     cap = cheap * 10
@@ -169,16 +180,22 @@ async def test_the_price_a_folder_learned_for_one_model_is_not_taken_for_another
     )  # fmt: skip
     async with simulator(starting_balance="100", charge_at="end", task_duration=(2, 2)) as fake:
         env = cli_env(fake.url)
-        first = await run_cli("batch", str(few), "--model", "minimax-hailuo-02", *common, env=env)
+        first = await run_cli("batch", str(few), "--model", "hailuo-02", *common, env=env)
         learned = record(out)["price"]
+        given = runs(out)[-1]["model"]
         dear = await run_cli("batch", str(prompts), "--model", "minimax-video-01", *common, env=env)
         await anyio.sleep(2.5)  # every task has ended, so every one is charged
         spent = fake.spent()
         tasks = fake.stats.task_count
     assert first.code == 0, first.stderr
     assert learned == str(cheap)
+    assert given == "hailuo-02"
     assert dear.code == 5, dear.stderr
     assert spent <= cap + slots * PRICE, f"{tasks} tasks made, ${spent} spent"
+    assert record(out)["prices"] == {
+        "minimax-hailuo-02": str(cheap),
+        "minimax-video-01": str(PRICE),
+    }
 
 
 class BadBalance:
@@ -264,9 +281,9 @@ class LateBilling:
 async def test_a_charge_that_shows_late_does_not_make_every_task_free(tmp_path: Path) -> None:
     # Whether Novita charges at acceptance or at the end is unconfirmed; billing may also
     # settle some seconds after a task ends. The cap's first task ends with no charge
-    # seen, so after three quiet readings it takes the model to cost nothing, and then
-    # lets every prompt through (the folder keeps that price for later runs too). Real
-    # seconds: the cap's quiet readings are 5 s apart in the command.
+    # seen; a cap that took quiet readings for "the model costs nothing" let every prompt
+    # through. Real seconds: the cap's quiet readings are 5 s apart in the command, and
+    # the charge shows after 30 s, within its minute of them: it learns the price late.
     slots = 2
     cap = PRICE * 3
     prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(20)])
