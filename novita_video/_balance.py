@@ -17,7 +17,8 @@ defaults to 0"), and neither is a price, so the cap learns both from its own fir
 the price is a fall divided by the tasks that surely caused it (every task it let through,
 once they have ended: a charge is assumed to show by then), so other use only makes it
 dearer; "charged on acceptance" is believed only after two acceptances in turn were each
-followed by a fall covering them. A price never seen is not 0: after
+followed by a fall covering them. The price only rises (a fall more than the tasks at
+the price explain raises it). A price never seen is not 0: after
 ``QUIET_READINGS`` readings with every task ended and no charge, the cap stops.
 
 What it counts is the larger of two sums: what it saw spent plus its tasks not yet charged
@@ -496,9 +497,15 @@ class SpendCap:
         were each followed by a fall covering every accepted task at the first fall's
         price (one cent spent elsewhere just after an acceptance is not a price)."""
         accepted, ended, flying = seen
+        rise = self._rise
+        if self._price is not None and accepted:
+            # A fall more than every task let through (and outstanding) at the price
+            # explains: the price was learned too low (a charge that showed late, or
+            # other use mistaken for charges); it only ever rises, never falls.
+            held = Decimal(accepted + flying + self._outstanding)
+            self._price = max(self._price, (rise - self._committed) / held)
         if not accepted or flying or self._charged_at == "accept":
             return
-        rise = self._rise
         guess = self._price or self._candidate
         if rise > 0 and guess is None and not ended:
             self._candidate, self._covered = rise / accepted, accepted

@@ -403,6 +403,27 @@ async def test_tasks_of_earlier_runs_count_until_charged_and_not_twice() -> None
     assert SpendCap("1", price="0.30", outstanding=3).estimate == usd("0.90")
 
 
+async def test_the_price_never_falls_and_rises_with_falls_it_does_not_explain() -> None:
+    account = Account("10")
+    cap = SpendCap("5", recheck=60)
+    cap.bind(account, SystemClock())
+    await cap.admit("m")
+    cap.settle(True)
+    account.amount -= usd("0.30")  # charged when it ended
+    cap.ended()
+    await cap.admit("m")
+    cap.settle(True)
+    assert (cap.price, cap.charged_at) == (usd("0.30"), "end")
+    cap.ended()  # the second ended, its charge not shown yet: the price is not $0.15
+    await cap.admit("m")
+    cap.settle(True)
+    assert cap.price == usd("0.30")
+    # $2.40 fallen for three tasks, more than $0.30 each explains: $0.80 a task, then.
+    account.amount -= usd("2.10")
+    await cap.admit("m")
+    assert cap.price == usd("0.80")
+
+
 def test_a_price_of_0_is_not_known() -> None:
     assert SpendCap("1", price="0").price is None
 
