@@ -183,6 +183,8 @@ def dump_request(request: Request) -> dict[str, Any]:
 def parse_submitted(body: bytes) -> str:
     """The task id of a submit answer ``{"task_id": "..."}``."""
     data = load_json(body, "submit")
+    if type(data) is dict and type(task_id := data.get("task_id")) is str and task_id:
+        return task_id  # the documented answer, read without the converter
     if isinstance(data, dict) and "task_id" not in data and isinstance(data.get("data"), dict):
         data = data["data"]  # the unified endpoint's answer may be wrapped (unconfirmed)
     submitted: _WireSubmitted = _structure(data, _WireSubmitted, "submit", body)
@@ -194,8 +196,37 @@ def parse_submitted(body: bytes) -> str:
 def parse_task_result(body: bytes, *, wall: float) -> TaskResult:
     """A :class:`TaskResult` from a task-result body; ``wall`` (Unix time) dates the video URLs."""
     data = load_json(body, "task-result")
-    wire: _WireTaskResult = _structure(data, _WireTaskResult, "task-result", body)
+    wire = _running_task(data)
+    if wire is None:
+        wire = _structure(data, _WireTaskResult, "task-result", body)
     return from_wire(wire, wall=wall, body=body)
+
+
+def _text(value: Any) -> str | None:
+    """``_structure_str``'s reading of a str field, or ``None`` where it would raise."""
+    if type(value) is str:
+        return value
+    return "" if value is None else None
+
+
+def _running_task(data: Any) -> _WireTaskResult | None:
+    """The converter's reading of the commonest answer (a task still running: no
+    videos, every field of the documented type) without the converter, or ``None`` for
+    anything else, which the converter reads (and explains when it must refuse it).
+    A poll is the hot path: thousands a batch, nearly all of them this answer."""
+    if type(data) is not dict:
+        return None
+    task, videos = data.get("task"), data.get("videos")
+    if type(task) is not dict or not (videos is None or (type(videos) is list and not videos)):
+        return None
+    task_id, status = task.get("task_id"), task.get("status")
+    reason, task_type = _text(task.get("reason")), _text(task.get("task_type"))
+    if type(task_id) is not str or type(status) is not str or reason is None or task_type is None:
+        return None
+    wire_task = _WireTask(
+        task_id, status, reason, task.get("eta"), task.get("progress_percent"), task_type
+    )
+    return _WireTaskResult(wire_task, None)
 
 
 def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
