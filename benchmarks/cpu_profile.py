@@ -49,23 +49,47 @@ from ._report import RESULT_PATH, SUBMIT_PATH
 #: The layers a function's own time is charged to, by the file it is written in (the
 #: first fragment that matches wins).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("models: attrs/cattrs, _models, _requests, _wire", (
-        "novita_video/_models.py", "novita_video/_requests.py", "novita_video/_wire.py",
-        "/cattrs/", "/attr/", "/attrs/", "<attrs generated", "<cattrs generated",
-    )),
+    (
+        "models: attrs/cattrs, _models, _requests, _wire",
+        (
+            "novita_video/_models.py",
+            "novita_video/_requests.py",
+            "novita_video/_wire.py",
+            "/cattrs/",
+            "/attr/",
+            "/attrs/",
+            "<attrs generated",
+            "<cattrs generated",
+        ),
+    ),
     ("json", ("/json/",)),
     ("limiter: _limits", ("novita_video/_limits.py",)),
     ("retry driver: _retrier, _retry", ("novita_video/_retrier.py", "novita_video/_retry.py")),
-    ("transport + body cap: _http, _transport", (
-        "novita_video/_http.py", "novita_video/_transport.py", "/zlib",
-    )),
-    ("hooks and logging: _observe, _logs, logging", (
-        "novita_video/_observe.py", "novita_video/_logs.py", "/logging/",
-    )),
+    (
+        "transport + body cap: _http, _transport",
+        (
+            "novita_video/_http.py",
+            "novita_video/_transport.py",
+            "/zlib",
+        ),
+    ),
+    (
+        "hooks and logging: _observe, _logs, logging",
+        (
+            "novita_video/_observe.py",
+            "novita_video/_logs.py",
+            "/logging/",
+        ),
+    ),
     ("client and submit: _client, _submit", ("novita_video/_client.py", "novita_video/_submit.py")),
-    ("poller heap and schedule: _poller, _schedule", (
-        "novita_video/_poller.py", "novita_video/_schedule.py", "heapq",
-    )),
+    (
+        "poller heap and schedule: _poller, _schedule",
+        (
+            "novita_video/_poller.py",
+            "novita_video/_schedule.py",
+            "heapq",
+        ),
+    ),
     ("clock: _clock", ("novita_video/_clock.py",)),
     ("anyio: cancel scopes, deadlines, task groups", ("/anyio/",)),
     ("aiohttp, yarl, multidict", ("/aiohttp/", "/yarl/", "/multidict/", "/propcache/")),

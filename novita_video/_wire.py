@@ -4,6 +4,9 @@ Reading the server is lenient where the API may grow (unknown keys and statuses 
 accepted) and strict where it matters (a body that is not the documented shape is a
 :class:`~novita_video.ProtocolError` quoting a short, key-free snippet of it).
 The converter is configured here and nowhere else (cattrs advises against its global one).
+It is made on first use, not on import: the commonest bodies (a running task, a task
+id, an error, a typed request) are read and written by the small functions below, which
+give what the converter gives, so cattrs is imported only for the rest.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
 
 from ._errors import ProtocolError
 from ._models import TaskResult, TaskStatus, Video
 from ._requests import MODELS, AsyncRequest, CatalogRequest, Lora, Request
+
+if TYPE_CHECKING:
+    import cattrs
 
 logger = logging.getLogger("novita_video")
 
@@ -112,19 +119,28 @@ def _typed_body(request: attrs.AttrsInstance) -> dict[str, Any]:
     return body
 
 
-def _make_converter() -> cattrs.Converter:
+#: How each kind of request becomes its JSON body: the converter's unstructure hooks,
+#: also called directly by :func:`dump_request` (a submit need not import cattrs).
+_BODIES: dict[type, Callable[[Any], dict[str, Any]]] = {
+    # Unset optional fields are left out, so the server applies its own defaults.
+    **dict.fromkeys(MODELS.values(), _typed_body),
+    AsyncRequest: lambda request: dict(request.body),
+    CatalogRequest: lambda request: {"model": request.model, **request.body},
+}
+
+
+@cache
+def _converter() -> cattrs.Converter:
+    """The one converter, made on first use (see the module docstring)."""
+    import cattrs
+
     # Unknown keys are ignored: Novita adds fields (``extra``, ``audios``) and must not break users.
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(float, _structure_number)
     converter.register_structure_hook(int, lambda v, t: int(_structure_number(v, t)))
-    for typed in MODELS.values():
-        # Unset optional fields are left out, so the server applies its own defaults.
-        converter.register_unstructure_hook(typed, _typed_body)
-    converter.register_unstructure_hook(AsyncRequest, lambda request: dict(request.body))
-    converter.register_unstructure_hook(
-        CatalogRequest, lambda request: {"model": request.model, **request.body}
-    )
+    for kind, body in _BODIES.items():
+        converter.register_unstructure_hook(kind, body)
     # Every field of a video may be missing, but a video is still an object.
     structure_video = converter.get_structure_hook(_WireVideo)
 
@@ -136,9 +152,6 @@ def _make_converter() -> cattrs.Converter:
 
     converter.register_structure_hook(_WireVideo, _structure_video)
     return converter
-
-
-_converter = _make_converter()
 
 
 def snippet(body: bytes | str) -> str:
@@ -159,8 +172,10 @@ def load_json(body: bytes, what: str) -> Any:
 
 
 def _structure(data: Any, cls: type[Any], what: str, body: bytes) -> Any:
+    import cattrs  # imported by _converter() anyway: a lookup by now
+
     try:
-        return _converter.structure(data, cls)
+        return _converter().structure(data, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as err:
         raise ProtocolError(
             f"{what}: the answer is not the documented shape ({_explain(err)})", snippet(body)
@@ -168,6 +183,8 @@ def _structure(data: Any, cls: type[Any], what: str, body: bytes) -> Any:
 
 
 def _explain(err: BaseException) -> str:
+    import cattrs
+
     if isinstance(err, cattrs.BaseValidationError):
         notes = cattrs.transform_error(err)
         return "; ".join(notes[:3]) if notes else err.message
@@ -176,7 +193,10 @@ def _explain(err: BaseException) -> str:
 
 def dump_request(request: Request) -> dict[str, Any]:
     """The JSON body of ``POST /v3/async/<endpoint>`` for ``request``."""
-    body: dict[str, Any] = _converter.unstructure(request)
+    dump = _BODIES.get(type(request))
+    if dump is not None:
+        return dump(request)
+    body: dict[str, Any] = _converter().unstructure(request)  # a subclass of the user's
     return body
 
 
@@ -294,8 +314,13 @@ def parse_error(body: bytes) -> tuple[str, str]:
         return "", snippet(body)
     if not isinstance(data, dict):
         return "", snippet(body)
+    reason, message = _text(data.get("reason")), _text(data.get("message"))
+    if reason is not None and message is not None:
+        return reason, message  # the converter's reading, without it
+    import cattrs
+
     try:
-        error: _WireError = _converter.structure(data, _WireError)
+        error: _WireError = _converter().structure(data, _WireError)
     except (cattrs.BaseValidationError, TypeError, ValueError):
         return "", snippet(body)
     return error.reason, error.message
