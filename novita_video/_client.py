@@ -34,6 +34,7 @@ import attrs
 from ._balance import BALANCE_PATH, Balance, SpendCap, parse_balance
 from ._batch import Batch, PromptInput, _BatchRun
 from ._clock import Clock, SystemClock
+from ._download import download
 from ._errors import (
     ClientClosedError,
     InvalidRequestError,
@@ -564,10 +565,6 @@ class Client(anyio.AsyncContextManagerMixin):
                 )
             source = source.result
         result = await self.get_result(source) if isinstance(source, str) else source
-        # Imported on first use: most programs never download through the client, and
-        # `import novita_video` stays cheap (benchmarks/imports.py measures it).
-        from ._download import download
-
         return await download(
             result,
             Path(destination),

@@ -101,9 +101,11 @@ def hint(value: Any) -> float | None:
     """A number the server gives as a hint (``eta``, ``progress_percent``), or ``None``
     when it cannot be read as a finite number >= 0: a hint that cannot be read is a
     missing hint, not a broken answer about a healthy task."""
+    if type(value) is int and 0 <= value < 1 << 53:  # the usual eta and progress
+        return float(value)
     try:
         number = _structure_number(value, float)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # 1e999 digits long is no number
         return None
     return number if number >= 0 else None
 
