@@ -126,6 +126,13 @@ def _map_error(err: BaseException, what: str, sending: Sending | None = None) ->
     return APIConnectionError(f"{what}: the connection failed ({_detail(err)})", True)
 
 
+def _past_deadline(err: BaseException) -> bool:
+    """Whether ``err`` is aiohttp's total deadline passing once the connection was made:
+    a bare :class:`TimeoutError` (a read's own timeout is a ``ServerTimeoutError``, a
+    connection's a ``ConnectionTimeoutError``, the system's an ``OSError`` with an errno)."""
+    return type(err) is TimeoutError and err.errno is None
+
+
 def _detail(err: BaseException) -> str:
     if isinstance(err, aiohttp.ClientConnectorError):
         return str(err.os_error)
@@ -231,7 +238,14 @@ class HTTPTransport:
         self._secret_token = re.compile(
             rb"(?<![A-Za-z0-9_\-])" + re.escape(self._secret) + rb"(?![A-Za-z0-9_\-])"
         )
+        # The total deadline of an API request is aiohttp's own: one timer from the wait
+        # for a pooled connection to the body's last byte (its reads time out too), a
+        # third of what a cancel scope around every request cost (benchmarks/cpu_profile.py).
+        # Clip downloads have a deadline of their own, and no total here.
         self._timeout = aiohttp.ClientTimeout(
+            total=settings.total, sock_connect=settings.connect_timeout, sock_read=settings.timeout
+        )
+        self._download_reads = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout
         )
         self._deadline = settings.total
@@ -331,35 +345,35 @@ class HTTPTransport:
         failure: APIConnectionError | None = None
         response: Response | None = None
         told = _SENDING.set(sending) if sending is not None else None
-        with anyio.move_on_after(self._deadline) as deadline:
-            try:
-                async with session.request(
-                    method,
-                    self._base_url + path,
-                    params=params,
-                    json=json,
-                    headers={"Authorization": self._auth},
-                    # The API never redirects; following one could carry the key elsewhere.
-                    allow_redirects=False,
-                ) as answer:
-                    body = await _read_capped(
-                        answer.content,
-                        answer.headers.get("Content-Encoding", ""),
-                        self._max_response_bytes,
-                        what,
-                    )
-                    response = self._response(answer, body)
-            except (TimeoutError, aiohttp.ClientError, OSError) as err:
+        try:
+            async with session.request(
+                method,
+                self._base_url + path,
+                params=params,
+                json=json,
+                headers={"Authorization": self._auth},
+                # The API never redirects; following one could carry the key elsewhere.
+                allow_redirects=False,
+            ) as answer:
+                body = await _read_capped(
+                    answer.content,
+                    answer.headers.get("Content-Encoding", ""),
+                    self._max_response_bytes,
+                    what,
+                )
+                response = self._response(answer, body)
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+            if _past_deadline(err):
+                maybe_sent = sending is None or sending.sent
+                failure = APITimeoutError(
+                    f"{what}: no whole answer within the total deadline of {self._deadline:g} s",
+                    maybe_sent,
+                )
+            else:
                 failure = self._unreachable(err, self._failure(err, _map_error(err, what, sending)))
-            finally:
-                if told is not None:
-                    _SENDING.reset(told)
-        if deadline.cancelled_caught:
-            maybe_sent = sending is None or sending.sent
-            failure = APITimeoutError(
-                f"{what}: no whole answer within the total deadline of {self._deadline:g} s",
-                maybe_sent,
-            )
+        finally:
+            if told is not None:
+                _SENDING.reset(told)
         if failure is not None:
             # Raised here, outside the except block, so that no aiohttp exception is its
             # __context__ either. (The client logs each request, above the transport.)
@@ -422,7 +436,9 @@ class HTTPTransport:
         response: Response | None = None
         with anyio.move_on_after(self._download_timeout) as deadline:
             try:
-                async with session.get(url, headers={"Accept": "*/*"}) as answer:
+                async with session.get(
+                    url, headers={"Accept": "*/*"}, timeout=self._download_reads
+                ) as answer:
                     headers = {key.lower(): value for key, value in answer.headers.items()}
                     if 200 <= answer.status < 300:
 
