@@ -247,15 +247,15 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
             return _spread(n // 4, conc, lambda i: bare.submit(next(prompts)))
 
         # One check each of many tasks (fresh ones: a task's first check goes at once).
-        checked = [await bare.submit(next(prompts)) for _ in range(3 * (n // 8))]
+        checked = [await bare.submit(next(prompts)) for _ in range(3 * (n // 4))]
         pending = {"ours": list(checked), "bare": list(checked)}
 
         def ours_checks() -> Awaitable[None]:
-            todo, pending["ours"] = pending["ours"][: n // 8], pending["ours"][n // 8 :]
+            todo, pending["ours"] = pending["ours"][: n // 4], pending["ours"][n // 4 :]
             return _spread(len(todo), conc, lambda i: _one_check(client, todo[i]))
 
         def bare_checks() -> Awaitable[None]:
-            todo, pending["bare"] = pending["bare"][: n // 8], pending["bare"][n // 8 :]
+            todo, pending["bare"] = pending["bare"][: n // 4], pending["bare"][n // 4 :]
             return _spread(len(todo), conc, lambda i: bare.poll(todo[i]))
 
         kinds: dict[str, tuple[int, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]]
@@ -263,7 +263,7 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
             "poll": (n, ours_polls, bare_polls),
             "submit": (n // 4, ours_submits, bare_submits),
             "batch submit": (n // 4, batch_submits, bare_submits),
-            "check": (n // 8, ours_checks, bare_checks),
+            "check": (n // 4, ours_checks, bare_checks),
         }
         # Warm-up of both (first-time costs: cattrs' generated code, connections).
         await ours_polls()
@@ -288,7 +288,7 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
             ("ours poll", n, ours_polls),
             ("ours submit", n // 4, ours_submits),
             ("ours batch submit", n // 4, batch_submits),
-            ("ours check", n // 8, ours_checks),
+            ("ours check", n // 4, ours_checks),
         ):
             profile = cProfile.Profile()
             profile.enable()
