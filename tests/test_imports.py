@@ -1,10 +1,11 @@
 """``import novita_video`` loads what a client needs to submit and wait, and nothing more.
 
 The command, the simulator, the webhook server, Redis sharing, JSON Schema checks,
-anyio's memory streams (a batch's), and cattrs (the converter is made on the
-first answer off the fast path) are imported when used, so that importing the package costs little more than importing aiohttp
-(``benchmarks/imports.py`` measures it). Checked in a fresh interpreter, where nothing
-else has imported them already; not timed (timings on a shared machine prove nothing).
+anyio's memory streams (a batch's), and cattrs (the converter is made on the first
+answer off the fast path) are imported when used, so that importing the package costs
+little more than importing aiohttp (``benchmarks/imports.py`` measures it). Checked in a
+fresh interpreter, where nothing else has imported them already; not timed (timings on a
+shared machine prove nothing).
 """
 
 from __future__ import annotations
