@@ -105,7 +105,7 @@ def hint(value: Any) -> float | None:
         return float(value)
     try:
         number = _structure_number(value, float)
-    except (TypeError, ValueError, OverflowError):  # 1e999 digits long is no number
+    except (TypeError, ValueError, OverflowError):  # an int of 400 digits is no hint
         return None
     return number if number >= 0 else None
 
