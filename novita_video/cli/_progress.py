@@ -246,9 +246,14 @@ class Tally:
         over the tasks out), counting down in between."""
         now = self.now()
         cached = self._estimated
-        if cached is not None and now - cached[0] < _ESTIMATE_EVERY and cached[2] == self.finished:
-            found = cached[1]
-            return None if found is None else found.later(now - cached[0])
+        # (Nothing known is not kept: the first submit makes a rate known at once.)
+        if (
+            cached is not None
+            and cached[1] is not None
+            and now - cached[0] < _ESTIMATE_EVERY
+            and cached[2] == self.finished
+        ):
+            return cached[1].later(now - cached[0])
         found = self._estimate(now)
         self._estimated = (now, found, self.finished)
         return found
@@ -384,7 +389,7 @@ class Tail:
             return cls(shape, 0.0, max(when / ended, seen * 1.001))
         width = max(seen - when, when / 4, _TINY)
         if shape == "long":
-            width = math.log(max(seen, _TINY) / max(when, _TINY)) or 0.25
+            width = abs(math.log(max(seen, _TINY) / max(when, _TINY))) or 0.25
             return cls(shape, math.log(max(when, _TINY)) - width * _NORMAL.inv_cdf(ended), width)
         return cls(shape, when - width * _NORMAL.inv_cdf(ended), width)
 

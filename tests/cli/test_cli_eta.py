@@ -287,3 +287,36 @@ def test_a_range_is_said_as_one() -> None:
     assert str(Estimate(70, up_to=185)) == "1m10s to 3m05s"
     assert Estimate(70, up_to=185).later(10) == Estimate(60, up_to=175)
     assert str(Estimate(20, at_least=True)) == "at least 20s"
+
+
+def test_any_run_gets_a_finite_eta() -> None:
+    """Whatever comes (tasks of no time, all alike, resumed ones older than any seen,
+    no rate given, an infinite one): the ETA is a finite time, a bound or an ordered
+    range, and the line is said."""
+    rng = random.Random(23)
+    for _ in range(500):
+        clock = Clock()
+        total = rng.randint(1, 30)
+        tally = Tally(total, rpm=rng.choice([None, 0.5, 60.0, 6000.0, float("inf")]), clock=clock)
+        out: list[str] = []
+        for number in range(total):
+            kind = rng.random()
+            if kind < 0.2:
+                tally.finished_before += 1
+                tally.move("queued", "done")
+                tally.learn(rng.choice([0.0, 1.0, 5.0, rng.uniform(0, 100)]))
+            else:
+                clock.now += rng.choice([0.0, 0.1, 1.0])
+                age = rng.choice([0.0, 3.0, rng.uniform(0, 500)]) if kind < 0.4 else 0.0
+                tally.move("queued", "processing", str(number), age=age)
+                out.append(str(number))
+            if out and rng.random() < 0.3:
+                clock.now += rng.choice([0.0, 0.5, 3.0])
+                key = out.pop(rng.randrange(len(out)))
+                tally.move("processing", rng.choice(["done", "failed", "unknown"]), key)
+            found = tally.estimate()
+            assert found is not None or tally.submit_rate() is None
+            if found is not None:
+                assert 0 <= found.seconds < 1e9
+                assert found.up_to is None or found.seconds <= found.up_to < 1e9
+            assert " ETA " in tally.describe()
