@@ -246,11 +246,12 @@ class Tally:
         over the tasks out), counting down in between."""
         now = self.now()
         cached = self._estimated
-        # (Nothing known is not kept: the first submit makes a rate known at once.)
+        # (Nothing known is not kept: the first submit makes a rate known at once; nor is
+        # an ETA that has run out while prompts are left.)
         if (
             cached is not None
             and cached[1] is not None
-            and now - cached[0] < _ESTIMATE_EVERY
+            and now - cached[0] < min(_ESTIMATE_EVERY, cached[1].seconds or math.inf)
             and cached[2] == self.finished
         ):
             return cached[1].later(now - cached[0])
@@ -336,7 +337,7 @@ Shape = Literal["even", "bell", "long"]
 @attrs.frozen
 class Tail:
     """A shape of task times, fitted to a curve: the share of tasks ended by so many
-    seconds is ``share(seconds)``."""
+    seconds is :meth:`ended`."""
 
     shape: Shape
     #: ``even``: the first and the last end; ``bell``: the bell's mean and spread in
@@ -497,9 +498,14 @@ class Survival:
         out_after = self._share(shape)
         # Each prompt's share still out now, the denominator of its odds.
         now_out = [(age, weight / out) for age, weight in unsettled if (out := out_after(age)) > 0]
+        # Stragglers, out past every time the shape allows: soon, we expect, within a
+        # tenth of the longest time seen.
+        stragglers = sum(weight for age, weight in unsettled if out_after(age) <= 0)
+        soon = max(1.0, self.times[-1] / 10)
 
         def expected(after: float) -> float:
-            return sum(odds * out_after(age + after) for age, odds in now_out)
+            late = stragglers * max(0.0, 1.0 - after / soon)
+            return late + sum(odds * out_after(age + after) for age, odds in now_out)
 
         if expected(0.0) < _DONE_BELOW:
             return 0.0

@@ -292,7 +292,7 @@ def test_a_range_is_said_as_one() -> None:
 def test_any_run_gets_a_finite_eta() -> None:
     """Whatever comes (tasks of no time, all alike, resumed ones older than any seen,
     no rate given, an infinite one): the ETA is a finite time, a bound or an ordered
-    range, and the line is said."""
+    range, 0 only once every prompt settled, and the line is said."""
     rng = random.Random(23)
     for _ in range(500):
         clock = Clock()
@@ -319,4 +319,6 @@ def test_any_run_gets_a_finite_eta() -> None:
             if found is not None:
                 assert 0 <= found.seconds < 1e9
                 assert found.up_to is None or found.seconds <= found.up_to < 1e9
+                # A task out (a straggler past every estimate too) is not over yet.
+                assert (found.seconds > 0) == (tally.finished < total)
             assert " ETA " in tally.describe()
