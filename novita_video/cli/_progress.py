@@ -85,6 +85,10 @@ _RATE_AFTER: Final = 2.0
 #: A shape of the tail is as likely as the best one when it misses the curve by no
 #: more than this many times as much (their misses differ that much by chance alone).
 _AS_LIKELY: Final = 2.0
+#: The share of the curve that must be known (tasks ended, of those that reached its
+#: end) before the shapes are told apart by how well they fit it: before, the quick
+#: start of the task times fits them all about as well (the ETA is their range).
+_KNOWN_AFTER: Final = 0.3
 #: Shapes as likely as the best whose ETAs are no further apart than this give one ETA
 #: (the best's); further apart, the ETA is said as their range.
 _AGREE: Final = 2.0
@@ -282,12 +286,14 @@ class Tally:
         # sample of at most _SAMPLE of each kind standing for the rest.
         sending = [-(n + 1) / rate for n in range(waiting)]
         unsettled = _sample(ages, _SAMPLE) + _sample(sending, _SAMPLE)
-        # The ETA of each shape as likely as the best one: one ETA if they agree.
+        # The ETA of each shape as likely as the best one: one ETA if they agree. While
+        # the curve is known only near its start, every shape is as likely.
         best = min(survival.misses.values())
+        early = 1.0 - survival.shares[-1] < _KNOWN_AFTER
         ends = {
             shape: survival.last_end(unsettled, shape)
             for shape, miss in survival.misses.items()
-            if miss <= _AS_LIKELY * best
+            if early or miss <= _AS_LIKELY * best
         }
         low, high = min(ends.values()), max(ends.values())
         if high <= _AGREE * low:
