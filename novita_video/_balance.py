@@ -17,7 +17,8 @@ defaults to 0"), and neither is a price, so the cap learns both from its own fir
 the price is a fall divided by the tasks that surely caused it (every task it let through,
 once they have ended: a charge is assumed to show by then), so other use only makes it
 dearer; "charged on acceptance" is believed only after two acceptances in turn were each
-followed by a fall covering them. The price only rises (a fall more than the tasks at
+followed by a fall covering them, and only while every reading shows every accepted task
+charged. The price only rises (a fall more than the tasks at
 the price explain raises it). A price never seen is not 0: after
 ``QUIET_READINGS`` readings with every task ended and no charge, the cap stops.
 
@@ -252,6 +253,7 @@ class SpendCap:
         self._candidate: Decimal | None = None
         self._covered = 0
         self._refuted = False
+        self._least = Decimal(0)  # a price given up: the one learned again is no lower
         self._reached: SpendCapReachedError | None = None
         self._changed: anyio.Event | None = None  # set when a submit settles or a task ends
 
@@ -525,6 +527,7 @@ class SpendCap:
                 # use of the account at those moments: a reading that does not show every
                 # accepted task charged refutes it. The price goes with it (it was those
                 # falls), so nothing more is sent until the tasks end and show their price.
+                self._least = self._price  # a top-up may hide charges from the next too
                 self._price, self._charged_at, self._refuted = None, None, True
             return
         if not accepted or flying or self._charged_at == "accept":
@@ -549,7 +552,7 @@ class SpendCap:
         if rise > 0:
             # Every task (one, or two) has ended, so each was charged by now: the fall
             # divided by them is their price, or dearer (other use of the account).
-            self._price, self._charged_at = rise / accepted, "end"
+            self._price, self._charged_at = max(rise / accepted, self._least), "end"
         else:
             # Every task ended, and no charge: billing may show later, or the model costs
             # nothing; the cap waits a few readings, then stops rather than guess.

@@ -4,7 +4,9 @@
 
 * ``baseline``: the balance read before the folder's first run that could read one;
 * ``spent``: dollars the balance has fallen since then, counted as the spend cap counts
-  them (falls only: a top-up is not room to spend), up to the reading ``last``;
+  them (falls only: a top-up is not room to spend), up to the reading ``last``, and never
+  less than the tasks a capped run saw charged at their price (a top-up hides the charges
+  beside it from the readings);
 * ``max_spend``: the folder's cap (``--max-spend``), or ``null``;
 * ``prices``: the price of one task of each model (by the ledger's name for it, so
   ``hailuo-02`` of the catalogue is ``minimax-hailuo-02``) as the cap last observed it,

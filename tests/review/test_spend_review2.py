@@ -184,3 +184,64 @@ async def test_a_cap_of_two_tasks_learning_the_price_makes_two_not_one(tmp_path:
         tasks = fake.stats.task_count
     assert ran.code == 5, ran.stderr
     assert tasks == 2, ran.stderr
+
+
+class SteadyUse:
+    """A hop in front of the simulator where someone else spends ``per_second`` dollars
+    of the same account, steadily (an app making small calls all day), charged at once:
+    every balance reading shows what it spent since the hop started."""
+
+    def __init__(self, upstream: str, *, per_second: Decimal) -> None:
+        self.upstream = upstream
+        self.rate = per_second * 10000
+        self.started = anyio.current_time()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        status, payload, content_type = await forward(self.upstream, request, body)
+        if request.path == BALANCE and status == 200:
+            spent = int(self.rate * Decimal(anyio.current_time() - self.started))
+            data = json.loads(payload)
+            for name in ("availableBalance", "cashBalance"):
+                data[name] = str(int(data[name]) - spent)
+            payload = json.dumps(data).encode()
+        return web.Response(status=status, body=payload, content_type=content_type)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self.handle)
+        return app
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "14 tasks made, $6.02 spent under a $1.72 cap (2 slots: at most $2.58): a price "
+        "learned from falls after acceptances is other use's whenever that use is steady; "
+        "only a price learned once the first tasks have ended bounds the spend"
+    ),
+)
+async def test_steady_other_use_is_not_taken_for_charges_on_acceptance(tmp_path: Path) -> None:
+    # Charged at the end; someone else spends 5 cents a second on the account, and the
+    # batch submits at 120 a minute (Novita's video limits are lower still). Every reading
+    # after an acceptance shows a fall that covers every task accepted at the first
+    # fall's price (a cent or so): the cap believes "charged on acceptance" at that price
+    # and keeps believing it, sending every prompt while the first tasks, uncharged, run.
+    # Real seconds: the other use is spread in time, and tasks last 5 s so that the
+    # batch has sent them all before the first charge shows.
+    slots = 2
+    cap = PRICE * 4
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(16)])
+    args = (
+        "batch", str(prompts), "--out", str(tmp_path / "out"), "--rpm", "120", "--no-download",
+        "--concurrency", str(slots), "--max-spend", str(cap),
+    )  # fmt: skip
+    async with simulator(starting_balance="100", charge_at="end", task_duration=(5, 5)) as fake:
+        other = SteadyUse(fake.url, per_second=Decimal("0.05"))
+        async with serve_app(other.app()) as url:
+            ran = await run_cli(*args, env=cli_env(url))
+        await anyio.sleep(5.5)  # every task has ended, so every one is charged
+        spent = fake.spent()
+        tasks = fake.stats.task_count
+    assert spent <= cap + slots * PRICE, f"{tasks} tasks made, ${spent} spent: {ran.stderr}"
+    assert ran.code == 5, ran.stderr
