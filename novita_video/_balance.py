@@ -17,7 +17,8 @@ defaults to 0"), and neither is a price, so the cap learns both from its own fir
 the price is a fall divided by the tasks that surely caused it (every task it let through,
 once they have ended: a charge is assumed to show by then), so other use only makes it
 dearer; "charged on acceptance" is believed only after two acceptances in turn were each
-followed by a fall covering them. The price only rises (a fall more than the tasks at
+followed by a fall covering them, and only while every reading shows every accepted task
+charged. The price only rises (a fall more than the tasks at
 the price explain raises it). A price never seen is not 0: after
 ``QUIET_READINGS`` readings with every task ended and no charge, the cap stops.
 
@@ -56,6 +57,10 @@ QUIET_READINGS: Final = 12
 #: charged on acceptance (once could be other use of the account at that moment).
 ACCEPT_CONFIRMATIONS: Final = 2
 
+#: No balance is this large (a trillion dollars, in the wire's unit): an amount past it is
+#: not money (``"1e999999"`` parses, then cannot be printed or written as a number).
+_WIRE_LIMIT: Final = Decimal(10) ** 16
+
 _WIRE_NAMES: Final = {
     "available": "availableBalance",
     "cash": "cashBalance",
@@ -73,7 +78,7 @@ def _amount(value: Any, name: str) -> Decimal:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
         raise ValueError(f"{name} is not an amount: {value!r}") from None
-    if not amount.is_finite():
+    if not amount.is_finite() or abs(amount) >= _WIRE_LIMIT:
         raise ValueError(f"{name} is not a finite amount: {value!r}")
     return amount / WIRE_UNIT
 
@@ -248,6 +253,7 @@ class SpendCap:
         self._candidate: Decimal | None = None
         self._covered = 0
         self._refuted = False
+        self._least = Decimal(0)  # a price given up: the one learned again is no lower
         self._reached: SpendCapReachedError | None = None
         self._changed: anyio.Event | None = None  # set when a submit settles or a task ends
 
@@ -300,6 +306,16 @@ class SpendCap:
         counted = self._spent + self._uncharged() * price
         tasks = self._accepted + self._in_flight + self._outstanding
         return max(counted, self._base + self._committed + tasks * price)
+
+    def charged(self, *, now: bool = False) -> Decimal:
+        """The least spent, whatever the balance showed: ``spent`` as given at the start
+        plus this cap's tasks charged by its assumption (ended, or accepted when charged
+        on acceptance) at the price, as the latest reading began (``now``: as they stand,
+        for a reading taken after the batch). A reading cannot hide these (a top-up
+        between two readings shows as a rise, and the charges beside it as nothing)."""
+        accepted, ended, _ = (self._accepted, self._ended, 0) if now else self._seen
+        tasks = accepted if self._charged_at == "accept" else ended
+        return self._base + tasks * (self._price or Decimal(0))
 
     @property
     def reached(self) -> SpendCapReachedError | None:
@@ -413,12 +429,13 @@ class SpendCap:
         reading confirms it or not), and nothing more until a reading shows what a task
         costs. A price never seen is not 0: after ``QUIET_READINGS`` readings with every
         task ended and no charge, the cap stops (False) instead of guessing."""
+        if self._in_flight:
+            # Even with no room: a stop would give up the submits let through, which fit.
+            return None
         if self.estimate >= self._max:
             return False
-        if not self._accepted + self._in_flight:
+        if not self._accepted:
             return True  # the first task, alone: what it costs is the price
-        if self._in_flight:
-            return None
         guess = self._hypothesis()
         if guess is not None and self._covered == self._accepted < ACCEPT_CONFIRMATIONS:
             # Charged on acceptance, it seems: one more, alone, to see it again.
@@ -504,6 +521,15 @@ class SpendCap:
             # other use mistaken for charges); it only ever rises, never falls.
             held = Decimal(accepted + flying + self._outstanding)
             self._price = max(self._price, (rise - self._committed) / held)
+        if self._charged_at == "accept" and self._price is not None and accepted:
+            if rise < self._price * accepted:
+                # Charged on acceptance, believed from two falls that may have been other
+                # use of the account at those moments: a reading that does not show every
+                # accepted task charged refutes it. The price goes with it (it was those
+                # falls), so nothing more is sent until the tasks end and show their price.
+                self._least = self._price  # a top-up may hide charges from the next too
+                self._price, self._charged_at, self._refuted = None, None, True
+            return
         if not accepted or flying or self._charged_at == "accept":
             return
         guess = self._price or self._candidate
@@ -526,7 +552,7 @@ class SpendCap:
         if rise > 0:
             # Every task (one, or two) has ended, so each was charged by now: the fall
             # divided by them is their price, or dearer (other use of the account).
-            self._price, self._charged_at = rise / accepted, "end"
+            self._price, self._charged_at = max(rise / accepted, self._least), "end"
         else:
             # Every task ended, and no charge: billing may show later, or the model costs
             # nothing; the cap waits a few readings, then stops rather than guess.

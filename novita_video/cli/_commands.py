@@ -448,6 +448,10 @@ async def _batch_run(
             money.after = await _read_balance(key, url)
             if isinstance(money.after, Balance):
                 money.folder.observe(money.after)
+                if money.cap is not None:
+                    # Every task the cap let through that ended is charged by now: a
+                    # top-up during the run may hide their charges from the readings.
+                    money.folder.spent = max(money.folder.spent, money.cap.charged(now=True))
                 with contextlib.suppress(OSError):
                     money.folder.save()
     if run.input_error is not None:

@@ -4,7 +4,9 @@
 
 * ``baseline``: the balance read before the folder's first run that could read one;
 * ``spent``: dollars the balance has fallen since then, counted as the spend cap counts
-  them (falls only: a top-up is not room to spend), up to the reading ``last``;
+  them (falls only: a top-up is not room to spend), up to the reading ``last``, and never
+  less than the tasks a capped run saw charged at their price (a top-up hides the charges
+  beside it from the readings);
 * ``max_spend``: the folder's cap (``--max-spend``), or ``null``;
 * ``prices``: the price of one task of each model (by the ledger's name for it, so
   ``hailuo-02`` of the catalogue is ``minimax-hailuo-02``) as the cap last observed it,
@@ -58,6 +60,8 @@ __all__ = ["RUNS", "FolderSpend", "SpendRecordError", "append_run"]
 RUNS: Final = "runs.jsonl"
 _RECORD: Final = "spend.json"
 _VERSION: Final = 1
+#: No amount of a record is this many dollars (one past it was edited in, or damaged).
+_LIMIT: Final = Decimal(10) ** 12
 
 
 class SpendRecordError(Exception):
@@ -75,7 +79,11 @@ def _balance(value: object) -> Balance | None:
 def _decimal(value: object) -> Decimal:
     if not isinstance(value, str):
         raise ValueError(f"not an amount: {value!r}")
-    return Decimal(value)
+    amount = Decimal(value)
+    # A file a user may edit: a negative amount would be room the folder never had.
+    if not amount.is_finite() or not 0 <= amount < _LIMIT:
+        raise ValueError(f"not an amount of dollars: {value!r}")
+    return amount
 
 
 def _prices(value: object) -> dict[str, Decimal]:
@@ -199,11 +207,18 @@ class FolderSpend:
                 own += count  # its price is not known: the run's own, once learned
 
         def keep(cap: SpendCap) -> None:
-            self.spent, self.last = cap.spent, cap.last
+            # Never less than the tasks seen charged: a top-up beside their charges hides them.
+            self.spent, self.last = max(cap.spent, cap.charged()), cap.last
+            # The cap starts from the record's price and charging, so the record follows
+            # it: a price it gave up (charging on acceptance refuted) is not kept either.
             if cap.price is not None:
                 self.prices[model] = cap.price
+            else:
+                self.prices.pop(model, None)
             if cap.charged_at is not None:
                 self.charged_at[model] = cap.charged_at
+            else:
+                self.charged_at.pop(model, None)
             self.save()
 
         return SpendCap(
