@@ -34,10 +34,10 @@ async def test_a_failed_task_is_returned_not_raised() -> None:
     assert not result.ok
 
 
+@pytest.mark.virtual_time
 async def test_many_concurrent_waits_share_one_poller() -> None:
-    clock = ScaledClock(speed=20)
     results: dict[str, TaskStatus] = {}
-    async with simulated(task_duration=(20, 60), clock=clock, seed=2) as (fake, client):
+    async with in_memory(task_duration=(20, 60), seed=2) as (fake, client):
         ids = [await client.submit(f"clip {n}") for n in range(40)]
 
         async def wait_thrice(task_id: str) -> None:
@@ -175,10 +175,10 @@ async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
         assert client.statistics().outstanding == 0
 
 
+@pytest.mark.virtual_time
 async def test_429s_slow_the_whole_poller() -> None:
-    clock = ScaledClock(speed=10)
     limit = RateLimit(10, per=10.0)
-    async with simulated(task_duration=(5, 10), clock=clock, result_limit=limit) as (fake, client):
+    async with in_memory(task_duration=(5, 10), result_limit=limit) as (fake, client):
         ids = [await client.submit(f"clip {n}") for n in range(20)]
         async with anyio.create_task_group() as group:
             for task_id in ids:
@@ -208,10 +208,10 @@ async def test_the_client_closing_ends_every_wait() -> None:
     assert len(errors) == 1
 
 
+@pytest.mark.virtual_time
 async def test_wait_reports_progress_on_the_way() -> None:
     seen: list[tuple[TaskStatus, int]] = []
-    clock = ScaledClock(speed=20)
-    async with simulated(task_duration=(60, 60), clock=clock, eta_error=None) as (_, client):
+    async with in_memory(task_duration=(60, 60), eta_error=None) as (_, client):
         task_id = await client.submit("a cat")
         result = await client.wait(
             task_id, on_progress=lambda r: seen.append((r.status, r.progress))
