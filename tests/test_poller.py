@@ -23,7 +23,7 @@ from novita_video import (
 from novita_video.testing import RateLimit
 from tests.support import in_memory, simulated
 
-pytestmark = [pytest.mark.anyio, pytest.mark.load]  # on virtual time but for a few: quick
+pytestmark = [pytest.mark.anyio, pytest.mark.load]  # mostly virtual time: quick tier
 
 
 async def test_a_failed_task_is_returned_not_raised() -> None:
