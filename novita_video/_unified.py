@@ -272,10 +272,23 @@ class CatalogModel:
                 f"{self.name} has no field {', '.join(unknown)}; its fields: {', '.join(names)}",
             )
         jsonschema = require_jsonschema()
+        # jsonschema >= 4.18 (the extra's floor) resolves $ref with referencing.
+        from referencing.exceptions import Unresolvable
+
         validator_class = jsonschema.validators.validator_for(
             self.schema, default=jsonschema.Draft202012Validator
         )
-        errors = list(validator_class(dict(self.schema)).iter_errors(dict(body)))
+        try:
+            errors = list(validator_class(dict(self.schema)).iter_errors(dict(body)))
+        except (Unresolvable, RecursionError) as error:
+            # A schema that passes check_schema may still point nowhere ($ref to a
+            # missing definition, or round in a circle): it cannot check this request,
+            # and a request it cannot check is not sent.
+            raise InvalidRequestError(
+                f"model: the catalogue's JSON Schema of {self.name} cannot be used to check "
+                f"a request ({_first_line(error)}); nothing is sent",
+                "model",
+            ) from error
         if errors:
             self._explain(jsonschema.exceptions.best_match(errors), body)
 
@@ -363,6 +376,12 @@ def _model(entry: object, number: int) -> CatalogModel | None:
         tuple(fields),
         MappingProxyType(json.loads(json.dumps(schema))),
     )
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's message, on one line and short (a schema error can be long)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:200]
 
 
 def _schema_problem(schema: Mapping[str, Any]) -> str | None:

@@ -251,13 +251,14 @@ async def test_a_top_up_gives_no_room_and_other_use_counts() -> None:
     cap = bound(SpendCap("1"), reader)
     await cap.admit("m")
     cap.settle(True)
-    await cap.admit("m")  # reading 2: the price is 0.30
-    assert (cap.spent, cap.price, cap.charged_at) == (usd("0.30"), usd("0.30"), "accept")
+    await cap.admit("m")  # reading 2: charged on acceptance at 0.30, it seems
+    assert (cap.spent, cap.price, cap.charged_at) == (usd("0.30"), None, None)
     cap.settle(False)  # refused: it made nothing
     await cap.admit("m")  # reading 3: the top-up is not room
     assert cap.spent == usd("0.30")
     cap.settle(True)
-    await cap.admit("m")  # reading 4: 0.60
+    await cap.admit("m")  # reading 4: 0.60, the second acceptance covered too
+    assert (cap.spent, cap.price, cap.charged_at) == (usd("0.60"), usd("0.30"), "accept")
     cap.settle(True)
     with pytest.raises(SpendCapReachedError):
         await cap.admit("m")  # reading 5: 0.90 spent, one more would pass 1.00
@@ -272,37 +273,159 @@ async def test_a_top_up_gives_no_room_and_other_use_counts() -> None:
         await other.admit("m")
 
 
-async def test_the_first_price_is_learned_alone_then_the_slots_fill() -> None:
-    reader = Reader("10", "10", "9.70")
-    cap = bound(SpendCap("5", recheck=60), reader, SystemClock())
-    admitted: list[int] = []
+class Account:
+    """A balance the test moves by hand: every reading answers the latest amount."""
 
-    async def submit(number: int) -> None:
+    def __init__(self, amount: str) -> None:
+        self.amount = usd(amount)
+        self.reads = 0
+
+    async def __call__(self) -> Balance:
+        await anyio.lowlevel.checkpoint()
+        self.reads += 1
+        return Balance(self.amount, self.amount)
+
+
+async def let_run() -> None:
+    for _ in range(50):
+        await anyio.lowlevel.checkpoint()
+
+
+async def ask(cap: SpendCap, number: int, admitted: list[int], stopped: list[int]) -> None:
+    try:
         await cap.admit("m")
+    except SpendCapReachedError:
+        stopped.append(number)
+    else:
         admitted.append(number)
 
+
+async def test_charged_on_acceptance_is_believed_after_two_acceptances() -> None:
+    account = Account("10")
+    # recheck 60 s of real time: every step below is a settle, never a recheck.
+    cap = SpendCap("5", recheck=60)
+    cap.bind(account, SystemClock())
+    admitted: list[int] = []
+    stopped: list[int] = []
     async with anyio.create_task_group() as group:
-        for number in range(3):
-            group.start_soon(submit, number)
-        for _ in range(20):
-            await anyio.lowlevel.checkpoint()
-        assert len(admitted) == 1  # the others wait for its price (not 60 s: a settle)
-        reader.amounts = [*reader.amounts[: reader.reads], usd("9.70")]
+        for number in range(4):
+            group.start_soon(ask, cap, number, admitted, stopped)
+        await let_run()
+        assert len(admitted) == 1  # the first task, alone: the others wait for its price
+        account.amount -= usd("0.30")
         cap.settle(True)
-    assert len(admitted) == 3
-    assert cap.price == usd("0.30")
+        await let_run()
+        # One fall after one acceptance could be anyone's: a second task, alone, to see.
+        assert (len(admitted), cap.price, cap.charged_at) == (2, None, None)
+        account.amount -= usd("0.30")
+        cap.settle(True)
+        await let_run()
+        assert len(admitted) == 4
+    assert (cap.price, cap.charged_at, stopped) == (usd("0.30"), "accept", [])
 
 
-async def test_a_model_that_costs_nothing_is_not_waited_for_forever() -> None:
+async def test_a_cent_spent_elsewhere_after_an_acceptance_is_not_taken_for_the_price() -> None:
+    # Tasks charged when they end ($0.30); someone else spends one cent of the account
+    # just after the first acceptance. The cap must not conclude "charged on acceptance,
+    # $0.01 a task": the second acceptance shows no fall, so it waits for an end.
+    account = Account("10")
+    cap = SpendCap("1.20", recheck=60)
+    cap.bind(account, SystemClock())
+    admitted: list[int] = []
+    stopped: list[int] = []
+    async with anyio.create_task_group() as group:
+        for number in range(6):
+            group.start_soon(ask, cap, number, admitted, stopped)
+        await let_run()
+        account.amount -= usd("0.01")  # other use, charged at once
+        cap.settle(True)
+        await let_run()
+        assert len(admitted) == 2
+        cap.settle(True)  # accepted, and no fall: not charged on acceptance
+        await let_run()
+        assert (len(admitted), cap.price) == (2, None)
+        account.amount -= usd("0.30")  # the first task ended, and is charged
+        cap.ended()
+        await let_run()
+        assert (len(admitted), cap.price) == (2, None)  # the second may cost more
+        account.amount -= usd("0.30")
+        cap.ended()
+        await let_run()
+        # $0.305 a task (the cent counts as theirs: dearer, never cheaper); two tasks
+        # counted, a third fits under $1.20, a fourth does not.
+        assert (len(admitted), cap.price, cap.charged_at) == (3, usd("0.305"), "end")
+        cap.settle(True)
+        await let_run()
+    assert len(stopped) == 3
+    assert cap.estimate == usd("0.915")
+
+
+async def test_a_charge_never_seen_is_not_a_price_of_0_the_cap_stops() -> None:
+    clock = ManualClock()
     reader = Reader("10")
-    cap = bound(SpendCap("5", recheck=0.01), reader, SystemClock())
+    cap = bound(SpendCap("5", recheck=5), reader, clock)
     await cap.admit("m")
     cap.settle(True)
     cap.ended()
-    with anyio.fail_after(5):
-        await cap.admit("m")  # a few readings after its end showed no charge
-    assert cap.price == 0
+    started = clock.now()
+    with pytest.raises(SpendCapReachedError, match="cannot tell what a task costs"):
+        await cap.admit("m")  # readings after its end show no charge: it stops, not "free"
+    assert cap.price is None
     assert reader.reads >= QUIET_READINGS + 1
+    assert clock.now() - started >= QUIET_READINGS * 5 - 5  # a minute, for late billing
+
+
+async def test_a_charge_that_shows_late_still_gives_the_price() -> None:
+    clock = ManualClock()
+    reader = Reader(*["10"] * (QUIET_READINGS - 2), "9.70")
+    cap = bound(SpendCap("5", recheck=5), reader, clock)
+    await cap.admit("m")
+    cap.settle(True)
+    cap.ended()
+    await cap.admit("m")  # some quiet readings, then its charge
+    assert (cap.price, cap.charged_at) == (usd("0.30"), "end")
+
+
+async def test_tasks_of_earlier_runs_count_until_charged_and_not_twice() -> None:
+    # Two tasks of the killed run were still running (charged at their end) when the
+    # folder's record was last written; one has been charged since.
+    reader = Reader("9.70")
+    cap = bound(SpendCap("1.20", since=Balance(usd("10")), price="0.30", outstanding=2), reader)
+    admitted = 0
+    for _ in range(2):
+        await cap.admit("m")
+        cap.settle(True)
+        admitted += 1
+    with pytest.raises(SpendCapReachedError, match=r"\$1.20 spent or committed"):
+        await cap.admit("m")
+    # $0.30 seen, one more outstanding: two tasks of this run fit ($0.60 + $0.60).
+    assert admitted == 2
+    assert SpendCap("1", price="0.30", outstanding=3).estimate == usd("0.90")
+
+
+async def test_the_price_never_falls_and_rises_with_falls_it_does_not_explain() -> None:
+    account = Account("10")
+    cap = SpendCap("5", recheck=60)
+    cap.bind(account, SystemClock())
+    await cap.admit("m")
+    cap.settle(True)
+    account.amount -= usd("0.30")  # charged when it ended
+    cap.ended()
+    await cap.admit("m")
+    cap.settle(True)
+    assert (cap.price, cap.charged_at) == (usd("0.30"), "end")
+    cap.ended()  # the second ended, its charge not shown yet: the price is not $0.15
+    await cap.admit("m")
+    cap.settle(True)
+    assert cap.price == usd("0.30")
+    # $2.40 fallen for three tasks, more than $0.30 each explains: $0.80 a task, then.
+    account.amount -= usd("2.10")
+    await cap.admit("m")
+    assert cap.price == usd("0.80")
+
+
+def test_a_price_of_0_is_not_known() -> None:
+    assert SpendCap("1", price="0").price is None
 
 
 async def test_a_balance_that_cannot_be_read_stops_the_batch() -> None:

@@ -167,6 +167,7 @@ def _batch(args: argparse.Namespace) -> int:
     if key is None and not args.simulate:
         _say(f"{NO_KEY}, or add --simulate to try the built-in simulator without one")
         return USAGE
+    args.given_model = args.model  # what runs.jsonl records: the name the user gave
     args.model = canonical_model(args.model)  # hailuo-02 of the catalogue: our table's
     spec: ModelSpec = args.model
     if args.model not in MODELS:
@@ -435,7 +436,7 @@ async def _batch_run(
         except InvalidRequestError as error:
             _say(str(error))
             return USAGE
-        money = await _money_before(args, key, url)
+        money = await _money_before(args, key, url, ledger)
         if isinstance(money, int):
             return money
         settings = attrs.evolve(settings, spend_cap=money.cap)
@@ -525,7 +526,7 @@ class Money:
         return {
             "started": self.started,
             "ended": _now(),
-            "model": args.model,
+            "model": getattr(args, "given_model", args.model),
             "prompts": None if self.counts is None else self.counts.total,
             "made": None if self.counts is None else self.counts.made,
             "balance_before": amount(self.before),
@@ -547,7 +548,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-async def _money_before(args: argparse.Namespace, key: str | None, url: str) -> Money | int:
+async def _money_before(
+    args: argparse.Namespace, key: str | None, url: str, ledger: Ledger
+) -> Money | int:
     """Read the balance, and make the folder's spend cap; or the exit status, said."""
     out = Path(args.out)
     try:
@@ -564,6 +567,18 @@ async def _money_before(args: argparse.Namespace, key: str | None, url: str) -> 
             f"keeping this folder's spend cap of {dollars(folder.max_spend)} "
             "(--max-spend changes it, --max-spend none lifts it)"
         )
+    made = sum(count for state, count in ledger.counts().items() if state is not State.REJECTED)
+    if folder.max_spend is not None and not folder.found and made:
+        # The record is gone but the tasks it counted are not: a cap counted from zero
+        # would let this folder spend it again.
+        _say(
+            f"{folder.path} is missing, but the ledger holds {made} task(s) of earlier runs: "
+            f"what this folder spent is not known, so the spend cap of "
+            f"{dollars(folder.max_spend)} cannot be kept; nothing was sent. Put the file "
+            "back, or run once with --max-spend none (a new record then counts from that "
+            "run's first reading), or use a new --out folder"
+        )
+        return SPEND_CAP
     before = await _read_balance(key, url)
     if isinstance(before, Balance):
         folder.observe(before)
@@ -574,7 +589,8 @@ async def _money_before(args: argparse.Namespace, key: str | None, url: str) -> 
         )
         return SPEND_CAP
     folder.save()
-    return Money(_now(), folder, before, folder.cap())
+    cap = folder.cap(args.model, outstanding=ledger.outstanding())
+    return Money(_now(), folder, before, cap)
 
 
 def _stopped(signum: signal.Signals) -> str:
@@ -1170,10 +1186,12 @@ def build_parser() -> argparse.ArgumentParser:
             "folder's first run (kept in DIR/.novita/spend.json: a rerun keeps the cap and "
             "counts what earlier runs spent; --max-spend again raises or lowers it, "
             "--max-spend none lifts it). The balance is read before each submit, so at "
-            "most the submits already in flight (one per --concurrency slot) pass the cap, "
-            "and tasks accepted but not yet seen charged count at the price seen so far. "
-            "The balance is account-wide: other use of the account makes the run stop "
-            "earlier, never later. Unsent prompts stay not_submitted; exit code 5"
+            "most the submits already in flight (one per --concurrency slot) pass the cap; "
+            "tasks not yet seen charged, this run's and those earlier runs left running, "
+            "count at the model's price, learned from the balance by sending one task "
+            "alone (a price never seen is not taken as free: the run stops). The balance "
+            "is account-wide: other use of the account makes the run stop earlier, never "
+            "later. Unsent prompts stay not_submitted; exit code 5"
         ),
     )
     batch.add_argument(

@@ -428,6 +428,15 @@ class Ledger:
         found = self._db.execute("SELECT state, COUNT(*) FROM prompts GROUP BY state")
         return {State(state): count for state, count in found.fetchall()}
 
+    def outstanding(self) -> dict[str | None, int]:
+        """How many prompts of each model (``None``: not recorded) have a task that may not
+        have ended, or a POST in doubt: what a spend cap counts as not yet charged."""
+        found = self._db.execute(
+            "SELECT model, COUNT(*) FROM prompts WHERE state IN (?, ?, ?) GROUP BY model",
+            (State.SENDING.value, State.UNKNOWN.value, State.SUBMITTED.value),
+        )
+        return dict(found.fetchall())
+
     def restore(self, row: Row, record: Record | None) -> None:
         """Put ``row``'s record back as it was (``None``: no record), one committed
         statement: a send of this run that provably made nothing leaves no trace."""

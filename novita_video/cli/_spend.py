@@ -6,8 +6,22 @@
 * ``spent``: dollars the balance has fallen since then, counted as the spend cap counts
   them (falls only: a top-up is not room to spend), up to the reading ``last``;
 * ``max_spend``: the folder's cap (``--max-spend``), or ``null``;
-* ``price``: the price of one task as the cap last observed it (a rerun starts from it,
-  instead of sending one task alone to learn it).
+* ``prices``: the price of one task of each model (by the ledger's name for it, so
+  ``hailuo-02`` of the catalogue is ``minimax-hailuo-02``) as the cap last observed it,
+  and ``charged_at`` when it saw such a task charged: a rerun of that model starts from
+  them instead of sending one task alone to learn them; a model it has no price for is
+  learned so (one model's price is never taken for another's);
+* ``price``: the dearest of ``prices``, for novita-video 0.x releases that knew one price
+  per folder (they take it for any model: the dearest is the safe one).
+
+A capped run also counts the tasks the ledger holds that may not have been charged yet
+(accepted and not seen ended, or sent with no answer: in doubt; none of a model seen
+charged on acceptance, whose charges are counted already), at their model's price
+(a model with none: at the dearest known, or the run's own), so a run killed while its
+tasks were running, charged at their end, cannot spend its cap again. A folder whose
+ledger holds tasks but whose ``spend.json`` is gone (deleted) does not know what it
+spent: a capped run there is refused (:class:`SpendRecordError`) rather than given the
+cap again.
 
 So the cap belongs to the folder: a run killed half-way and run again counts what the
 first one spent (the fall from ``last`` to the new run's first reading), and a rerun
@@ -30,12 +44,13 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 
 from .._balance import Balance, SpendCap
 from .._download import replacing
+from .._unified import canonical_model
 
 __all__ = ["RUNS", "FolderSpend", "SpendRecordError", "append_run"]
 
@@ -63,6 +78,27 @@ def _decimal(value: object) -> Decimal:
     return Decimal(value)
 
 
+def _prices(value: object) -> dict[str, Decimal]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ValueError(f"not prices by model: {value!r}")
+    found = {key: _decimal(price) for key, price in value.items()}
+    return {key: price for key, price in found.items() if price > 0}  # 0 is not known
+
+
+def _modes(value: object) -> dict[str, Literal["accept", "end"]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"not charged_at by model: {value!r}")
+    modes: dict[str, Literal["accept", "end"]] = {}
+    for key, mode in value.items():
+        if mode == "accept" or mode == "end":
+            modes[str(key)] = mode
+    return modes
+
+
 @attrs.define
 class FolderSpend:
     """The folder's record of spending (see the module docstring)."""
@@ -72,7 +108,12 @@ class FolderSpend:
     spent: Decimal = Decimal(0)
     last: Balance | None = None
     max_spend: Decimal | None = None
-    price: Decimal | None = None
+    #: The price of a task of each model (the ledger's name for it), as last observed.
+    prices: dict[str, Decimal] = attrs.field(factory=dict)
+    #: When a task of each model was seen charged (``"accept"`` or ``"end"``).
+    charged_at: dict[str, Literal["accept", "end"]] = attrs.field(factory=dict)
+    #: Whether the record was on disk (a new folder's is not; nor a deleted one's).
+    found: bool = False
 
     @classmethod
     def load(cls, out: Path) -> FolderSpend:
@@ -87,14 +128,17 @@ class FolderSpend:
         try:
             if not isinstance(data, dict) or data.get("version") != _VERSION:
                 raise ValueError("written by another version of novita-video")
-            cap, price = data.get("max_spend"), data.get("price")
+            cap = data.get("max_spend")
+            # A record of one price per folder does not say whose it was: learned again.
             return cls(
                 path,
                 baseline=_balance(data.get("baseline")),
                 spent=_decimal(data.get("spent", "0")),
                 last=_balance(data.get("last")),
                 max_spend=None if cap is None else _decimal(cap),
-                price=None if price is None else _decimal(price),
+                prices=_prices(data.get("prices")),
+                charged_at=_modes(data.get("charged_at")),
+                found=True,
             )
         except (ValueError, InvalidOperation) as error:
             raise SpendRecordError(f"{path} is damaged ({error})") from None
@@ -107,12 +151,15 @@ class FolderSpend:
             "spent": str(self.spent),
             "last": None if self.last is None else self.last.to_wire(),
             "max_spend": None if self.max_spend is None else str(self.max_spend),
-            "price": None if self.price is None else str(self.price),
+            "price": str(max(self.prices.values())) if self.prices else None,
+            "prices": {model: str(price) for model, price in sorted(self.prices.items())},
+            "charged_at": dict(sorted(self.charged_at.items())),
         }
         with replacing(self.path) as file:
             file.write((json.dumps(body, indent=1) + "\n").encode())
             file.flush()
             os.fsync(file.fileno())
+        self.found = True
 
     def observe(self, balance: Balance) -> None:
         """Count a reading: the first is the baseline; each fall since ``last`` is spent."""
@@ -122,21 +169,51 @@ class FolderSpend:
             self.spent += max(Decimal(0), balance.spent_since(self.last))
         self.last = balance
 
-    def cap(self, *, recheck: float = 5.0) -> SpendCap | None:
-        """The folder's :class:`SpendCap` (``None`` without one), counting from the record
-        and writing every reading back to it."""
+    def cap(
+        self,
+        model: str,
+        *,
+        outstanding: Mapping[str | None, int] | None = None,
+        recheck: float = 5.0,
+    ) -> SpendCap | None:
+        """The folder's :class:`SpendCap` for a run of ``model`` (``None`` without a cap),
+        counting from the record and writing every reading back to it. ``outstanding``:
+        the ledger's tasks that may not be charged yet, by model (``None``: not known)."""
         if self.max_spend is None:
             return None
+        model = canonical_model(model)
+        own, committed = 0, Decimal(0)
+        dearest = max(self.prices.values(), default=None)
+        for other, count in (outstanding or {}).items():
+            name = None if other is None else canonical_model(other)
+            if name is not None and self.charged_at.get(name) == "accept":
+                continue  # charged when accepted: in the spending already, or seen soon
+            price = self.prices.get(name) if name is not None else None
+            if name == model:
+                own += count
+            elif price is not None:
+                committed += count * price
+            elif dearest is not None and dearest > self.prices.get(model, Decimal(0)):
+                committed += count * dearest  # its price is not known: the dearest known
+            else:
+                own += count  # its price is not known: the run's own, once learned
 
         def keep(cap: SpendCap) -> None:
-            self.spent, self.last, self.price = cap.spent, cap.last, cap.price or self.price
+            self.spent, self.last = cap.spent, cap.last
+            if cap.price is not None:
+                self.prices[model] = cap.price
+            if cap.charged_at is not None:
+                self.charged_at[model] = cap.charged_at
             self.save()
 
         return SpendCap(
             self.max_spend,
             spent=self.spent,
             since=self.last,
-            price=self.price,
+            price=self.prices.get(model),
+            charged_at=self.charged_at.get(model),
+            outstanding=own,
+            committed=committed,
             recheck=recheck,
             on_reading=keep,
         )

@@ -178,3 +178,38 @@ def test_help_says_other_use_stops_it_earlier_never_later(
     with pytest.raises(SystemExit):
         build_parser().parse_args(["batch", "p", "--out", "o", "--max-spend", "-3"])
     assert "must be an amount of US dollars >= 0 (or none)" in capsys.readouterr().err
+
+
+def test_a_folder_keeps_a_price_per_model_and_counts_the_ledgers_outstanding_tasks(
+    tmp_path: Path,
+) -> None:
+    from novita_video.cli._spend import FolderSpend
+
+    (tmp_path / ".novita").mkdir()
+    path = tmp_path / ".novita" / "spend.json"
+    # A record of one price per folder (an earlier release): whose it was is not known.
+    path.write_text(json.dumps({"version": 1, "spent": "1", "max_spend": "5", "price": "0.23"}))
+    folder = FolderSpend.load(tmp_path)
+    assert folder.prices == {}
+    cap = folder.cap("minimax-video-01")
+    assert cap is not None
+    assert cap.price is None  # learned again, never the 0.23 of some other model
+    folder.prices = {"minimax-hailuo-02": Decimal("0.23"), "minimax-video-01": PRICE}
+    folder.charged_at = {"minimax-hailuo-02": "end", "kling-v1.6-t2v": "accept"}
+    folder.save()
+    again = FolderSpend.load(tmp_path)
+    assert again.prices == folder.prices
+    assert record(tmp_path)["price"] == str(PRICE)  # what older releases read: the dearest
+    # Tasks the ledger holds that may not be charged yet: hailuo-02 is minimax-hailuo-02,
+    # at its own price; a model without a price (or no model) at the dearest known; none
+    # of a model charged on acceptance (their charges are in the spending already).
+    outstanding = {"hailuo-02": 2, "wan-t2v": 1, None: 1, "kling-v1.6-t2v": 4}
+    cap = again.cap("minimax-video-01", outstanding=outstanding)
+    assert cap is not None
+    assert cap.price == PRICE
+    assert cap.unseen == 2  # the unknown ones, at this model's price (the dearest)
+    assert cap.estimate == Decimal(1) + 2 * Decimal("0.23") + 2 * PRICE
+    hailuo = again.cap("hailuo-02", outstanding=outstanding)
+    assert hailuo is not None
+    assert (hailuo.price, hailuo.charged_at) == (Decimal("0.23"), "end")
+    assert hailuo.estimate == Decimal(1) + 2 * Decimal("0.23") + 2 * PRICE
