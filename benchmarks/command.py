@@ -51,7 +51,8 @@ SCREEN_TARGET_S = 2.0
 ETA_TARGET = 0.5
 TABS = 3
 
-_PROGRESS = re.compile(r"elapsed: (\d+) of (\d+) settled .* ETA (at least )?(\S+)$")
+# "ETA 2m05s", "ETA at least 2m05s" (a bound) or "ETA 1m10s to 3m05s" (a range).
+_PROGRESS = re.compile(r"elapsed: (\d+) of (\d+) settled .* ETA (at least )?(\S+)(?: to (\S+))?$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -131,15 +132,20 @@ def _eta_errors(lines: list[tuple[float, str]]) -> dict[str, Any]:
             continue
         settled, total = int(found.group(1)), int(found.group(2))
         eta = _seconds(found.group(4))
+        # A range is right when the real time lies in it; otherwise its error is that of
+        # the nearer end (a range is never scored as its midpoint, which it did not say).
+        high = _seconds(found.group(5)) if found.group(5) else eta
         real = end - at
+        nearest = min(max(real, eta), high)
         seen.append(
             {
                 "at_s": round(at, 2),
                 "settled": settled / total,
                 "eta_s": eta,
+                "eta_high_s": high,
                 "bound": bool(found.group(3)),
                 "real_s": round(real, 2),
-                "error": (eta - real) / real if real > 0 else 0.0,
+                "error": (nearest - real) / real if real > 0 else 0.0,
             }
         )
     window = [line["error"] for line in seen if 0.1 <= line["settled"] <= 0.8]

@@ -33,11 +33,10 @@ from collections.abc import (
     Mapping,
 )
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._clock import Clock
 from ._errors import BatchAbortedError, InvalidRequestError, NotFoundError, NovitaError
@@ -46,6 +45,11 @@ from ._models import Outcome, Submission, TaskResult
 from ._poller import Listener, Poller
 from ._requests import Request, to_request
 from ._submit import Fate, Submitter
+
+if TYPE_CHECKING:
+    # Annotations only: anyio loads its streams when the first batch makes one, not on
+    # `import novita_video` (benchmarks/imports.py).
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["Batch", "PromptInput"]
 

@@ -25,12 +25,12 @@ proves it was never sent. Bursts of submits still share connections.
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import re
 import socket
 import zlib
 from collections.abc import AsyncIterator, Mapping
-from types import SimpleNamespace
 from typing import Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
@@ -47,7 +47,7 @@ from ._errors import (
     ProtocolError,
 )
 from ._settings import HTTPSettings
-from ._transport import Response, Sending
+from ._transport import LowerHeaders, Response, Sending
 
 #: Seconds a submit connection may sit idle and still be reused (see the docstring).
 SUBMIT_KEEPALIVE = 3.0
@@ -85,20 +85,26 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-async def _headers_sent(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestHeadersSentParams,
-) -> None:
-    sending = context.trace_request_ctx
-    if isinstance(sending, Sending):
-        sending.mark_sent()
+#: The POST being sent by this task, for :class:`_SubmitRequest` (a context variable:
+#: aiohttp builds the request object itself, from the class it is given).
+_SENDING: contextvars.ContextVar[Sending | None] = contextvars.ContextVar(
+    "novita_video_sending", default=None
+)
 
 
-def _trace_sending() -> aiohttp.TraceConfig:
-    config = aiohttp.TraceConfig()
-    config.on_request_headers_sent.append(_headers_sent)
-    return config
+class _SubmitRequest(aiohttp.ClientRequest):
+    """aiohttp's request, telling its :class:`Sending` as its headers start to go out.
+
+    ``send`` runs once the connection is open, and begins by writing the request line
+    and headers: the moment aiohttp's ``on_request_headers_sent`` signal marks too. A
+    trace config would say the same, but aiohttp then builds and sends some ten trace
+    events for every request, 10 to 17 us of CPU a submit."""
+
+    async def send(self, conn: Any) -> aiohttp.ClientResponse:
+        sending = _SENDING.get()
+        if sending is not None:
+            sending.mark_sent()
+        return await super().send(conn)
 
 
 def _map_error(err: BaseException, what: str, sending: Sending | None = None) -> APIConnectionError:
@@ -118,6 +124,13 @@ def _map_error(err: BaseException, what: str, sending: Sending | None = None) ->
     if isinstance(err, TimeoutError | aiohttp.ServerTimeoutError):
         return APITimeoutError(f"{what}: no answer in time", True)
     return APIConnectionError(f"{what}: the connection failed ({_detail(err)})", True)
+
+
+def _past_deadline(err: BaseException) -> bool:
+    """Whether ``err`` is aiohttp's total deadline passing once the connection was made:
+    a bare :class:`TimeoutError` (a read's own timeout is a ``ServerTimeoutError``, a
+    connection's a ``ConnectionTimeoutError``, the system's an ``OSError`` with an errno)."""
+    return type(err) is TimeoutError and err.errno is None
 
 
 def _detail(err: BaseException) -> str:
@@ -179,6 +192,34 @@ async def _decoded(
             yield rest
 
 
+async def _read_capped(
+    content: aiohttp.StreamReader, encoding: str, limit: int, what: str
+) -> bytes:
+    """An API answer's whole body, decoded, raising :class:`ProtocolError` past ``limit``
+    bytes: :func:`_decoded`'s rule, read in a plain loop (an API answer is one chunk or
+    two, and this runs for every poll)."""
+    decoder = _decoder(encoding, what) if encoding else None
+    pieces: list[bytes] = []
+    total = 0
+    while chunk := await content.read(_CHUNK):
+        if decoder is not None:
+            try:
+                chunk = b"".join(_inflate(decoder, chunk, limit + 1 - total))
+            except zlib.error as err:
+                raise ProtocolError(f"{what}: the answer does not decode as {encoding}") from err
+        total += len(chunk)
+        if total > limit:
+            raise ProtocolError(f"{what}: the answer is more than {limit} bytes")
+        pieces.append(chunk)
+    if decoder is not None:
+        rest = decoder.flush(limit + 1 - total)  # what the decoder still held back
+        total += len(rest)
+        if total > limit:
+            raise ProtocolError(f"{what}: the answer is more than {limit} bytes")
+        pieces.append(rest)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
 class HTTPTransport:
     """Sends requests to the Novita API (the key in each one's Authorization header) and
     downloads clips from storage (with no key at all)."""
@@ -193,10 +234,19 @@ class HTTPTransport:
         self._auth = f"Bearer {api_key}"
         # The key as a whole token: a short test key ("sk") must not mangle "task".
         self._secret = api_key.encode()
+        self._secret_text = api_key
         self._secret_token = re.compile(
             rb"(?<![A-Za-z0-9_\-])" + re.escape(self._secret) + rb"(?![A-Za-z0-9_\-])"
         )
+        # The total deadline of an API request is aiohttp's own: one timer from the wait
+        # for a pooled connection to the body's last byte (its reads time out too), at
+        # less than half the CPU of a cancel scope around every request (5 us against 13;
+        # benchmarks/cpu_profile.py).
+        # Clip downloads have a deadline of their own, and no total here.
         self._timeout = aiohttp.ClientTimeout(
+            total=settings.total, sock_connect=settings.connect_timeout, sock_read=settings.timeout
+        )
+        self._download_reads = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout
         )
         self._deadline = settings.total
@@ -258,7 +308,7 @@ class HTTPTransport:
             ),
             timeout=self._timeout,
             headers=self._headers,
-            trace_configs=[_trace_sending()],
+            request_class=_SubmitRequest,
             auto_decompress=False,
         )
 
@@ -295,35 +345,36 @@ class HTTPTransport:
         what = f"{method} {path}"
         failure: APIConnectionError | None = None
         response: Response | None = None
-        with anyio.move_on_after(self._deadline) as deadline:
-            try:
-                async with session.request(
-                    method,
-                    self._base_url + path,
-                    params=params,
-                    json=json,
-                    headers={"Authorization": self._auth},
-                    # The API never redirects; following one could carry the key elsewhere.
-                    allow_redirects=False,
-                    trace_request_ctx=sending,
-                ) as answer:
-                    encoding = answer.headers.get("Content-Encoding", "")
-                    chunks = _decoded(
-                        answer.content.iter_chunked(_CHUNK),
-                        encoding,
-                        self._max_response_bytes,
-                        what,
-                    )
-                    body = b"".join([chunk async for chunk in chunks])
-                    response = self._response(answer, body)
-            except (TimeoutError, aiohttp.ClientError, OSError) as err:
+        told = _SENDING.set(sending) if sending is not None else None
+        try:
+            async with session.request(
+                method,
+                self._base_url + path,
+                params=params,
+                json=json,
+                headers={"Authorization": self._auth},
+                # The API never redirects; following one could carry the key elsewhere.
+                allow_redirects=False,
+            ) as answer:
+                body = await _read_capped(
+                    answer.content,
+                    answer.headers.get("Content-Encoding", ""),
+                    self._max_response_bytes,
+                    what,
+                )
+                response = self._response(answer, body)
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+            if _past_deadline(err):
+                maybe_sent = sending is None or sending.sent
+                failure = APITimeoutError(
+                    f"{what}: no whole answer within the total deadline of {self._deadline:g} s",
+                    maybe_sent,
+                )
+            else:
                 failure = self._unreachable(err, self._failure(err, _map_error(err, what, sending)))
-        if deadline.cancelled_caught:
-            maybe_sent = sending is None or sending.sent
-            failure = APITimeoutError(
-                f"{what}: no whole answer within the total deadline of {self._deadline:g} s",
-                maybe_sent,
-            )
+        finally:
+            if told is not None:
+                _SENDING.reset(told)
         if failure is not None:
             # Raised here, outside the except block, so that no aiohttp exception is its
             # __context__ either. (The client logs each request, above the transport.)
@@ -359,8 +410,13 @@ class HTTPTransport:
 
     def _response(self, answer: aiohttp.ClientResponse, body: bytes) -> Response:
         self.reached = True
-        # Lower-cased keys make header lookups case-blind.
-        headers = {key.lower(): self._redact_text(value) for key, value in answer.headers.items()}
+        # Lower-cased keys make header lookups case-blind; a value is redacted only where
+        # the key is in it at all (a plain substring test, before any regex).
+        secret = self._secret_text
+        headers = LowerHeaders(
+            (key.lower(), self._redact_text(value) if secret in value else value)
+            for key, value in answer.headers.items()
+        )
         return Response(answer.status, self.redact(body), headers)
 
     async def download(self, url: str, file: BinaryIO) -> Response:
@@ -381,7 +437,9 @@ class HTTPTransport:
         response: Response | None = None
         with anyio.move_on_after(self._download_timeout) as deadline:
             try:
-                async with session.get(url, headers={"Accept": "*/*"}) as answer:
+                async with session.get(
+                    url, headers={"Accept": "*/*"}, timeout=self._download_reads
+                ) as answer:
                     headers = {key.lower(): value for key, value in answer.headers.items()}
                     if 200 <= answer.status < 300:
 

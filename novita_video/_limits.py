@@ -233,6 +233,8 @@ class RateLimiter:
         adaptive = self._adaptive
         self._streak += 1
         if self._configured is None:
+            if self._rate is None:
+                return  # no limit now, nothing to earn back (every poll passes here)
             if self._clock.now() - self._throttled_at >= adaptive.recover_interval:
                 self._rate = self._too_fast = self._good = None  # no limit again
             return

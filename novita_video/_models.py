@@ -49,6 +49,9 @@ class TaskStatus(enum.Enum):
         >>> TaskStatus.parse("task_status_succeed").name, TaskStatus.parse("Canceled").name
         ('SUCCEED', 'CANCELLED')
         """
+        exact = _STATUS_VALUES.get(value) if type(value) is str else None
+        if exact is not None:
+            return exact  # the server's own spelling: every answer, nearly
         if not isinstance(value, str):
             return cls.UNKNOWN
         word = value.strip().upper()
@@ -63,6 +66,7 @@ class TaskStatus(enum.Enum):
 
 _STATUS_WORDS = {status.value.removeprefix("TASK_STATUS_"): status for status in TaskStatus}
 _STATUS_WORDS["CANCELED"] = TaskStatus.CANCELLED
+_STATUS_VALUES = {status.value: status for status in TaskStatus}
 
 
 @attrs.frozen

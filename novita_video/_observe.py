@@ -215,7 +215,12 @@ class Observed:
         task_id: str | None = None,
     ) -> Response:
         """One API request through the inner transport, told to the hooks and the log."""
-        event = RequestEvent(next(self._numbers), method, path, attempt, task_id)
+        number = next(self._numbers)
+        if not self._watched():
+            # Nobody listens: no event is built and no answer decoded for one (a poll is
+            # the hot path, thousands a batch).
+            return await self.inner.request(method, path, params=params, json=json, sending=sending)
+        event = RequestEvent(number, method, path, attempt, task_id)
         return await self._observe(
             event,
             lambda: self.inner.request(method, path, params=params, json=json, sending=sending),
@@ -228,6 +233,11 @@ class Observed:
         path = urlsplit(url).path or "/"
         event = RequestEvent(next(self._numbers), "GET", path, attempt, task_id, download=True)
         return await self._observe(event, lambda: self.inner.download(url, file))
+
+    def _watched(self) -> bool:
+        # Hooks are fixed for the client's life; NOVITA_LOG's level is read per request
+        # (logging caches isEnabledFor, so this costs a dict lookup).
+        return bool(self._on_request or self._on_response) or logger.isEnabledFor(logging.DEBUG)
 
     async def _observe(
         self, event: RequestEvent, send: Callable[[], Awaitable[Response]]

@@ -33,8 +33,15 @@ __all__ = ["MockTransport", "Response", "Sending", "Transport", "TransportReques
 _REQUEST_ID_HEADERS = ("x-request-id", "x-trace-id", "request-id")
 
 
+class LowerHeaders(dict[str, str]):
+    """Headers whose names a transport has lower-cased already (the real one does, for
+    every answer): :class:`Response` keeps them as they are instead of copying them."""
+
+
 def _lower_keys(headers: Mapping[str, str] | None) -> Mapping[str, str]:
     # Lower-cased names make header lookups case-blind, whoever built the answer.
+    if type(headers) is LowerHeaders:
+        return headers
     return {} if headers is None else {key.lower(): value for key, value in headers.items()}
 
 

@@ -4,6 +4,9 @@ Reading the server is lenient where the API may grow (unknown keys and statuses 
 accepted) and strict where it matters (a body that is not the documented shape is a
 :class:`~novita_video.ProtocolError` quoting a short, key-free snippet of it).
 The converter is configured here and nowhere else (cattrs advises against its global one).
+It is made on first use, not on import: the commonest bodies (a running task, a task
+id, an error, a typed request) are read and written by the small functions below, which
+give what the converter gives, so cattrs is imported only for the rest.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
 
 from ._errors import ProtocolError
 from ._models import TaskResult, TaskStatus, Video
 from ._requests import MODELS, AsyncRequest, CatalogRequest, Lora, Request
+
+if TYPE_CHECKING:
+    import cattrs
 
 logger = logging.getLogger("novita_video")
 
@@ -94,9 +101,11 @@ def hint(value: Any) -> float | None:
     """A number the server gives as a hint (``eta``, ``progress_percent``), or ``None``
     when it cannot be read as a finite number >= 0: a hint that cannot be read is a
     missing hint, not a broken answer about a healthy task."""
+    if type(value) is int and 0 <= value < 1 << 53:  # the usual eta and progress
+        return float(value)
     try:
         number = _structure_number(value, float)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # an int of 400 digits is no hint
         return None
     return number if number >= 0 else None
 
@@ -112,19 +121,28 @@ def _typed_body(request: attrs.AttrsInstance) -> dict[str, Any]:
     return body
 
 
-def _make_converter() -> cattrs.Converter:
+#: How each kind of request becomes its JSON body: the converter's unstructure hooks,
+#: also called directly by :func:`dump_request` (a submit need not import cattrs).
+_BODIES: dict[type, Callable[[Any], dict[str, Any]]] = {
+    # Unset optional fields are left out, so the server applies its own defaults.
+    **dict.fromkeys(MODELS.values(), _typed_body),
+    AsyncRequest: lambda request: dict(request.body),
+    CatalogRequest: lambda request: {"model": request.model, **request.body},
+}
+
+
+@cache
+def _converter() -> cattrs.Converter:
+    """The one converter, made on first use (see the module docstring)."""
+    import cattrs
+
     # Unknown keys are ignored: Novita adds fields (``extra``, ``audios``) and must not break users.
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(float, _structure_number)
     converter.register_structure_hook(int, lambda v, t: int(_structure_number(v, t)))
-    for typed in MODELS.values():
-        # Unset optional fields are left out, so the server applies its own defaults.
-        converter.register_unstructure_hook(typed, _typed_body)
-    converter.register_unstructure_hook(AsyncRequest, lambda request: dict(request.body))
-    converter.register_unstructure_hook(
-        CatalogRequest, lambda request: {"model": request.model, **request.body}
-    )
+    for kind, body in _BODIES.items():
+        converter.register_unstructure_hook(kind, body)
     # Every field of a video may be missing, but a video is still an object.
     structure_video = converter.get_structure_hook(_WireVideo)
 
@@ -136,9 +154,6 @@ def _make_converter() -> cattrs.Converter:
 
     converter.register_structure_hook(_WireVideo, _structure_video)
     return converter
-
-
-_converter = _make_converter()
 
 
 def snippet(body: bytes | str) -> str:
@@ -159,8 +174,10 @@ def load_json(body: bytes, what: str) -> Any:
 
 
 def _structure(data: Any, cls: type[Any], what: str, body: bytes) -> Any:
+    import cattrs  # imported by _converter() anyway: a lookup by now
+
     try:
-        return _converter.structure(data, cls)
+        return _converter().structure(data, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as err:
         raise ProtocolError(
             f"{what}: the answer is not the documented shape ({_explain(err)})", snippet(body)
@@ -168,6 +185,8 @@ def _structure(data: Any, cls: type[Any], what: str, body: bytes) -> Any:
 
 
 def _explain(err: BaseException) -> str:
+    import cattrs
+
     if isinstance(err, cattrs.BaseValidationError):
         notes = cattrs.transform_error(err)
         return "; ".join(notes[:3]) if notes else err.message
@@ -176,13 +195,18 @@ def _explain(err: BaseException) -> str:
 
 def dump_request(request: Request) -> dict[str, Any]:
     """The JSON body of ``POST /v3/async/<endpoint>`` for ``request``."""
-    body: dict[str, Any] = _converter.unstructure(request)
+    dump = _BODIES.get(type(request))
+    if dump is not None:
+        return dump(request)
+    body: dict[str, Any] = _converter().unstructure(request)  # a subclass of the user's
     return body
 
 
 def parse_submitted(body: bytes) -> str:
     """The task id of a submit answer ``{"task_id": "..."}``."""
     data = load_json(body, "submit")
+    if type(data) is dict and type(task_id := data.get("task_id")) is str and task_id:
+        return task_id  # the documented answer, read without the converter
     if isinstance(data, dict) and "task_id" not in data and isinstance(data.get("data"), dict):
         data = data["data"]  # the unified endpoint's answer may be wrapped (unconfirmed)
     submitted: _WireSubmitted = _structure(data, _WireSubmitted, "submit", body)
@@ -194,8 +218,37 @@ def parse_submitted(body: bytes) -> str:
 def parse_task_result(body: bytes, *, wall: float) -> TaskResult:
     """A :class:`TaskResult` from a task-result body; ``wall`` (Unix time) dates the video URLs."""
     data = load_json(body, "task-result")
-    wire: _WireTaskResult = _structure(data, _WireTaskResult, "task-result", body)
+    wire = _running_task(data)
+    if wire is None:
+        wire = _structure(data, _WireTaskResult, "task-result", body)
     return from_wire(wire, wall=wall, body=body)
+
+
+def _text(value: Any) -> str | None:
+    """``_structure_str``'s reading of a str field, or ``None`` where it would raise."""
+    if type(value) is str:
+        return value
+    return "" if value is None else None
+
+
+def _running_task(data: Any) -> _WireTaskResult | None:
+    """The converter's reading of the commonest answer (a task still running: no
+    videos, every field of the documented type) without the converter, or ``None`` for
+    anything else, which the converter reads (and explains when it must refuse it).
+    A poll is the hot path: thousands a batch, nearly all of them this answer."""
+    if type(data) is not dict:
+        return None
+    task, videos = data.get("task"), data.get("videos")
+    if type(task) is not dict or not (videos is None or (type(videos) is list and not videos)):
+        return None
+    task_id, status = task.get("task_id"), task.get("status")
+    reason, task_type = _text(task.get("reason")), _text(task.get("task_type"))
+    if type(task_id) is not str or type(status) is not str or reason is None or task_type is None:
+        return None
+    wire_task = _WireTask(
+        task_id, status, reason, task.get("eta"), task.get("progress_percent"), task_type
+    )
+    return _WireTaskResult(wire_task, None)
 
 
 def from_wire(wire: _WireTaskResult, *, wall: float, body: bytes) -> TaskResult:
@@ -263,8 +316,13 @@ def parse_error(body: bytes) -> tuple[str, str]:
         return "", snippet(body)
     if not isinstance(data, dict):
         return "", snippet(body)
+    reason, message = _text(data.get("reason")), _text(data.get("message"))
+    if reason is not None and message is not None:
+        return reason, message  # the converter's reading, without it
+    import cattrs
+
     try:
-        error: _WireError = _converter.structure(data, _WireError)
+        error: _WireError = _converter().structure(data, _WireError)
     except (cattrs.BaseValidationError, TypeError, ValueError):
         return "", snippet(body)
     return error.reason, error.message

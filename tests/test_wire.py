@@ -228,7 +228,8 @@ def test_any_bytes_are_a_result_or_a_protocol_error(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "eta", ['"soon"', "true", '"NaN"', "1e400", "-3", "[1]", '{"a": 1}', "null", '""']
+    "eta",
+    ['"soon"', "true", '"NaN"', "1e400", "1" + "0" * 400, "-3", "[1]", '{"a": 1}', "null", '""'],
 )
 def test_an_unreadable_eta_is_a_missing_hint(eta: str) -> None:
     # A hint that cannot be read is a missing hint, not a broken answer about a task.
@@ -242,3 +243,43 @@ def test_an_unreadable_eta_is_a_missing_hint(eta: str) -> None:
 def test_a_readable_eta_is_read_however_it_is_written(value: object, expected: float) -> None:
     body = {"task": {"task_id": "t", "status": "TASK_STATUS_PROCESSING", "eta": value}}
     assert parse_task_result(json.dumps(body).encode(), wall=0.0).eta == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(task_like)
+def test_the_fast_path_reads_a_running_task_as_the_converter_does(value: Any) -> None:
+    # The commonest answer skips the converter (a poll is the hot path); whatever it
+    # reads, it must read exactly as the converter would, and leave it everything else.
+    from novita_video._wire import _running_task, _structure, _WireTaskResult, from_wire
+
+    fast = _running_task(value)
+    if fast is None:
+        return
+    slow = _structure(value, _WireTaskResult, "task-result", b"")
+    assert fast.task == slow.task
+    assert not slow.videos
+
+    def read(wire: _WireTaskResult) -> object:
+        try:
+            return from_wire(wire, wall=WALL, body=b"")
+        except ProtocolError as error:  # an empty task id: refused alike
+            return str(error)
+
+    assert read(fast) == read(slow)
+
+
+@pytest.mark.parametrize("task_id", ["t-1", ""])
+@pytest.mark.parametrize("reason", ["", None, "x"])
+def test_the_fast_path_and_the_converter_agree_on_plain_running_tasks(
+    task_id: str, reason: str | None
+) -> None:
+    from novita_video._wire import _running_task, _structure, _WireTaskResult
+
+    value = {
+        "task": {"task_id": task_id, "status": "TASK_STATUS_QUEUED", "reason": reason, "eta": 3},
+        "videos": [],
+        "extra": {"seed": "1"},
+    }
+    fast = _running_task(value)
+    assert fast is not None
+    assert fast.task == _structure(value, _WireTaskResult, "task-result", b"").task

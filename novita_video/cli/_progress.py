@@ -7,13 +7,26 @@ of it saw), *downloading*, and each ends *succeeded*, *failed* or *unknown* (its
 may have made a task we have no id for): the manifest's words.
 
 The ETA is a model of the run, not a division of what is left by the pace so far (which
-reads minutes at 5 s, when nothing has ended yet, and is 7 times off): the prompts
-waiting to send go out at the submit rate (measured once submits go, the ``--rpm`` one
-until then), and each then takes what a task takes, from its submit to its clip on disk
-(learned from the prompts this run settled: the 90th percentile, since the run ends
-with its slowest last task). Until the first prompt settles, the time a task takes is
-known only to be longer than the oldest one still outstanding: the ETA is then said as
-a bound, ``ETA at least 2m05s``, from the first second.
+reads minutes at 5 s, when nothing has ended yet, and is 7 times off). The run ends when
+its last prompt does: the prompts waiting to send go out at the submit rate (measured
+once submits go, the ``--rpm`` one until then), and each then takes what a task takes,
+from its submit to its clip on disk. The ETA is the time by which every prompt not
+settled is as likely settled as not: the median of the *slowest* of them, each task out
+weighed by its age (one out for long is likelier near its end, or a straggler). When
+sending takes longer than a task, that is about the sending time plus a slow task; when
+everything was sent at once (a raised ``--rpm``), it is the slowest of many tasks
+running together, which lies in the tail of the task times that nothing has reached.
+
+What a task takes is learned from this run (and, on a rerun, from the times the ledger
+kept of the earlier runs' tasks): a Kaplan-Meier curve of the times of the settled and
+the ages of those still out (which take at least that long: counting only the settled
+would see only the quick ones), as far as tasks reached. Past that the curve is drawn
+on in the shape that fits it best among three: ends evenly spread up to a last one (the
+simulator's), a bell (most task times), or a long tail (a bell on the time's logarithm).
+When shapes that fit about as well foretell ends more than :data:`_AGREE` times apart,
+the ETA says that range (``ETA 1m10s to 3m05s``) rather than guessing; until a first
+prompt settles, it is a bound, ``ETA at least 2m05s`` (no task takes less than the
+oldest one out has been out), from the first second.
 
 Progress goes to stderr so that ``--json`` keeps stdout clean. ``rich`` comes with the
 ``cli`` extra and is imported only when a terminal shows it; without it, or when stderr
@@ -32,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Final, Protocol, TextIO
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TextIO
 
 import attrs
 
@@ -59,11 +72,7 @@ _LIVE_INTERVAL: Final = 0.25
 _DURATIONS_KEPT: Final = 2000
 #: Seconds an ETA is kept (counting down) before it is worked out again.
 _ESTIMATE_EVERY: Final = 1.0
-#: Ends coming this many times faster in the second half of the curve: a bell's rise.
-_RISING: Final = 1.5
 _NORMAL: Final = NormalDist()
-#: Ends on the curve before its tail follows the slope of its last third, not the whole.
-_LOCAL_AFTER: Final = 10
 #: The run is over when fewer prompts than this are expected out: then all are done as
 #: likely as not (the chance that none is out is about e to the minus this).
 _DONE_BELOW: Final = math.log(2)
@@ -73,6 +82,22 @@ _AT_RISK: Final = 3
 _SAMPLE: Final = 200
 #: Seconds of submits before their measured rate replaces the ``--rpm`` one.
 _RATE_AFTER: Final = 2.0
+#: A shape of the tail is as likely as the best one when it misses the curve by no
+#: more than this many times as much (their misses differ that much by chance alone).
+_AS_LIKELY: Final = 2.0
+#: The share of the curve that must be known (tasks ended, of those that reached its
+#: end) before the shapes are told apart by how well they fit it: before, the quick
+#: start of the task times fits them all about as well (the ETA is their range).
+_KNOWN_AFTER: Final = 0.3
+#: Shapes as likely as the best whose ETAs are no further apart than this give one ETA
+#: (the best's); further apart, the ETA is said as their range.
+_AGREE: Final = 2.0
+#: Halvings of the time to the last end's search (to a thousandth of its first span).
+_HALVINGS: Final = 10
+#: No ETA is longer than this (seconds): a month.
+_LONGEST: Final = 30 * 86400.0
+#: The smallest time a logarithm is taken of (seconds).
+_TINY: Final = 1e-3
 
 #: The counts a prompt ends in.
 FINISHED: Final = frozenset({"done", "failed", "unknown"})
@@ -90,13 +115,22 @@ def format_duration(seconds: float) -> str:
 
 @attrs.frozen
 class Estimate:
-    """Seconds until every prompt is settled; ``at_least`` when only a bound is known."""
+    """Seconds until every prompt is settled: ``at_least`` when only a bound is known,
+    and up to ``up_to`` when only a range is."""
 
     seconds: float
     at_least: bool = False
+    up_to: float | None = None
 
     def __str__(self) -> str:
+        if self.up_to is not None:
+            return f"{format_duration(self.seconds)} to {format_duration(self.up_to)}"
         return ("at least " if self.at_least else "") + format_duration(self.seconds)
+
+    def later(self, seconds: float) -> Estimate:
+        """This estimate ``seconds`` later (counting down, never below 0)."""
+        up_to = None if self.up_to is None else max(self.up_to - seconds, 0.0)
+        return attrs.evolve(self, seconds=max(self.seconds - seconds, 0.0), up_to=up_to)
 
 
 @attrs.define
@@ -124,13 +158,13 @@ class Tally:
     #: The clock (monotonic seconds); tests give their own.
     clock: Callable[[], float] = time.monotonic
     started: float = attrs.field(default=attrs.Factory(lambda self: self.clock(), takes_self=True))
-    # Prompts this run sent and that have not settled: key -> when its task was made
-    # (insertion order is submit order: the first is the oldest, the last the youngest).
+    # Prompts at Novita with a known start that have not settled: key -> when its task
+    # was made (a resumed one's from the ledger: before this run began).
     _sent_at: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
     _submits: int = attrs.field(default=0, init=False)
     _first_submit: float | None = attrs.field(default=None, init=False)
-    # Prompts this run sent that settled: (when sent, seconds to settle), the latest.
-    _settled: deque[tuple[float, float]] = attrs.field(
+    # Seconds the latest settled prompts took (this run's, and earlier runs' tasks).
+    _settled: deque[float] = attrs.field(
         factory=lambda: deque(maxlen=_DURATIONS_KEPT), init=False, repr=False
     )
     # The last estimate: (when, it, how many had settled then).
@@ -148,21 +182,29 @@ class Tally:
         """Seconds since the run began."""
         return self.now() - self.started
 
-    def move(self, source: str, target: str, key: str | None = None) -> None:
+    def move(self, source: str, target: str, key: str | None = None, *, age: float = 0.0) -> None:
         """One prompt goes from count ``source`` to count ``target``. ``key`` (the prompt's)
-        times it: from its submit (waiting to send -> at Novita) to its end."""
+        times it: from its submit (waiting to send -> at Novita) to its end; a task made
+        before this run (resumed) comes with its ``age``, the seconds since it was made."""
         setattr(self, source, getattr(self, source) - 1)
         setattr(self, target, getattr(self, target) + 1)
         if key is None:
             return
         if source == "queued" and target == "processing":
             now = self.now()
-            self._sent_at[key] = now
-            self._submits += 1
-            if self._first_submit is None:
-                self._first_submit = now
+            self._sent_at[key] = now - max(age, 0.0)
+            if age <= 0:  # a submit of this run: it counts in the submit rate
+                self._submits += 1
+                if self._first_submit is None:
+                    self._first_submit = now
         elif target in FINISHED and (sent := self._sent_at.pop(key, None)) is not None:
-            self._settled.append((sent, self.now() - sent))
+            self._settled.append(self.now() - sent)
+
+    def learn(self, seconds: float) -> None:
+        """A task of an earlier run took ``seconds`` (from the ledger): the ETA learns
+        from it as from a prompt this run settled."""
+        if seconds >= 0 and math.isfinite(seconds):
+            self._settled.append(seconds)
 
     @property
     def finished(self) -> int:
@@ -208,11 +250,15 @@ class Tally:
         over the tasks out), counting down in between."""
         now = self.now()
         cached = self._estimated
-        if cached is not None and now - cached[0] < _ESTIMATE_EVERY and cached[2] == self.finished:
-            found = cached[1]
-            if found is None or found.seconds == 0:
-                return found
-            return attrs.evolve(found, seconds=max(found.seconds - (now - cached[0]), 0.0))
+        # (Nothing known is not kept: the first submit makes a rate known at once; nor is
+        # an ETA that has run out while prompts are left.)
+        if (
+            cached is not None
+            and cached[1] is not None
+            and now - cached[0] < min(_ESTIMATE_EVERY, cached[1].seconds or math.inf)
+            and cached[2] == self.finished
+        ):
+            return cached[1].later(now - cached[0])
         found = self._estimate(now)
         self._estimated = (now, found, self.finished)
         return found
@@ -226,8 +272,8 @@ class Tally:
         if waiting and rate is None:
             return None
         rate = rate or 1.0  # only read when nothing waits
-        # The ages of the tasks out, oldest first; resumed ones (their submit unseen) as new.
-        ages = [now - sent_at for sent_at in self._sent_at.values()]
+        # The ages of the tasks out, oldest first; those with an unknown start as new.
+        ages = sorted((now - sent_at for sent_at in self._sent_at.values()), reverse=True)
         ages += [0.0] * max(0, outstanding - len(ages))
         if not self._settled:
             # Nothing settled yet: no task has taken less than the oldest one out has.
@@ -235,17 +281,29 @@ class Tally:
             if waiting:
                 return Estimate(waiting / rate + at_least, at_least=True)
             return Estimate(max(at_least - ages[-1], 1.0), at_least=True)
-        survival = Survival.fit([duration for _, duration in self._settled], ages)
+        survival = Survival.fit(list(self._settled), ages)
         # Every prompt not settled, as an age (below 0: the time until it is sent), a
         # sample of at most _SAMPLE of each kind standing for the rest.
         sending = [-(n + 1) / rate for n in range(waiting)]
         unsettled = _sample(ages, _SAMPLE) + _sample(sending, _SAMPLE)
-        return Estimate(survival.last_end(unsettled))
+        # The ETA of each shape as likely as the best one: one ETA if they agree. While
+        # the curve is known only near its start, every shape is as likely.
+        best = min(survival.misses.values())
+        early = 1.0 - survival.shares[-1] < _KNOWN_AFTER
+        ends = {
+            shape: survival.last_end(unsettled, shape)
+            for shape, miss in survival.misses.items()
+            if early or miss <= _AS_LIKELY * best
+        }
+        low, high = min(ends.values()), max(ends.values())
+        if high <= _AGREE * low:
+            return Estimate(ends[survival.shape])
+        return Estimate(low, up_to=high)
 
     @property
     def eta(self) -> float | None:
         """Seconds until every prompt is settled, if anything is known (see
-        :meth:`estimate`; a bound counts)."""
+        :meth:`estimate`; a bound counts, and a range by its low end)."""
         found = self.estimate()
         return None if found is None else found.seconds
 
@@ -279,23 +337,102 @@ def _sample(values: list[float], most: int) -> list[tuple[float, float]]:
     return [(values[int(n * step)], step) for n in range(most)]
 
 
+Shape = Literal["even", "bell", "long"]
+
+
+@attrs.frozen
+class Tail:
+    """A shape of task times, fitted to a curve: the share of tasks ended by so many
+    seconds is :meth:`ended`."""
+
+    shape: Shape
+    #: ``even``: the first and the last end; ``bell``: the bell's mean and spread in
+    #: seconds; ``long``: in the logarithm of seconds.
+    first: float
+    second: float
+
+    def ended(self, seconds: float) -> float:
+        """The share of tasks ended ``seconds`` after their submit."""
+        if self.shape == "even":
+            if seconds >= self.second:
+                return 1.0
+            return max(0.0, (seconds - self.first) / (self.second - self.first))
+        if self.shape == "long":
+            seconds = math.log(max(seconds, _TINY))
+        return _NORMAL.cdf((seconds - self.first) / self.second)
+
+    def seconds(self, ended: float) -> float:
+        """When the share ``ended`` of tasks has ended (0 < ended < 1)."""
+        if self.shape == "even":
+            return self.first + (self.second - self.first) * ended
+        at = self.first + self.second * _NORMAL.inv_cdf(ended)
+        return math.exp(at) if self.shape == "long" else at
+
+    @classmethod
+    def fit(cls, shape: Shape, plot: Sequence[tuple[float, float]], seen: float) -> Tail:
+        """The tail of ``shape`` nearest a probability plot, (seconds, share ended) points:
+        least squares of the time on the share (the normal score of the share for a
+        bell), as on probability paper."""
+        if shape == "even":
+            points = [(ended, when) for when, ended in plot]
+        else:
+            scale = (lambda s: math.log(max(s, _TINY))) if shape == "long" else (lambda s: s)
+            points = [(_NORMAL.inv_cdf(ended), scale(when)) for when, ended in plot]
+        if len(points) >= 2:
+            mean_u = sum(u for u, _ in points) / len(points)
+            mean_x = sum(x for _, x in points) / len(points)
+            spread = sum((u - mean_u) ** 2 for u, _ in points)
+            if spread > 0:
+                slope = sum((u - mean_u) * (x - mean_x) for u, x in points) / spread
+                if slope > 0:
+                    if shape == "even":
+                        first = mean_x - slope * mean_u
+                        # What was seen ended after it: the last end is later still.
+                        return cls(shape, first, max(first + slope, seen * 1.001))
+                    return cls(shape, mean_x - slope * mean_u, slope)
+        # One end seen (or all at the same time): a shape as wide as what was seen.
+        when, ended = plot[0]
+        if shape == "even":
+            return cls(shape, 0.0, max(when / ended, seen * 1.001))
+        width = max(seen - when, when / 4, _TINY)
+        if shape == "long":
+            width = abs(math.log(max(seen, _TINY) / max(when, _TINY))) or 0.25
+            return cls(shape, math.log(max(when, _TINY)) - width * _NORMAL.inv_cdf(ended), width)
+        return cls(shape, when - width * _NORMAL.inv_cdf(ended), width)
+
+    def miss(self, plot: Sequence[tuple[float, float]]) -> float:
+        """How far this shape's times for the shares ended are from the times seen: the
+        sum of squares of the logarithm of their ratios (so every shape is judged on the
+        same scale, whatever it was fitted on)."""
+        total = 0.0
+        for when, ended in plot:
+            ratio = max(self.seconds(ended), _TINY) / max(when, _TINY)
+            total += math.log(ratio) ** 2
+        return total
+
+
 @attrs.frozen
 class Survival:
-    """How long tasks take, as the share still out after so many seconds: a Kaplan-Meier
+    """How long tasks take, as the share still out after so many seconds.
+
+    Up to the age that at least :data:`_AT_RISK` tasks reached it is a Kaplan-Meier
     estimate from the durations of the settled tasks and the ages of those still out
     (which take at least that long: counting only the settled would see only the quick
-    ones), as far as at least :data:`_AT_RISK` tasks were out to tell; past that, drawn
-    on straight at the slope of the curve's last third, to no more than twice the time
-    seen (a task out that long is likelier stuck than typical).
+    ones). Past that nothing was seen, and the curve goes on in one of the shapes of
+    :class:`Tail`, each fitted to it: :attr:`shape` is the one that fits it best, and
+    :attr:`misses` says how well each does.
     """
 
     #: Times (seconds) and the share still out right after each, from (0, 1).
     times: tuple[float, ...]
     shares: tuple[float, ...]
-    #: No task is expected out this long.
-    end: float
-    #: The bell the tail follows, if it does (else a straight line to ``end``).
-    bell: NormalDist | None = None
+    tails: dict[Shape, Tail]
+    misses: dict[Shape, float]
+
+    @property
+    def shape(self) -> Shape:
+        """The tail's shape that fits the curve best."""
+        return min(self.misses, key=lambda shape: self.misses[shape])
 
     @classmethod
     def fit(cls, durations: list[float], ages: list[float]) -> Survival:
@@ -306,102 +443,89 @@ class Survival:
         share = 1.0
         times, shares = [0.0], [1.0]
         seen = 0.0  # how far the curve is known: while enough tasks were out to tell
+        plot: list[tuple[float, float]] = []  # (seconds, the share ended by then)
         for when, still_out in marks:
             if at_risk < _AT_RISK:
                 break
             if not still_out:
+                # Plotted halfway up its step (Hazen's position): a step's top would put
+                # the last end at a share of 1, the infinite end of a bell.
+                plot.append((when, 1.0 - share * (1.0 - 0.5 / at_risk)))
                 share *= 1.0 - 1.0 / at_risk
                 times.append(when)
                 shares.append(share)
             seen = when
             at_risk -= 1
         if len(times) == 1:  # every end among the last few: too few to draw a curve
-            times.append(min(durations))
+            when = min(durations)
             share = 1.0 - 1.0 / len(marks)
+            plot.append((when, 0.5 / len(marks)))
+            times.append(when)
             shares.append(share)
         # Past the last end, the share stays put as long as tasks were out to see it.
-        first, last = times[1], max(times[-1], seen)
-        if last > times[-1]:
-            times.append(last)
+        if seen > times[-1]:
+            times.append(seen)
             shares.append(share)
-        if share <= 0 or last <= first:
-            return cls(tuple(times), tuple(shares), last)
-        # The tail's shape: ends coming faster and faster (the rising side of a bell, as
-        # task times usually are) follow a bell fitted to the curve; evenly, a straight
-        # line at the slope of the curve's last third.
-        middle = (first + last) / 2
-        early = (1.0 - _at(times, shares, middle)) / (middle - first)
-        late = (_at(times, shares, middle) - share) / (last - middle)
-        bell = None
-        if late > _RISING * early:
-            done = min(1.0 - share, 0.9)
-            low, high = _at_share(times, shares, 1 - done / 2), _at_share(times, shares, 1 - done)
-            gap = _NORMAL.inv_cdf(done) - _NORMAL.inv_cdf(done / 2)
-            if high > low and gap > 0:
-                spread = (high - low) / gap
-                bell = NormalDist(high - spread * _NORMAL.inv_cdf(done), spread)
-        if bell is not None:
-            return cls(tuple(times), tuple(shares), 2 * last, bell)
-        # The slope of the last third, once there are ends enough to tell one.
-        slope = (1.0 - share) / (last - first)
-        if len(times) > _LOCAL_AFTER:
-            window = (last - first) / 3
-            slope = max((_at(times, shares, last - window) - share) / window, 0.0) or slope
-        return cls(tuple(times), tuple(shares), min(last + share / slope, 2 * last))
+        shapes: tuple[Shape, ...] = ("even", "bell", "long")
+        # The shapes are fitted to, and judged on, at most _SAMPLE points of the plot,
+        # evenly spread: as good a likeness, at a fraction of the cost
+        if len(plot) > _SAMPLE:  # (the first and the last kept: the ends of the curve)
+            step = (len(plot) - 1) / (_SAMPLE - 1)
+            plot = [plot[round(n * step)] for n in range(_SAMPLE)]
+        tails = {shape: Tail.fit(shape, plot, seen) for shape in shapes}
+        misses = {shape: tail.miss(plot) for shape, tail in tails.items()}
+        return cls(tuple(times), tuple(shares), tails, misses)
 
-    def out_after(self, seconds: float) -> float:
-        """The share of tasks still out ``seconds`` after their submit."""
-        if seconds <= 0:
-            return 1.0
-        if seconds >= self.end:
-            return 0.0
-        last = self.times[-1]
-        if seconds < last:
-            return _at(self.times, self.shares, seconds)
-        if self.bell is not None:
-            beyond = 1.0 - self.bell.cdf(last)
-            if beyond <= 0:
-                return 0.0
-            return self.shares[-1] * (1.0 - self.bell.cdf(seconds)) / beyond
-        return self.shares[-1] * (self.end - seconds) / (self.end - last)
+    def out_after(self, seconds: float, shape: Shape | None = None) -> float:
+        """The share of tasks still out ``seconds`` after their submit (past the curve,
+        on the tail of ``shape``, the best one's by default)."""
+        return self._share(shape)(seconds)
 
-    def last_end(self, unsettled: list[tuple[float, float]]) -> float:
+    def _share(self, shape: Shape | None) -> Callable[[float], float]:
+        """:meth:`out_after` for one shape, its constants worked out once."""
+        times, shares, last = self.times, self.shares, self.times[-1]
+        tail = self.tails[shape or self.shape]
+        beyond = 1.0 - tail.ended(last)
+        scale = shares[-1] / beyond if beyond > 0 else 0.0
+
+        def out_after(seconds: float) -> float:
+            if seconds <= 0:
+                return 1.0
+            if seconds < last:
+                return _at(times, shares, seconds)
+            return scale * (1.0 - tail.ended(seconds))
+
+        return out_after
+
+    def last_end(self, unsettled: list[tuple[float, float]], shape: Shape | None = None) -> float:
         """Seconds from now until every prompt of these (age, weight) is as likely settled
-        as not; an age below 0 is a prompt sent that much later."""
-        tail = max(1.0, (self.end - self.times[1]) / 10)
+        as not (the median of the last end); an age below 0 is a prompt sent that much
+        later."""
+        out_after = self._share(shape)
         # Each prompt's share still out now, the denominator of its odds.
-        now_out = [(age, weight, self.out_after(age)) for age, weight in unsettled]
+        now_out = [(age, weight / out) for age, weight in unsettled if (out := out_after(age)) > 0]
+        # Stragglers, out past every time the shape allows: soon, we expect, within a
+        # tenth of the longest time seen.
+        stragglers = sum(weight for age, weight in unsettled if out_after(age) <= 0)
+        soon = max(1.0, self.times[-1] / 10)
 
         def expected(after: float) -> float:
-            total = 0.0
-            for age, weight, out in now_out:
-                if out > 0:
-                    total += weight * self.out_after(age + after) / out
-                else:  # a straggler past every estimate: soon, we expect
-                    total += weight * max(0.0, 1.0 - after / tail)
-            return total
+            late = stragglers * max(0.0, 1.0 - after / soon)
+            return late + sum(odds * out_after(age + after) for age, odds in now_out)
 
-        low = 0.0
-        high = max(0.0, -min(age for age, _ in unsettled)) + self.end + tail
-        if expected(low) < _DONE_BELOW:
+        if expected(0.0) < _DONE_BELOW:
             return 0.0
-        for _ in range(24):
+        low, high = 0.0, max(1.0, -min(age for age, _ in unsettled) + self.times[-1])
+        while expected(high) >= _DONE_BELOW and high < _LONGEST:
+            low, high = high, 2 * high
+        # To a thousandth of the time to the end at most: far finer than a second shown.
+        for _ in range(_HALVINGS):
             middle = (low + high) / 2
             if expected(middle) < _DONE_BELOW:
                 high = middle
             else:
                 low = middle
-        return high
-
-
-def _at_share(times: Sequence[float], shares: Sequence[float], share: float) -> float:
-    """The time at which the curve comes down to ``share``, drawn straight between steps."""
-    for index in range(1, len(times)):
-        if shares[index] <= share:
-            above, below = shares[index - 1], shares[index]
-            weight = (above - share) / (above - below) if above > below else 1.0
-            return times[index - 1] + (times[index] - times[index - 1]) * weight
-    return times[-1]
+        return min(high, _LONGEST)
 
 
 def _at(times: Sequence[float], shares: Sequence[float], seconds: float) -> float:

@@ -40,6 +40,7 @@ import math
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Literal
@@ -390,6 +391,8 @@ class Run:
             await self._submit(row, send)  # its failed task becomes an earlier attempt
         elif state is State.FAILED or (state is State.SUCCEEDED and self._has_clip(record)):
             self._tally.finished_before += 1
+            if (took := record.time_to_make) is not None:
+                self._tally.learn(took)  # the ETA knows task times from the first second
             self._finish(row, "queued", "failed" if state is State.FAILED else "done", record)
         elif state in (State.SENDING, State.UNKNOWN):
             if self._settings.resubmit_unknown or not survive:
@@ -400,7 +403,13 @@ class Run:
         elif not survive:  # a task of a simulator that has gone: make the clip again
             await self._submit(row, send)
         else:
-            self._tally.move("queued", "processing")
+            # A task made before this run: the ETA weighs it by its age (one made, with
+            # only its download left, is not timed).
+            made = None if state is State.SUCCEEDED else record.submitted_at
+            if made is None:
+                self._tally.move("queued", "processing")
+            else:
+                self._tally.move("queued", "processing", row.key, age=time.time() - made)
             await self._resumed.acquire()
             work.start_soon(self._resume, row, record)
 
