@@ -12,7 +12,7 @@ import anyio
 from aiohttp import web
 
 from novita_video import Client, Clock, PollSchedule
-from novita_video.testing import FakeNovita
+from novita_video.testing import FakeNovita, MemoryTransport
 
 
 class ManualClock:
@@ -134,6 +134,25 @@ async def simulated(
         }
         async with Client(fake.api_key, base_url=fake.url, **options) as opened:
             yield fake, opened
+
+
+@asynccontextmanager
+async def in_memory(
+    *, client: dict[str, Any] | None = None, **knobs: Any
+) -> AsyncIterator[tuple[FakeNovita, Client]]:
+    """:func:`simulated`, without a socket: the client reaches the simulator through a
+    :class:`MemoryTransport`, both on the event loop's time. In a test marked
+    ``virtual_time`` (a :class:`~novita_video.testing.VirtualTimeLoop`), minutes of tasks
+    play out in no real time, the same way every run, and a request takes no time.
+    """
+    fake = FakeNovita(**knobs)
+    options = {
+        "submit_rpm": None,
+        "poll_schedule": PollSchedule(first_check=0.25),
+        **(client or {}),
+    }
+    async with Client(transport=MemoryTransport(fake), **options) as opened:
+        yield fake, opened
 
 
 class Unreporting:

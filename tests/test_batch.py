@@ -18,13 +18,12 @@ from novita_video import (
     InsufficientBalanceError,
     InvalidRequestError,
     Outcome,
-    ScaledClock,
     TaskFailedError,
     TaskStatus,
     TaskTimeoutError,
     VideoRequest,
 )
-from tests.support import simulated
+from tests.support import in_memory, simulated
 
 pytestmark = pytest.mark.anyio
 
@@ -72,9 +71,10 @@ async def test_every_prompt_gets_exactly_one_outcome() -> None:
     assert fake.stats.duplicate_submissions == 0
 
 
+@pytest.mark.virtual_time
 async def test_outcomes_come_in_the_order_tasks_finish() -> None:
     # Tasks longer than the first check (2 s): from then on the eta times each notice.
-    async with simulated(task_duration=(2.5, 6.0), seed=5) as (fake, client):
+    async with in_memory(task_duration=(2.5, 6.0), seed=5) as (fake, client):
         outcomes = [
             o async for o in client.generate([f"clip {n}" for n in range(30)], concurrency=30)
         ]
@@ -173,10 +173,11 @@ async def test_no_balance_stops_every_later_submit() -> None:
     assert fake.stats.requests["submit"] == 4  # zero POSTs after the first fatal answer
 
 
+@pytest.mark.virtual_time
 async def test_a_fatal_answer_cancels_waiting_submitters_at_once() -> None:
     # 1 submit every 2 s: without cancellation the aborted prompts would still take
     # their turns; with it, the batch ends as soon as the submitted tasks do.
-    async with simulated(task_duration=(0.2, 0.3), balance=2) as (fake, client):
+    async with in_memory(task_duration=(0.2, 0.3), balance=2) as (fake, client):
         with anyio.fail_after(10):
             outcomes = [
                 o
@@ -189,8 +190,9 @@ async def test_a_fatal_answer_cancels_waiting_submitters_at_once() -> None:
     assert sum(isinstance(o.error, BatchAbortedError) for o in outcomes) == 17
 
 
+@pytest.mark.virtual_time
 async def test_a_revoked_key_stops_submitting_and_accounts_for_everything() -> None:
-    async with simulated(task_duration=(2, 3)) as (fake, client):
+    async with in_memory(task_duration=(2, 3)) as (fake, client):
         outcomes: list[Outcome] = []
         async for outcome in client.generate([f"clip {n}" for n in range(10)], submit_rpm=300):
             outcomes.append(outcome)
@@ -228,9 +230,9 @@ async def test_async_iterables_and_input_errors() -> None:
     assert all(outcome.ok for outcome in seen)
 
 
+@pytest.mark.virtual_time
 async def test_task_timeouts_are_outcomes() -> None:
-    clock = ScaledClock(speed=100)
-    async with simulated(task_duration=(1, 1000), clock=clock, seed=6) as (_, client):
+    async with in_memory(task_duration=(1, 1000), seed=6) as (_, client):
         outcomes = [
             o async for o in client.generate([f"c{n}" for n in range(10)], task_timeout=300)
         ]
@@ -284,10 +286,11 @@ async def test_the_ledger_hooks_see_every_submit() -> None:
     assert set(after.values()) == set(fake.stats.tasks)
 
 
+@pytest.mark.virtual_time
 async def test_the_submit_rate_is_kept() -> None:
     from novita_video.testing import RateLimit
 
-    async with simulated(
+    async with in_memory(
         task_duration=(0.1, 0.2), submit_limit=RateLimit(5, per=1.0), client={"submit_rpm": 300}
     ) as (fake, client):
         started = anyio.current_time()
@@ -320,11 +323,12 @@ async def test_bad_batch_limits_are_refused_before_anything_runs() -> None:
     assert fake.stats.requests["submit"] == 0
 
 
+@pytest.mark.virtual_time
 async def test_a_fatal_answer_to_a_poll_dooms_the_batch_too() -> None:
     # The key is revoked right after the second submit; its task's first check (0.25 s
     # later) comes long before the third submit (2 s later): a poll hears the 403 first,
     # and no submit may follow it.
-    async with simulated(task_duration=(3, 3.5), client={"submit_rpm": 30}) as (fake, client):
+    async with in_memory(task_duration=(3, 3.5), client={"submit_rpm": 30}) as (fake, client):
 
         async def revoke_after_two_submits() -> None:
             while fake.stats.requests["submit"] < 2:

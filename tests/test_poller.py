@@ -12,16 +12,18 @@ import pytest
 from novita_video import (
     Client,
     ClientClosedError,
+    Clock,
     NotFoundError,
     PollSchedule,
     ScaledClock,
+    SystemClock,
     TaskStatus,
     TaskTimeoutError,
 )
 from novita_video.testing import RateLimit
-from tests.support import simulated
+from tests.support import in_memory, simulated
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.load]
+pytestmark = [pytest.mark.anyio, pytest.mark.load]  # mostly virtual time: quick tier
 
 
 async def test_a_failed_task_is_returned_not_raised() -> None:
@@ -32,10 +34,10 @@ async def test_a_failed_task_is_returned_not_raised() -> None:
     assert not result.ok
 
 
+@pytest.mark.virtual_time
 async def test_many_concurrent_waits_share_one_poller() -> None:
-    clock = ScaledClock(speed=20)
     results: dict[str, TaskStatus] = {}
-    async with simulated(task_duration=(20, 60), clock=clock, seed=2) as (fake, client):
+    async with in_memory(task_duration=(20, 60), seed=2) as (fake, client):
         ids = [await client.submit(f"clip {n}") for n in range(40)]
 
         async def wait_thrice(task_id: str) -> None:
@@ -61,7 +63,7 @@ async def test_many_concurrent_waits_share_one_poller() -> None:
     assert statistics.mean(polls) <= 3.2
 
 
-async def _wait_all(client: Client, prompts: list[str], clock: ScaledClock) -> dict[str, float]:
+async def _wait_all(client: Client, prompts: list[str], clock: Clock) -> dict[str, float]:
     """Submit ``prompts`` and wait for each; when (clock time) each wait returned."""
     handed: dict[str, float] = {}
     async with anyio.create_task_group() as group:
@@ -100,16 +102,17 @@ QUEUE = {"queue_time": (0, 30), "eta_rounding": "round"}
     ],
     ids=["accurate-eta", "rounded-eta-queue", "biased-eta", "progress-only", "nothing"],
 )
+@pytest.mark.virtual_time
 async def test_minutes_long_tasks_cost_few_polls_and_little_lateness(
     knobs: dict[str, Any], max_mean_polls: float, max_p95: float
 ) -> None:
-    # Tasks of 1-2.5 minutes play out in 3-7.5 real seconds. A few end first, so the
-    # poller has learned what it will (as in any long batch); the next 24 are measured.
-    # The lateness bound is the benchmark's 3 s target plus 1 s (50 ms of real time) for
-    # a machine whose CPU other processes compete for; the flaw this guards against
-    # noticed ends 20 s late (benchmarks/README.md holds the 3 s target itself).
-    clock = ScaledClock(speed=20)
-    async with simulated(task_duration=(60, 150), clock=clock, seed=3, **knobs) as (fake, client):
+    # Tasks of 1-2.5 minutes play out on virtual time, in no real time. A few end first,
+    # so the poller has learned what it will (as in any long batch); the next 24 are
+    # measured. The lateness bound is the benchmark's 3 s target plus 1 s (what it was on
+    # a scaled clock, for a machine whose CPU other processes compete for); the flaw this
+    # guards against noticed ends 20 s late (benchmarks/README.md holds the 3 s target).
+    clock = SystemClock()
+    async with in_memory(task_duration=(60, 150), seed=3, **knobs) as (fake, client):
         await _wait_all(client, [f"warm-up {n}" for n in range(8)], clock)
         handed = await _wait_all(client, [f"clip {n}" for n in range(24)], clock)
     polls = [fake.stats.polls[task_id] for task_id in handed]
@@ -121,27 +124,27 @@ async def test_minutes_long_tasks_cost_few_polls_and_little_lateness(
     assert _p95(lateness) <= max_p95, sorted(lateness)
 
 
+@pytest.mark.virtual_time
 async def test_overdue_tasks_are_noticed_soon_whatever_their_age() -> None:
     # Each eta runs out halfway through the task's run, and progress says nothing: from
     # then on the task is overdue, for 20 to 200 seconds. Checks come at most
     # overdue_max (4 s) apart, so the end is noticed that soon, however long the task
     # (a backoff on the age would notice a 400 s task minutes late).
     schedule = PollSchedule()
-    clock = ScaledClock(speed=40)
-    async with simulated(
+    clock = SystemClock()  # the virtual loop's time
+    async with in_memory(
         task_duration=(40, 400),
         queue_time=(0, 0),
         eta_bias=(0.5, 0.5),
         eta_rounding="floor",
         report_progress=False,
-        clock=clock,
         seed=11,
     ) as (fake, client):
         handed = await _wait_all(client, [f"clip {n}" for n in range(20)], clock)
     lateness = {task_id: handed[task_id] - fake.task(task_id).finishes_at for task_id in handed}
     longest = sorted(handed, key=lambda task_id: fake.task(task_id).duration)[-5:]
     assert fake.task(longest[0]).duration > 250
-    slack = 6.0  # seconds of the clock: loop and HTTP delays (150 ms), times 40
+    slack = 6.0  # as on the scaled clock it ran on before: loop and HTTP delays (150 ms), x40
     assert max(lateness.values()) <= schedule.overdue_max + slack, lateness
     assert max(lateness[task_id] for task_id in longest) <= schedule.overdue_max + slack
 
@@ -172,10 +175,10 @@ async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
         assert client.statistics().outstanding == 0
 
 
+@pytest.mark.virtual_time
 async def test_429s_slow_the_whole_poller() -> None:
-    clock = ScaledClock(speed=10)
     limit = RateLimit(10, per=10.0)
-    async with simulated(task_duration=(5, 10), clock=clock, result_limit=limit) as (fake, client):
+    async with in_memory(task_duration=(5, 10), result_limit=limit) as (fake, client):
         ids = [await client.submit(f"clip {n}") for n in range(20)]
         async with anyio.create_task_group() as group:
             for task_id in ids:
@@ -205,10 +208,10 @@ async def test_the_client_closing_ends_every_wait() -> None:
     assert len(errors) == 1
 
 
+@pytest.mark.virtual_time
 async def test_wait_reports_progress_on_the_way() -> None:
     seen: list[tuple[TaskStatus, int]] = []
-    clock = ScaledClock(speed=20)
-    async with simulated(task_duration=(60, 60), clock=clock, eta_error=None) as (_, client):
+    async with in_memory(task_duration=(60, 60), eta_error=None) as (_, client):
         task_id = await client.submit("a cat")
         result = await client.wait(
             task_id, on_progress=lambda r: seen.append((r.status, r.progress))

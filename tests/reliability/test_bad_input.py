@@ -45,7 +45,10 @@ from tests.cli.cli_support import cli_env, prompts_file, simulator
 from tests.reliability.reliability_support import run_measured
 from tests.support import scripted_server, simulated
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
+pytestmark = [pytest.mark.anyio]
+#: The layers a row checks by running the command (slow: a subprocess each); the others
+#: go through the SDK in milliseconds and belong in the quick tier.
+COMMAND_LAYERS = ("file", "env")
 
 SUBMIT = "/v3/async/minimax-video-01"
 RESULT = "/v3/async/task-result"
@@ -99,6 +102,8 @@ def case(
 ) -> Any:
     """A row; ``bug`` marks a known bug (strict xfail: it fails until fixed)."""
     marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+    if layer in COMMAND_LAYERS:
+        marks += [pytest.mark.slow, pytest.mark.subprocess]
     return pytest.param(Case(layer, value, says, error, file, writer), id=id, marks=marks)
 
 
@@ -338,6 +343,8 @@ async def check_answer(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 call = client.get_result("t")
             else:
                 server.script(path, *[case.value] * 20)  # every check is answered so
+                # Real time (2 s): the wait's deadline must pass while real HTTP checks
+                # come back wrong; a manual clock would end it before the first answer.
                 call = client.wait("t", timeout=2)
             expected = TaskTimeoutError if case.layer == "poll answer" else case.error
             with pytest.raises(expected) as raised:
@@ -349,6 +356,8 @@ async def check_answer(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert server.count("POST", SUBMIT) == (1 if case.layer == SUBMIT_ANSWER else 0)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_a_mistyped_base_url_leaves_the_folder_usable(tmp_path: Path) -> None:
     path = prompts_file(tmp_path / "p.txt", ["a cat"])
     out = tmp_path / "out"

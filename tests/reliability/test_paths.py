@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from novita_video import Client, VideoRequest
+from novita_video._balance import BALANCE_PATH
 from novita_video.cli._inputs import Row
 from novita_video.cli._outputs import clip_name
 from tests.cli.cli_support import KEY, cli_env, manifest, prompts_file, run_cli
@@ -75,6 +76,9 @@ async def test_the_command_writes_only_inside_its_folder(tmp_path: Path, video_p
     async with Stub().serving() as stub:
         stub.fallback = evil_storage  # whatever path the client asks for
         stub.routes["/v3/async/minimax-video-01"] = json_answer({"task_id": EVIL_ID})
+        # The balance is read before and after a run: an account without one, not a clip
+        # the command would retry reading for seconds.
+        stub.routes[BALANCE_PATH] = json_answer({"reason": "API_NOT_FOUND"}, status=404)
         stub.routes["/v3/async/task-result"] = json_answer(
             succeeded(EVIL_ID, stub.url + video_path + "?sig=1")
         )

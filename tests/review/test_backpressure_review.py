@@ -16,7 +16,7 @@ from novita_video import (
     RetryPolicy,
     SubmissionUnknownError,
 )
-from novita_video.testing import FakeNovita
+from novita_video.testing import FakeNovita, MemoryTransport
 from tests.support import scripted_server
 
 pytestmark = pytest.mark.anyio
@@ -102,15 +102,16 @@ async def test_a_submit_waiting_for_its_turn_ends_when_the_client_closes() -> No
     assert isinstance(ended[0], ClientClosedError), ended
 
 
+@pytest.mark.virtual_time
 async def test_a_caller_cancelled_while_queued_under_max_wait_sent_nothing() -> None:
     # Holds: a caller that leaves while its submit waits for a turn stops it unsent.
-    async with FakeNovita() as fake:
-        async with Client(fake.api_key, base_url=fake.url, submit_rpm=20) as client:
-            await client.submit("first")
-            with anyio.move_on_after(0.5):
-                await client.submit("second", max_wait=5.0)
-            await anyio.sleep(3.5)
-        assert fake.stats.task_count == 1
+    fake = FakeNovita()
+    async with Client(transport=MemoryTransport(fake), submit_rpm=20) as client:
+        await client.submit("first")
+        with anyio.move_on_after(0.5):
+            await client.submit("second", max_wait=5.0)
+        await anyio.sleep(3.5)  # past its turn (3 s at 20 a minute)
+    assert fake.stats.task_count == 1
 
 
 async def test_hooks_that_raise_or_stall_leave_a_submit_on_an_unreporting_transport() -> None:
