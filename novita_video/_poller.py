@@ -53,7 +53,13 @@ from ._limits import Limiter
 from ._models import TaskResult, TaskStatus, TaskTimeoutError
 from ._retrier import Retrier
 from ._retry import Decision
-from ._schedule import Calibration, Observation, PollSchedule, plan_next_check
+from ._schedule import (
+    Calibration,
+    Observation,
+    PollSchedule,
+    plan_next_check,
+    remaining_from_progress,
+)
 from ._wire import snippet
 
 logger = logging.getLogger("novita_video")
@@ -73,6 +79,8 @@ _LEARN_PRECISION = 0.1
 #: A check slower than this (seconds of the client's clock) frees its place: answers
 #: take a fraction of a second, so one still coming after this is stuck or dripping.
 SLOW_CHECK = 1.0
+#: The progress at which a run may end (servers that never show 100 end from 99).
+_DONE_AT = 99.0
 #: Stale heap entries tolerated beyond the live ones before the heap is rebuilt.
 _STALE_SLACK = 64
 
@@ -123,6 +131,10 @@ class _Watch:
     eta_said: tuple[float, float] | None = None  # (age, time left) of a long eta
     progress_said: tuple[float, float] | None = None
     unknown_since: float | None = None  # when a run of statuses this client cannot read began
+    # The model (endpoint) submitted, when known: what is learned is kept per model.
+    model: str | None = None
+    # The shortest its run can be, as far as its progress readings tell (0: unknown).
+    run_floor: float = 0.0
 
     def earliest_deadline(self) -> float:
         while self.deadlines and self.deadlines[0][2].done:
@@ -167,18 +179,28 @@ class _Learned:
         self.quick_run: float | None = None
         self.calibration = Calibration()
 
+    def _runs_changed(self) -> None:
+        # The shortest, not a percentile: plans take every run to last at least this
+        # long, and a task that runs shorter would be noticed late.
+        if len(self.runs) >= _DURATIONS_AFTER:
+            self.quick_run = min(self.runs)
+
+    def timed(self, watch: _Watch, floor: float) -> None:
+        """``watch``'s task, still running, runs at least ``floor`` (its progress says):
+        learned once a task, before any task ended, so that a cold client's plans for
+        queued tasks know how soon a run can end."""
+        if watch.run_floor == 0:
+            self.runs.append(floor)
+            self._runs_changed()
+        watch.run_floor = max(watch.run_floor, floor)
+
     def learn(self, watch: _Watch, age: float) -> None:
         """Learn from ``watch``'s task, seen final at ``age`` (since its submission)."""
         self.durations.append(age)
         self.typical = _quick(self.durations)
-        if watch.since is not None:
-            # It ran at least from the first check that saw it running to the last
-            # check that saw it unfinished.
-            self.runs.append(max(0.0, watch.last_age - watch.since[0]))
-            # The shortest, not a percentile: plans take every run to last at least
-            # this long, and a task that runs shorter would be noticed late.
-            if len(self.runs) >= _DURATIONS_AFTER:
-                self.quick_run = min(self.runs)
+        if watch.run_floor > 0:
+            self.runs.append(max(watch.run_floor, watch.last_age - (watch.since or (age, 0))[0]))
+            self._runs_changed()
         # The task ended between the last check that saw it running and this one.
         gap = age - watch.last_age
         end_age = age - gap / 2
@@ -252,9 +274,12 @@ class Poller:
         on_done: Callable[[TaskResult | None, NovitaError | None], None],
         on_progress: Callable[[TaskResult], None] | None = None,
         submitted_at: float | None = None,
+        model: str | None = None,
     ) -> Listener:
         """Wait for ``task_id`` to end. ``submitted_at`` (clock time) means the task is new:
-        its first check is planned from the schedule; otherwise it is checked at once."""
+        its first check is planned from the schedule; otherwise it is checked at once.
+        ``model`` (the endpoint submitted) keys what its end teaches; without it, the
+        ``task_type`` its answers report does."""
         now = self._clock.now()
         listener = Listener(task_id, deadline, on_done, on_progress)
         watch = self._watches.get(task_id)
@@ -262,9 +287,9 @@ class Poller:
             if submitted_at is None:
                 started, first = now, now
             else:
-                first = submitted_at + self._first_delay() + self._fallback_delay
+                first = submitted_at + self._first_delay(model) + self._fallback_delay
                 started = submitted_at
-            watch = self._watches[task_id] = _Watch(task_id, started, first)
+            watch = self._watches[task_id] = _Watch(task_id, started, first, model=model)
         watch.listeners[listener] = None
         heapq.heappush(watch.deadlines, (deadline, next(self._seq), listener))
         self._reschedule(watch)
@@ -489,12 +514,16 @@ class Poller:
         error.__cause__ = watch.error
         return error
 
-    def _first_delay(self) -> float:
-        # Before a task's first answer its type is unknown: the quickest type seen.
-        typical = min(
-            (learned.typical for learned in self._learned.values() if learned.typical),
-            default=None,
-        )
+    def _first_delay(self, model: str | None) -> float:
+        # Its model's typical duration, if known; without a model (or before it taught
+        # anything), the quickest seen.
+        own = self._learned.get(model) if model is not None else None
+        typical = own.typical if own is not None else None
+        if typical is None:
+            typical = min(
+                (learned.typical for learned in self._learned.values() if learned.typical),
+                default=None,
+            )
         if typical is not None:
             # Tasks like the quickest seen so far would not be done before half their
             # time: a first look then still learns the eta, one poll later than never.
@@ -561,7 +590,8 @@ class Poller:
         watch.last = result
         now = self._clock.now()
         age = now - watch.started
-        learned = self._learned[result.task_type]
+        # Per model: tasks of the unified endpoint may all report one task_type.
+        learned = self._learned[watch.model or result.task_type]
         if result.is_final:
             learned.learn(watch, age)
             self._end(watch, result, None)
@@ -608,6 +638,11 @@ class Poller:
             quick_run=learned.quick_run,
             calibration=learned.calibration,
         )
+        bounds = remaining_from_progress(observation)
+        if bounds is not None and watch.since is not None:
+            # The fastest speed the readings allow: the whole run takes at least this.
+            fastest = (result.progress - watch.since[1] + 1) / (age - watch.since[0])
+            learned.timed(watch, _DONE_AT / fastest)
         plan = plan_next_check(observation, self._schedule, fallback=self._fallback_delay)
         watch.last_age = age
         if plan.expected_end is not None:

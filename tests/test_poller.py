@@ -57,8 +57,8 @@ async def test_many_concurrent_waits_share_one_poller() -> None:
     polls = [fake.stats.polls[task_id] for task_id in ids]
     # A wait() on a task nobody watched yet checks at once; then the eta is known, and
     # one or two more polls catch the end.
-    assert max(polls) <= 4
-    assert statistics.mean(polls) <= 3.2
+    assert max(polls) <= 5  # a cold eta is believed only part of the way (issue 21)
+    assert statistics.mean(polls) <= 4.5  # was 3.2 while a 30-s eta was believed whole (issue 21)
 
 
 async def _wait_all(client: Client, prompts: list[str], clock: ScaledClock) -> dict[str, float]:

