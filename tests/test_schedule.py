@@ -290,3 +290,10 @@ def test_a_schedule_must_make_sense() -> None:
 )
 def test_next_check_delay_behind_webhooks(observation: Observation, expected: float) -> None:
     assert plan_next_check(observation, S, fallback=30.0).delay == pytest.approx(expected)
+
+
+def test_trusted_eta_is_deprecated_but_still_accepted() -> None:
+    assert PollSchedule().trusted_eta == 30.0  # documented, silent when left alone
+    with pytest.warns(DeprecationWarning, match="trusted_eta"):
+        schedule = PollSchedule(trusted_eta=10.0)
+    assert schedule.trusted_eta == 10.0
