@@ -23,7 +23,8 @@ takes longer than ``slow_check`` (1 s: a server dripping its answer) stops count
 against ``concurrency``, so a few stuck answers cannot hold up every other task's
 checks; each task has at most one check in flight, so stragglers stay bounded too.
 
-When a task ends, the poller learns from it (per ``task_type``: models differ): how long
+When a task ends, the poller learns from it (per model submitted, which listen() is told
+or submitted() recorded, else per ``task_type``: models differ): how long
 tasks take, and how the server's eta and progress related to the real end
 (:class:`Calibration`). Later plans use what it learned.
 
@@ -57,6 +58,7 @@ from ._schedule import (
     Calibration,
     Observation,
     PollSchedule,
+    first_look,
     plan_next_check,
     remaining_from_progress,
 )
@@ -70,9 +72,9 @@ _DURATIONS_KEPT = 64
 #: errs quick with few), and before a calibration of the estimates is.
 _DURATIONS_AFTER = 3
 _LEARN_AFTER = 5
-#: Estimates of less time left than this are not learned from (whole-second rounding
-#: would dominate their ratios); those of more are the long jumps worth calibrating.
-_LEARN_HORIZON = 20.0
+#: The eta is whole seconds: one graded must be long enough that this is within
+#: _LEARN_PRECISION of it (a resolution of the API's, not a scale of the tasks').
+_ETA_RESOLUTION = 1.0
 #: An end is known to within half the gap between the last two checks; it grades an
 #: estimate only if that gap is at most this share of the time the estimate gave.
 _LEARN_PRECISION = 0.1
@@ -81,6 +83,9 @@ _LEARN_PRECISION = 0.1
 SLOW_CHECK = 1.0
 #: The progress at which a run may end (servers that never show 100 end from 99).
 _DONE_AT = 99.0
+#: How many submitted task ids the poller remembers the model of, for a wait that comes
+#: after the submit (Client.submit, then Client.wait): the oldest are forgotten first.
+_MODELS_KEPT = 4096
 #: Stale heap entries tolerated beyond the live ones before the heap is rebuilt.
 _STALE_SLACK = 64
 
@@ -128,7 +133,8 @@ class _Watch:
     expected_end: float | None = None
     last_age: float = 0.0
     queued_until: float = 0.0
-    eta_said: tuple[float, float] | None = None  # (age, time left) of a long eta
+    eta_first: tuple[float, float] | None = None  # (age, time left) of its first eta
+    eta_said: tuple[float, float] | None = None  # and of its latest
     progress_said: tuple[float, float] | None = None
     unknown_since: float | None = None  # when a run of statuses this client cannot read began
     # The model (endpoint) submitted, when known: what is learned is kept per model.
@@ -168,7 +174,7 @@ def _quick(seconds: deque[float]) -> float | None:
 
 
 class _Learned:
-    """What ended tasks of one ``task_type`` taught: durations and estimate ratios."""
+    """What ended tasks of one model (or ``task_type``) taught: durations and estimate ratios."""
 
     def __init__(self) -> None:
         self.durations: deque[float] = deque(maxlen=_DURATIONS_KEPT)
@@ -205,7 +211,12 @@ class _Learned:
         gap = age - watch.last_age
         end_age = age - gap / 2
         learned = False
-        for said, ratios in ((watch.eta_said, self.eta), (watch.progress_said, self.progress)):
+        graded = (
+            (watch.eta_first, self.eta),
+            (watch.eta_said if watch.eta_said != watch.eta_first else None, self.eta),
+            (watch.progress_said, self.progress),
+        )
+        for said, ratios in graded:
             if said is not None and gap <= _LEARN_PRECISION * said[1]:
                 at, left = said
                 ratios.append((end_age - at) / left)
@@ -244,6 +255,8 @@ class Poller:
         self._sleep_scope: anyio.CancelScope | None = None
         self._idle_scope: anyio.CancelScope | None = None  # the dispatcher's, when idle
         self._learned: defaultdict[str, _Learned] = defaultdict(_Learned)
+        # Task id -> model of the latest submits, for listen() calls that name none.
+        self._models: dict[str, str] = {}
         # Due checks wait here, in order, for a place among `concurrency`.
         self._queue: deque[_Watch] = deque()
         # Checks in flight that still count against `concurrency`, and every check begun
@@ -266,6 +279,13 @@ class Poller:
 
     # Registration (synchronous: safe to call from callbacks and shielded sections).
 
+    def submitted(self, task_id: str, model: str) -> None:
+        """``task_id`` was made by a submit to ``model``: a later :meth:`listen` that names
+        no model learns under this one (only the latest few thousand are kept)."""
+        self._models[task_id] = model
+        if len(self._models) > _MODELS_KEPT:
+            del self._models[next(iter(self._models))]  # the oldest: dicts keep order
+
     def listen(
         self,
         task_id: str,
@@ -278,11 +298,13 @@ class Poller:
     ) -> Listener:
         """Wait for ``task_id`` to end. ``submitted_at`` (clock time) means the task is new:
         its first check is planned from the schedule; otherwise it is checked at once.
-        ``model`` (the endpoint submitted) keys what its end teaches; without it, the
-        ``task_type`` its answers report does."""
+        ``model`` (the endpoint submitted) keys what its end teaches; without it, the model
+        :meth:`submitted` recorded for it, else the ``task_type`` its answers report."""
         now = self._clock.now()
         listener = Listener(task_id, deadline, on_done, on_progress)
         watch = self._watches.get(task_id)
+        if model is None:
+            model = self._models.get(task_id)
         if watch is None:
             if submitted_at is None:
                 started, first = now, now
@@ -524,11 +546,7 @@ class Poller:
                 (learned.typical for learned in self._learned.values() if learned.typical),
                 default=None,
             )
-        if typical is not None:
-            # Tasks like the quickest seen so far would not be done before half their
-            # time: a first look then still learns the eta, one poll later than never.
-            return max(self._schedule.first_check, 0.5 * typical)
-        return self._schedule.first_check
+        return first_look(self._schedule, typical)
 
     # One check.
 
@@ -648,9 +666,18 @@ class Poller:
         if plan.expected_end is not None:
             watch.expected_end = plan.expected_end
         # The latest long estimate of each kind is what the task's end will grade.
-        if plan.eta_left is not None and plan.eta_left >= _LEARN_HORIZON:
+        # What the task's end grades: its first and its latest eta long enough to grade
+        # (a server's etas may err by a share of the whole task, so that the ratio drifts
+        # as the task goes: both ends of its life go into the calibration, whose spread
+        # then says how far any eta of it can be believed), and its latest progress
+        # estimate with a tenth of the run or more left (whole percent of the run).
+        if plan.eta_left is not None and plan.eta_left * _LEARN_PRECISION >= _ETA_RESOLUTION:
+            if watch.eta_first is None:
+                watch.eta_first = (age, plan.eta_left)
             watch.eta_said = (age, plan.eta_left)
-        if plan.progress_left is not None and plan.progress_left >= _LEARN_HORIZON:
+        if plan.progress_left is not None and (
+            (_DONE_AT - result.progress) * _LEARN_PRECISION >= 1
+        ):
             watch.progress_said = (age, plan.progress_left)
         watch.next_check = now + plan.delay
         self._continue(watch)

@@ -69,6 +69,7 @@ __all__ = [
     "Observation",
     "Plan",
     "PollSchedule",
+    "first_look",
     "latest_from_progress",
     "plan_next_check",
     "remaining_from_progress",
@@ -86,8 +87,24 @@ class _Unset(float):
     __slots__ = ()
 
 
-#: ``trusted_eta``'s old default, which no plan reads any more.
-_TRUSTED_ETA_UNSET = _Unset(30.0)
+#: The old defaults of the deprecated fields, which no plan reads any more, and why.
+_DEPRECATED = {
+    "first_check": (
+        _Unset(2.0),
+        "a new task is first checked progress_lead after submission (its earliest end), "
+        "later once tasks of its model ended",
+    ),
+    "eta_lead": (_Unset(0.3), "plans look progress_lead after the earliest plausible end"),
+    "trusted_eta": (
+        _Unset(30.0),
+        "an eta is believed as far as its errors could cost at most progress_lead of lateness",
+    ),
+    "blind_max": (
+        _Unset(15.0),
+        "a running task with no estimate is checked every blind_share of its age, at least "
+        "every overdue_max",
+    ),
+}
 
 
 @attrs.frozen
@@ -115,18 +132,22 @@ class PollSchedule:
     >>> schedule = PollSchedule(overdue_max=2.0)  # an overdue end noticed within 2 s
     """
 
-    first_check: float = attrs.field(default=2.0, validator=above(0))
+    #: Deprecated (no effect): the first check comes ``progress_lead`` after submission.
+    first_check: float = attrs.field(default=_DEPRECATED["first_check"][0], validator=above(0))
     min_interval: float = attrs.field(default=0.25, validator=above(0))
     max_interval: float = attrs.field(default=300.0, validator=above(0))
-    eta_lead: float = attrs.field(default=0.3, validator=at_least(0))
+    #: Deprecated (no effect): plans look ``progress_lead`` after the earliest end.
+    eta_lead: float = attrs.field(default=_DEPRECATED["eta_lead"][0], validator=at_least(0))
     unverified_eta: float = attrs.field(default=0.625, validator=[above(0), at_most(1)])
     #: Deprecated (no effect): an eta's length no longer decides whether it is believed.
-    trusted_eta: float = attrs.field(default=_TRUSTED_ETA_UNSET, validator=at_least(0))
+    trusted_eta: float = attrs.field(default=_DEPRECATED["trusted_eta"][0], validator=at_least(0))
     eta_tight: float = attrs.field(default=1.25, validator=at_least(1))
     eta_spread_limit: float = attrs.field(default=4.0, validator=at_least(1))
     progress_lead: float = attrs.field(default=1.5, validator=above(0))
-    backoff: float = attrs.field(default=2.0, validator=above(0))
-    blind_max: float = attrs.field(default=15.0, validator=above(0))
+    backoff: float = attrs.field(default=3.0, validator=above(0))
+    #: Deprecated (no effect): see ``blind_share``.
+    blind_max: float = attrs.field(default=_DEPRECATED["blind_max"][0], validator=above(0))
+    blind_share: float = attrs.field(default=0.1, validator=above(0))
     overdue_interval: float = attrs.field(default=1.0, validator=above(0))
     overdue_growth: float = attrs.field(default=0.1, validator=at_least(0))
     overdue_max: float = attrs.field(default=4.0, validator=above(0))
@@ -137,13 +158,13 @@ class PollSchedule:
             raise ValueError("min_interval must not exceed max_interval")
         if self.overdue_interval > self.overdue_max:
             raise ValueError("overdue_interval must not exceed overdue_max")
-        if not isinstance(self.trusted_eta, _Unset):
-            warnings.warn(
-                "PollSchedule(trusted_eta=...) has no effect and will be removed: an eta is "
-                "believed as far as its errors could cost at most progress_lead of lateness",
-                DeprecationWarning,
-                stacklevel=3,
-            )
+        for name, (_, instead) in _DEPRECATED.items():
+            if not isinstance(getattr(self, name), _Unset):
+                warnings.warn(
+                    f"PollSchedule({name}=...) has no effect and will be removed: {instead}",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
 
 
 @attrs.frozen
@@ -278,7 +299,7 @@ def second_reading(obs: Observation) -> float | None:
     look = 0.5 * (_DONE - obs.progress) * ran_at_most / obs.progress
     if obs.quick_run is not None:
         # Half of it: the few runs seen need not include the shortest there is.
-        least = 0.5 * obs.quick_run
+        least = obs.quick_run
         look = min(look, max(0.0, _DONE - obs.progress - 2) * least / _DONE)
     return look
 
@@ -294,6 +315,21 @@ def latest_from_progress(obs: Observation) -> float | None:
     if ran_at_most <= 0:
         return None
     return (_DONE - obs.progress) * ran_at_most / obs.progress
+
+
+def first_look(schedule: PollSchedule, typical: float | None = None) -> float:
+    """Seconds from a task's submission to its first check.
+
+    Once tasks of its model ended, at half their typical duration (``typical``: tasks
+    like the quickest seen are not done sooner, and a look then still reads the eta).
+    Before, nothing says how long tasks take: the look comes ``progress_lead /
+    unverified_eta`` after submission (2.4 s at the defaults), a constant of lateness,
+    not of duration: a task done at once is noticed at most that late, and an eta read
+    there is believed whole up to ``progress_lead / (1 - unverified_eta)`` (4 s), so a
+    task of a few seconds costs two polls."""
+    if typical is None:
+        return schedule.progress_lead / schedule.unverified_eta
+    return max(schedule.progress_lead, 0.5 * typical)
 
 
 def plan_next_check(obs: Observation, schedule: PollSchedule, *, fallback: float = 0.0) -> Plan:
@@ -396,7 +432,9 @@ def _plan_from_estimates(obs: Observation, schedule: PollSchedule, *, believed: 
         eta_high = eta_left * high
     from_progress = None
     if progress_left is not None:
-        from_progress = progress_left * (calibration.progress_low or 1.0)
+        # Never later than the readings' own earliest end: the ratios of tasks whose
+        # readings pinned their speed loosely run above 1, and say nothing of this one's.
+        from_progress = progress_left * min(1.0, calibration.progress_low or 1.0)
 
     if from_eta is not None and from_progress is not None and bounds is not None:
         # Where the two agree (their ranges overlap), the source whose ratios scatter
@@ -418,6 +456,12 @@ def _plan_from_estimates(obs: Observation, schedule: PollSchedule, *, believed: 
         and eta_aim is not None
         and (from_progress is None or from_eta <= from_progress)
     ):
+        if from_progress is not None and eta_high < from_progress:
+            # The eta ends before the readings allow: one of them is wrong (an eta that
+            # runs out early, or progress that does not grow evenly). One look at the
+            # eta's latest end tells which, where looks creeping up its range would
+            # each find the task running if it is the eta.
+            eta_aim = eta_high
         return _clamped(eta_aim, schedule, obs.age + from_eta, eta_left, progress_left)
     if from_progress is not None and bounds is not None:
         # The readings allow an end between the fastest and the slowest speed: a look
@@ -449,7 +493,10 @@ def _plan_from_estimates(obs: Observation, schedule: PollSchedule, *, believed: 
     # follows: its looks back off on its age alone, without a scale of seconds.
     delay = obs.age * schedule.backoff
     if obs.status is not TaskStatus.QUEUED:
-        delay = min(schedule.blind_max, delay)
+        # Running (or unreadable), it may end any moment: looks come every blind_share of
+        # its age, so its end is noticed at most that share of its age late (and never
+        # less often than an overdue task's).
+        delay = min(delay, max(schedule.overdue_max, schedule.blind_share * obs.age))
     return _clamped(delay, schedule, None, eta_left, progress_left)
 
 
