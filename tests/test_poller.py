@@ -35,6 +35,7 @@ async def test_a_failed_task_is_returned_not_raised() -> None:
 async def test_many_concurrent_waits_share_one_poller() -> None:
     clock = ScaledClock(speed=20)
     results: dict[str, TaskStatus] = {}
+    late: list[float] = []
     async with simulated(task_duration=(20, 60), clock=clock, seed=2) as (fake, client):
         ids = [await client.submit(f"clip {n}") for n in range(40)]
 
@@ -44,21 +45,32 @@ async def test_many_concurrent_waits_share_one_poller() -> None:
                 for _ in range(2):
                     group.start_soon(client.wait, task_id)
                 results[task_id] = (await client.wait(task_id)).status
+                late.append(clock.now() - fake.task(task_id).finishes_at)
 
         async with anyio.create_task_group() as group:
             for task_id in ids:
                 group.start_soon(wait_thrice, task_id)
             await anyio.sleep(0.1)
             snapshot = client.statistics()
+            # 120 waits, one poller, one watch a task id.
             assert snapshot.pollers == 1
             assert snapshot.outstanding == 40
         assert client.statistics().outstanding == 0
     assert set(results.values()) == {TaskStatus.SUCCEED}
     polls = [fake.stats.polls[task_id] for task_id in ids]
-    # A wait() on a task nobody watched yet checks at once; then the eta is known, and
-    # one or two more polls catch the end.
-    assert max(polls) <= 5  # a cold eta is believed only part of the way (issue 21)
-    assert statistics.mean(polls) <= 4.5  # was 3.2 while a 30-s eta was believed whole (issue 21)
+    # Shared: a task's three waiters cost what one would, within the issue's bounds for
+    # tasks of 20-60 s (<= 6 polls; a wait() on a task nobody watched yet checks at once,
+    # then its cold eta is believed only as far as it could cost progress_lead). The old
+    # bounds (4 a task at most, 3.2 on average) held while a cold eta of up to 30 s was
+    # believed whole (trusted_eta): a scale of seconds the issue removes, which noticed
+    # ends 5-10 s late whenever such an eta ran out early.
+    assert max(polls) <= 6
+    assert statistics.mean(polls) <= 5.0
+    # Noticed within the issue's 2 s at p95, plus 1 s (50 ms of real time at speed 20)
+    # for a machine whose CPU other processes compete for.
+    late.sort()
+    assert min(late) >= 0
+    assert late[int(0.95 * (len(late) - 1))] <= 2.0 + 1.0
 
 
 async def _wait_all(client: Client, prompts: list[str], clock: ScaledClock) -> dict[str, float]:
