@@ -181,6 +181,7 @@ class _Learned:
         self.runs: deque[float] = deque(maxlen=_DURATIONS_KEPT)
         self.eta: deque[float] = deque(maxlen=_DURATIONS_KEPT)
         self.progress: deque[float] = deque(maxlen=_DURATIONS_KEPT)
+        self.eta_tasks = 0  # tasks whose etas were graded
         self.typical: float | None = None
         self.quick_run: float | None = None
         self.calibration = Calibration()
@@ -222,7 +223,11 @@ class _Learned:
                 ratios.append((end_age - at) / left)
                 learned = True
         if learned:
-            self.calibration = Calibration.learn(self.eta, self.progress, after=_LEARN_AFTER)
+            if watch.eta_first is not None and gap <= _LEARN_PRECISION * watch.eta_first[1]:
+                self.eta_tasks += 1
+            # _LEARN_AFTER tasks, not ratios: two of one task are no second opinion.
+            eta = self.eta if self.eta_tasks >= _LEARN_AFTER else ()
+            self.calibration = Calibration.learn(eta, self.progress, after=_LEARN_AFTER)
 
 
 class Poller:

@@ -1,54 +1,60 @@
 """When to check a task next: a pure function of what the checks so far saw.
 
 Polls cost requests (and may count against the account's rate limit), while a late
-check delays the clip. Real Minimax tasks queue for a while, then run for minutes, and
-the server's ``eta`` is an estimate in whole seconds that may run out early or late, or
-be missing. So every plan aims at the **earliest plausible end** of the task, from the
-best of three sources, and a task whose estimates have run out is checked at short,
-bounded intervals:
+check delays the clip. Tasks take seconds on some models and minutes on others, the
+server's ``eta`` is an estimate in whole seconds that may run out early or late, or be
+missing. So the schedule has **no time scale of its own**: each plan reads the task's
+own age and progress and what ended tasks of its model taught (:class:`Calibration`,
+the typical duration, the shortest run), and only the constants that bound lateness
+are in seconds (``progress_lead``, ``overdue_*``, ``min_interval``). Each source gives
+a range of plausible ends, and a look comes ``progress_lead`` after the earliest, never
+past the latest: at most that late if the task ended at the earliest, and one look
+where the range is narrow.
 
-1. **The eta.** An eta of ``E`` seconds says the task ends around ``E`` from now. It is
-   believed as far as the server's etas proved right: the poller learns, from the tasks
-   it saw finish, the ratio of the real time left to the eta (:class:`Calibration`), and
-   plans at ``E`` times its low quantile. Before it has learned anything, a short eta is
-   believed and a long one only ``unverified_eta`` of the way, half that while the
-   task runs and progress cannot check it yet (a check there reads the progress, which
-   pins the end down better than an unproven eta).
-2. **Progress.** A single reading of a running task bounds its speed from below (it
-   ran at most since it was last seen queued): the next check comes at half the time
-   left that bound allows, to take a second reading. Any two readings of
-   ``progress_percent`` while the task runs (the first may be the 0 % it shows on
-   leaving the queue) give a speed. Progress is whole
-   percent, so the speed is known to within a percent over the readings' span: the plan
-   takes the fastest speed the readings allow, which errs early, aims ``eta_lead``
-   before it, and each check that lands early widens the span and sharpens the
-   estimate. Once the end is ``progress_lead`` away, checks come that often, or at the
-   latest end the readings allow when that is sooner.
-3. **Durations seen so far.** Without either, the typical duration of tasks that ended
-   (the poller passes its 10th percentile) says when to look first: at half of it,
-   where a running task shows its progress.
+1. **The eta.** Believed as far as the server's etas proved right: the poller grades
+   each ended task's first and latest eta (the real time left over the eta) and plans
+   between the lowest and highest ratio. Before that, the time left lies between
+   ``unverified_eta`` of the eta (half that while the task runs and progress cannot
+   check the eta yet: an eta's error is a share of the whole run, so later ones are
+   wrong by more than they say) and the eta itself. An eta is **believed** (no
+   progress reading needs to check it) where its range costs at most ``progress_lead``
+   (a short eta, or a server whose etas held within ``eta_tight``); etas whose ratios
+   scatter more than ``eta_spread_limit`` are not planned from, only learned from.
+2. **Progress.** Any two readings of ``progress_percent`` while the task runs (the
+   first may be the 0 % it shows on leaving the queue) give a speed to within a
+   percent over their span: the earliest end at the fastest speed they allow (from 99
+   %, where some servers end), the latest at the slowest. A single reading bounds the
+   speed from below (the task ran at most since it was last seen queued): no plan
+   waits past the latest end that allows (:func:`latest_from_progress`), and, without a
+   believed eta, the next look comes at half the time left that allows, or before the
+   shortest run seen could end, to take a second reading (:func:`second_reading`).
+   Learned progress ratios below 1 bring the earliest end forward; above 1 they come of
+   other tasks' loose readings and never delay a plan.
+3. **Durations seen so far.** A task's first look (:func:`first_look`) comes at half
+   the typical duration of its model's ended tasks; nothing learned, at
+   ``progress_lead / unverified_eta``, a bound of lateness rather than a duration.
 
-Where two sources speak and agree (the ranges of ends they allow overlap), the one whose
-ratios scatter least wins (progress that taught nothing yet: as its own readings allow,
-latest over earliest end; an eta: only as learned); where they disagree, or neither is
-known, the earlier plan wins. An eta is believed without a
-check by progress only while its ratios stay within ``eta_tight`` (high over low); etas
-whose ratios scatter more than ``eta_spread_limit`` are not planned from at all, only
-learned from.
+Where the eta and progress agree (their ranges overlap), the one whose ratios scatter
+least wins (progress that taught nothing yet: as its own readings allow; an eta: only
+as learned). Where they disagree, or neither is known, the earlier plan wins; an eta
+whose whole range ends before progress allows is looked at once, at its latest end,
+which tells which of the two is wrong.
 
 A task whose estimated end has passed (its eta ran out or reads 0, and progress does
 not say "later") is **overdue**: checked ``overdue_interval`` after that end, then at
 intervals that grow with how overdue it is (``overdue_growth``), never beyond
-``overdue_max``. So how late its end is noticed is
-bounded by ``overdue_max``, whatever the task's age.
+``overdue_max``. So how late its end is noticed is bounded by ``overdue_max``,
+whatever the task's age.
 
-A queued task cannot end sooner than the quickest task seen so far took to run (from
-the first check that saw it running to the last that saw it unfinished): unless its eta
-is believed, it is not looked at more often than every half of that.
+A queued task cannot end sooner than the quickest run seen so far (from the first
+check that saw it running to the last that saw it unfinished, or what its progress
+allows): unless its eta is believed, it is not looked at more often than every half
+of that.
 
-A task the server never estimated (no eta, no progress speed yet) is **blind**: after
-that first look, checks back off geometrically (``backoff`` times its age), never
-more than ``blind_max`` apart, which bounds how late its end is noticed in turn.
+A task the server never estimated (no eta, no progress speed) is **blind**: queued, its
+looks back off on its age (``backoff`` times it); running, it may end any moment, so
+they come every ``blind_share`` of its age (``overdue_max`` while that is longer), and
+its end is noticed at most that share of its age late.
 
 Every delay lies within ``[min_interval, max_interval]``.
 """
@@ -91,7 +97,7 @@ class _Unset(float):
 _DEPRECATED = {
     "first_check": (
         _Unset(2.0),
-        "a new task is first checked progress_lead after submission (its earliest end), "
+        "a new task is first checked progress_lead / unverified_eta after submission, "
         "later once tasks of its model ended",
     ),
     "eta_lead": (_Unset(0.3), "plans look progress_lead after the earliest plausible end"),
@@ -113,26 +119,27 @@ class PollSchedule:
 
     The schedule has no time scale of its own: each plan reads the task's age and
     progress, and what ended tasks of its model taught; only the constants that bound
-    lateness are in seconds. A task is first checked ``first_check`` after submission
-    (later, once tasks ended: at half their typical duration). A look comes
-    ``progress_lead`` after the earliest plausible end, never past the latest. Before the
-    server's etas proved right, the time left lies between ``unverified_eta`` of an eta
-    and the eta; learned etas within ``eta_tight`` (high over low ratio) need no check by
-    progress, and ones scattering more than ``eta_spread_limit`` are not planned from.
-    An **overdue** task (its estimated end passed) is checked ``overdue_interval`` after
-    that end, then every ``overdue_growth`` times how overdue it is, at most
-    ``overdue_max`` apart, whatever its age. A task with no estimate waits ``backoff``
-    times its age, at most ``blind_max`` once it runs. Every wait lies in
-    ``[min_interval, max_interval]``. ``trusted_eta`` is deprecated and has no effect;
-    ``eta_lead`` is kept but no plan reads it any more. A task whose status this client
-    cannot read (not one of :class:`TaskStatus`) for ``unknown_status_limit`` in a row
-    ends in a :class:`~novita_video.ProtocolError` quoting it. The concepts page of the
-    docs has the whole story.
+    lateness are in seconds. A look comes ``progress_lead`` after the earliest plausible
+    end, never past the latest; nothing learned, the first one comes ``progress_lead /
+    unverified_eta`` after submission. Before the server's etas proved right, the time
+    left lies between ``unverified_eta`` of an eta and the eta; learned etas within
+    ``eta_tight`` (high over low ratio) need no check by progress, and ones scattering
+    more than ``eta_spread_limit`` are not planned from. An **overdue** task (its
+    estimated end passed) is checked ``overdue_interval`` after that end, then every
+    ``overdue_growth`` times how overdue it is, at most ``overdue_max`` apart, whatever
+    its age. A queued task with no estimate waits ``backoff`` times its age; a running
+    one ``blind_share`` of its age (``overdue_max`` while that is longer). Every wait
+    lies in ``[min_interval, max_interval]``. ``first_check``, ``blind_max``,
+    ``eta_lead`` and ``trusted_eta`` are deprecated and have no effect (setting one
+    warns). A task whose status this client cannot read (not one of
+    :class:`TaskStatus`) for ``unknown_status_limit`` in a row ends in a
+    :class:`~novita_video.ProtocolError` quoting it. The concepts page of the docs has
+    the whole story.
 
     >>> schedule = PollSchedule(overdue_max=2.0)  # an overdue end noticed within 2 s
     """
 
-    #: Deprecated (no effect): the first check comes ``progress_lead`` after submission.
+    #: Deprecated (no effect): see :func:`first_look`.
     first_check: float = attrs.field(default=_DEPRECATED["first_check"][0], validator=above(0))
     min_interval: float = attrs.field(default=0.25, validator=above(0))
     max_interval: float = attrs.field(default=300.0, validator=above(0))
@@ -284,10 +291,9 @@ def second_reading(obs: Observation) -> float | None:
     The task ran at most since it was last seen queued, so it goes at least
     ``progress / that`` percent a second, and has at most ``(100 - progress)`` over that
     speed left: half of that is a look well apart from the first reading. Once the
-    shortest run seen is known (``quick_run``), the task is taken to run at least half
-    as long (a few runs need not include the shortest there is), so it goes at most
-    ``200 / quick_run`` percent a second, and a look no later than the time left at that
-    speed comes before its end.
+    shortest run seen is known (``quick_run``), the task is taken to run at least as
+    long, so it goes at most ``100 / quick_run`` percent a second, and a look no later
+    than the time left at that speed comes before its end.
     """
     if obs.status is not TaskStatus.PROCESSING or obs.progress < 1 or obs.progress >= _DONE:
         return None
@@ -298,9 +304,9 @@ def second_reading(obs: Observation) -> float | None:
         return None
     look = 0.5 * (_DONE - obs.progress) * ran_at_most / obs.progress
     if obs.quick_run is not None:
-        # Half of it: the few runs seen need not include the shortest there is.
-        least = obs.quick_run
-        look = min(look, max(0.0, _DONE - obs.progress - 2) * least / _DONE)
+        # The whole of it: each run it is learned from is itself a lower bound (the
+        # fastest speed that task's readings allowed, or the span it was seen running).
+        look = min(look, max(0.0, _DONE - obs.progress - 2) * obs.quick_run / _DONE)
     return look
 
 

@@ -36,7 +36,11 @@ async def test_many_concurrent_waits_share_one_poller() -> None:
     clock = ScaledClock(speed=20)
     results: dict[str, TaskStatus] = {}
     late: list[float] = []
-    async with simulated(task_duration=(20, 60), clock=clock, seed=2) as (fake, client):
+    defaults = {"poll_schedule": PollSchedule()}  # the bounds hold at the defaults
+    async with simulated(task_duration=(20, 60), clock=clock, seed=2, client=defaults) as (
+        fake,
+        client,
+    ):
         ids = [await client.submit(f"clip {n}") for n in range(40)]
 
         async def wait_thrice(task_id: str) -> None:
@@ -124,7 +128,10 @@ async def test_minutes_long_tasks_cost_few_polls_and_little_lateness(
     # a machine whose CPU other processes compete for; the flaw this guards against
     # noticed ends 20 s late (benchmarks/README.md holds the 3 s target itself).
     clock = ScaledClock(speed=20)
-    async with simulated(task_duration=(60, 150), clock=clock, seed=3, **knobs) as (fake, client):
+    defaults = {"poll_schedule": PollSchedule()}  # as users get it
+    async with simulated(
+        task_duration=(60, 150), clock=clock, seed=3, client=defaults, **knobs
+    ) as (fake, client):
         await _wait_all(client, [f"warm-up {n}" for n in range(8)], clock)
         handed = await _wait_all(client, [f"clip {n}" for n in range(24)], clock)
     polls = [fake.stats.polls[task_id] for task_id in handed]
