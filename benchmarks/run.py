@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m benchmarks.run [--quick] [--only 1,3] [--no-fail]``.
 
-Prints one table of runs per scenario, then every target with PASS or FAIL, writes
+Prints one table of runs per scenario, then every target with PASS or MISS, writes
 the figures as JSON to ``benchmarks/results/``, and exits 1 if a target failed
 (unless ``--no-fail``). See ``benchmarks/README.md`` for what each scenario measures.
 """
@@ -134,7 +134,7 @@ def print_scenario(result: ScenarioResult) -> None:
 def print_targets(targets: list[Target]) -> None:
     print("\nTargets (measured <= limit)")
     for t in targets:
-        verdict = "PASS" if t.passed else "FAIL"
+        verdict = "PASS" if t.passed else "MISS"
         headroom = "" if math.isnan(t.headroom) else f"{t.headroom:+.0%} headroom"
         measured = f"{_fmt(t.measured)}{t.unit}"
         limit = f"{t.limit:g}{t.unit}"

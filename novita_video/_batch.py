@@ -354,6 +354,7 @@ class _BatchRun:
             deadline=submitted_at + self._task_timeout,
             submitted_at=submitted_at,
             on_done=on_done,
+            model=request.endpoint,
         )
 
     def _emit(self, outcome: Outcome) -> None:

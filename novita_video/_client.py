@@ -517,6 +517,8 @@ class Client(anyio.AsyncContextManagerMixin):
             scope.cancel()
             raise
         if fate.task_id is not None:
+            # A wait on it learns with its model's tasks (unified ones share a task_type).
+            self._poller.submitted(fate.task_id, request.endpoint)
             return fate.task_id
         if fate.error is not None:
             raise fate.error

@@ -23,7 +23,8 @@ takes longer than ``slow_check`` (1 s: a server dripping its answer) stops count
 against ``concurrency``, so a few stuck answers cannot hold up every other task's
 checks; each task has at most one check in flight, so stragglers stay bounded too.
 
-When a task ends, the poller learns from it (per ``task_type``: models differ): how long
+When a task ends, the poller learns from it (per model submitted, which listen() is told
+or submitted() recorded, else per ``task_type``: models differ): how long
 tasks take, and how the server's eta and progress related to the real end
 (:class:`Calibration`). Later plans use what it learned.
 
@@ -53,7 +54,14 @@ from ._limits import Limiter
 from ._models import TaskResult, TaskStatus, TaskTimeoutError
 from ._retrier import Retrier
 from ._retry import Decision
-from ._schedule import Calibration, Observation, PollSchedule, plan_next_check
+from ._schedule import (
+    Calibration,
+    Observation,
+    PollSchedule,
+    first_look,
+    plan_next_check,
+    remaining_from_progress,
+)
 from ._wire import snippet
 
 logger = logging.getLogger("novita_video")
@@ -64,15 +72,20 @@ _DURATIONS_KEPT = 64
 #: errs quick with few), and before a calibration of the estimates is.
 _DURATIONS_AFTER = 3
 _LEARN_AFTER = 5
-#: Estimates of less time left than this are not learned from (whole-second rounding
-#: would dominate their ratios); those of more are the long jumps worth calibrating.
-_LEARN_HORIZON = 20.0
+#: The eta is whole seconds: one graded must be long enough that this is within
+#: _LEARN_PRECISION of it (a resolution of the API's, not a scale of the tasks').
+_ETA_RESOLUTION = 1.0
 #: An end is known to within half the gap between the last two checks; it grades an
 #: estimate only if that gap is at most this share of the time the estimate gave.
 _LEARN_PRECISION = 0.1
 #: A check slower than this (seconds of the client's clock) frees its place: answers
 #: take a fraction of a second, so one still coming after this is stuck or dripping.
 SLOW_CHECK = 1.0
+#: The progress at which a run may end (servers that never show 100 end from 99).
+_DONE_AT = 99.0
+#: How many submitted task ids the poller remembers the model of, for a wait that comes
+#: after the submit (Client.submit, then Client.wait): the oldest are forgotten first.
+_MODELS_KEPT = 4096
 #: Stale heap entries tolerated beyond the live ones before the heap is rebuilt.
 _STALE_SLACK = 64
 
@@ -120,9 +133,14 @@ class _Watch:
     expected_end: float | None = None
     last_age: float = 0.0
     queued_until: float = 0.0
-    eta_said: tuple[float, float] | None = None  # (age, time left) of a long eta
+    eta_first: tuple[float, float] | None = None  # (age, time left) of its first eta
+    eta_said: tuple[float, float] | None = None  # and of its latest
     progress_said: tuple[float, float] | None = None
     unknown_since: float | None = None  # when a run of statuses this client cannot read began
+    # The model (endpoint) submitted, when known: what is learned is kept per model.
+    model: str | None = None
+    # The shortest its run can be, as far as its progress readings tell (0: unknown).
+    run_floor: float = 0.0
 
     def earliest_deadline(self) -> float:
         while self.deadlines and self.deadlines[0][2].done:
@@ -156,40 +174,60 @@ def _quick(seconds: deque[float]) -> float | None:
 
 
 class _Learned:
-    """What ended tasks of one ``task_type`` taught: durations and estimate ratios."""
+    """What ended tasks of one model (or ``task_type``) taught: durations and estimate ratios."""
 
     def __init__(self) -> None:
         self.durations: deque[float] = deque(maxlen=_DURATIONS_KEPT)
         self.runs: deque[float] = deque(maxlen=_DURATIONS_KEPT)
         self.eta: deque[float] = deque(maxlen=_DURATIONS_KEPT)
         self.progress: deque[float] = deque(maxlen=_DURATIONS_KEPT)
+        self.eta_tasks = 0  # tasks whose etas were graded
         self.typical: float | None = None
         self.quick_run: float | None = None
         self.calibration = Calibration()
+
+    def _runs_changed(self) -> None:
+        # The shortest, not a percentile: plans take every run to last at least this
+        # long, and a task that runs shorter would be noticed late.
+        if len(self.runs) >= _DURATIONS_AFTER:
+            self.quick_run = min(self.runs)
+
+    def timed(self, watch: _Watch, floor: float) -> None:
+        """``watch``'s task, still running, runs at least ``floor`` (its progress says):
+        learned once a task, before any task ended, so that a cold client's plans for
+        queued tasks know how soon a run can end."""
+        if watch.run_floor == 0:
+            self.runs.append(floor)
+            self._runs_changed()
+        watch.run_floor = max(watch.run_floor, floor)
 
     def learn(self, watch: _Watch, age: float) -> None:
         """Learn from ``watch``'s task, seen final at ``age`` (since its submission)."""
         self.durations.append(age)
         self.typical = _quick(self.durations)
-        if watch.since is not None:
-            # It ran at least from the first check that saw it running to the last
-            # check that saw it unfinished.
-            self.runs.append(max(0.0, watch.last_age - watch.since[0]))
-            # The shortest, not a percentile: plans take every run to last at least
-            # this long, and a task that runs shorter would be noticed late.
-            if len(self.runs) >= _DURATIONS_AFTER:
-                self.quick_run = min(self.runs)
+        if watch.run_floor > 0:
+            self.runs.append(max(watch.run_floor, watch.last_age - (watch.since or (age, 0))[0]))
+            self._runs_changed()
         # The task ended between the last check that saw it running and this one.
         gap = age - watch.last_age
         end_age = age - gap / 2
         learned = False
-        for said, ratios in ((watch.eta_said, self.eta), (watch.progress_said, self.progress)):
+        graded = (
+            (watch.eta_first, self.eta),
+            (watch.eta_said if watch.eta_said != watch.eta_first else None, self.eta),
+            (watch.progress_said, self.progress),
+        )
+        for said, ratios in graded:
             if said is not None and gap <= _LEARN_PRECISION * said[1]:
                 at, left = said
                 ratios.append((end_age - at) / left)
                 learned = True
         if learned:
-            self.calibration = Calibration.learn(self.eta, self.progress, after=_LEARN_AFTER)
+            if watch.eta_first is not None and gap <= _LEARN_PRECISION * watch.eta_first[1]:
+                self.eta_tasks += 1
+            # _LEARN_AFTER tasks, not ratios: two of one task are no second opinion.
+            eta = self.eta if self.eta_tasks >= _LEARN_AFTER else ()
+            self.calibration = Calibration.learn(eta, self.progress, after=_LEARN_AFTER)
 
 
 class Poller:
@@ -222,6 +260,8 @@ class Poller:
         self._sleep_scope: anyio.CancelScope | None = None
         self._idle_scope: anyio.CancelScope | None = None  # the dispatcher's, when idle
         self._learned: defaultdict[str, _Learned] = defaultdict(_Learned)
+        # Task id -> model of the latest submits, for listen() calls that name none.
+        self._models: dict[str, str] = {}
         # Due checks wait here, in order, for a place among `concurrency`.
         self._queue: deque[_Watch] = deque()
         # Checks in flight that still count against `concurrency`, and every check begun
@@ -244,6 +284,13 @@ class Poller:
 
     # Registration (synchronous: safe to call from callbacks and shielded sections).
 
+    def submitted(self, task_id: str, model: str) -> None:
+        """``task_id`` was made by a submit to ``model``: a later :meth:`listen` that names
+        no model learns under this one (only the latest few thousand are kept)."""
+        self._models[task_id] = model
+        if len(self._models) > _MODELS_KEPT:
+            del self._models[next(iter(self._models))]  # the oldest: dicts keep order
+
     def listen(
         self,
         task_id: str,
@@ -252,19 +299,24 @@ class Poller:
         on_done: Callable[[TaskResult | None, NovitaError | None], None],
         on_progress: Callable[[TaskResult], None] | None = None,
         submitted_at: float | None = None,
+        model: str | None = None,
     ) -> Listener:
         """Wait for ``task_id`` to end. ``submitted_at`` (clock time) means the task is new:
-        its first check is planned from the schedule; otherwise it is checked at once."""
+        its first check is planned from the schedule; otherwise it is checked at once.
+        ``model`` (the endpoint submitted) keys what its end teaches; without it, the model
+        :meth:`submitted` recorded for it, else the ``task_type`` its answers report."""
         now = self._clock.now()
         listener = Listener(task_id, deadline, on_done, on_progress)
         watch = self._watches.get(task_id)
+        if model is None:
+            model = self._models.get(task_id)
         if watch is None:
             if submitted_at is None:
                 started, first = now, now
             else:
-                first = submitted_at + self._first_delay() + self._fallback_delay
+                first = submitted_at + self._first_delay(model) + self._fallback_delay
                 started = submitted_at
-            watch = self._watches[task_id] = _Watch(task_id, started, first)
+            watch = self._watches[task_id] = _Watch(task_id, started, first, model=model)
         watch.listeners[listener] = None
         heapq.heappush(watch.deadlines, (deadline, next(self._seq), listener))
         self._reschedule(watch)
@@ -489,17 +541,17 @@ class Poller:
         error.__cause__ = watch.error
         return error
 
-    def _first_delay(self) -> float:
-        # Before a task's first answer its type is unknown: the quickest type seen.
-        typical = min(
-            (learned.typical for learned in self._learned.values() if learned.typical),
-            default=None,
-        )
-        if typical is not None:
-            # Tasks like the quickest seen so far would not be done before half their
-            # time: a first look then still learns the eta, one poll later than never.
-            return max(self._schedule.first_check, 0.5 * typical)
-        return self._schedule.first_check
+    def _first_delay(self, model: str | None) -> float:
+        # Its model's typical duration, if known; without a model (or before it taught
+        # anything), the quickest seen.
+        own = self._learned.get(model) if model is not None else None
+        typical = own.typical if own is not None else None
+        if typical is None:
+            typical = min(
+                (learned.typical for learned in self._learned.values() if learned.typical),
+                default=None,
+            )
+        return first_look(self._schedule, typical)
 
     # One check.
 
@@ -561,7 +613,8 @@ class Poller:
         watch.last = result
         now = self._clock.now()
         age = now - watch.started
-        learned = self._learned[result.task_type]
+        # Per model: tasks of the unified endpoint may all report one task_type.
+        learned = self._learned[watch.model or result.task_type]
         if result.is_final:
             learned.learn(watch, age)
             self._end(watch, result, None)
@@ -608,14 +661,28 @@ class Poller:
             quick_run=learned.quick_run,
             calibration=learned.calibration,
         )
+        bounds = remaining_from_progress(observation)
+        if bounds is not None and watch.since is not None:
+            # The fastest speed the readings allow: the whole run takes at least this.
+            fastest = (result.progress - watch.since[1] + 1) / (age - watch.since[0])
+            learned.timed(watch, _DONE_AT / fastest)
         plan = plan_next_check(observation, self._schedule, fallback=self._fallback_delay)
         watch.last_age = age
         if plan.expected_end is not None:
             watch.expected_end = plan.expected_end
         # The latest long estimate of each kind is what the task's end will grade.
-        if plan.eta_left is not None and plan.eta_left >= _LEARN_HORIZON:
+        # What the task's end grades: its first and its latest eta long enough to grade
+        # (a server's etas may err by a share of the whole task, so that the ratio drifts
+        # as the task goes: both ends of its life go into the calibration, whose spread
+        # then says how far any eta of it can be believed), and its latest progress
+        # estimate with a tenth of the run or more left (whole percent of the run).
+        if plan.eta_left is not None and plan.eta_left * _LEARN_PRECISION >= _ETA_RESOLUTION:
+            if watch.eta_first is None:
+                watch.eta_first = (age, plan.eta_left)
             watch.eta_said = (age, plan.eta_left)
-        if plan.progress_left is not None and plan.progress_left >= _LEARN_HORIZON:
+        if plan.progress_left is not None and (
+            (_DONE_AT - result.progress) * _LEARN_PRECISION >= 1
+        ):
             watch.progress_said = (age, plan.progress_left)
         watch.next_check = now + plan.delay
         self._continue(watch)

@@ -129,7 +129,7 @@ async def simulated(
         options = {
             "submit_rpm": None,
             "clock": clock,
-            "poll_schedule": PollSchedule(first_check=0.25),
+            "poll_schedule": PollSchedule(progress_lead=0.25),
             **(client or {}),
         }
         async with Client(fake.api_key, base_url=fake.url, **options) as opened:
@@ -148,7 +148,7 @@ async def in_memory(
     fake = FakeNovita(**knobs)
     options = {
         "submit_rpm": None,
-        "poll_schedule": PollSchedule(first_check=0.25),
+        "poll_schedule": PollSchedule(progress_lead=0.25),
         **(client or {}),
     }
     async with Client(transport=MemoryTransport(fake), **options) as opened:

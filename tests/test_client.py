@@ -432,7 +432,9 @@ async def test_the_key_stays_in_the_authorization_header(
 
 
 async def test_download_takes_an_outcome(fake: FakeNovita, tmp_path: Path) -> None:
-    async with client_for(fake, poll_schedule=novita_video.PollSchedule(first_check=0.3)) as client:
+    async with client_for(
+        fake, poll_schedule=novita_video.PollSchedule(progress_lead=0.3)
+    ) as client:
         outcomes = [o async for o in client.generate(["a cat", ""])]
         good = next(o for o in outcomes if o.ok)
         bad = next(o for o in outcomes if not o.ok)

@@ -346,7 +346,7 @@ async def test_a_read_only_folder_is_a_local_error() -> None:
         folder.mkdir(mode=0o555)
         folder.chmod(0o555)  # whatever the umask
         async with FakeNovita(task_duration=(0.1, 0.1)) as fake:
-            schedule = PollSchedule(first_check=0.2)
+            schedule = PollSchedule(progress_lead=0.2)
             async with Client(fake.api_key, base_url=fake.url, poll_schedule=schedule) as client:
                 task_id = (await client.wait(await client.submit("a cat"), timeout=30)).task_id
             done = await anyio.run_process(

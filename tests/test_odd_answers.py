@@ -28,9 +28,7 @@ pytestmark = pytest.mark.anyio
 
 RESULT = "/v3/async/task-result"
 # The key "sk" also stands inside "task": redacting the key must not mangle answers.
-QUICK = PollSchedule(
-    first_check=0.05, min_interval=0.05, blind_max=0.1, overdue_interval=0.1, overdue_max=0.1
-)
+QUICK = PollSchedule(progress_lead=0.05, min_interval=0.05, overdue_interval=0.1, overdue_max=0.1)
 RETRY = RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.01)
 
 
@@ -93,7 +91,11 @@ async def test_final_statuses_in_any_case_or_spelling_end_the_wait(
 
 async def test_a_status_nobody_knows_ends_the_wait_with_an_error_quoting_it() -> None:
     schedule = PollSchedule(
-        first_check=0.05, min_interval=0.05, blind_max=0.1, unknown_status_limit=0.5
+        progress_lead=0.05,
+        min_interval=0.05,
+        overdue_interval=0.1,
+        overdue_max=0.1,
+        unknown_status_limit=0.5,
     )
     async with scripted_server() as server:
         server.script(RESULT, *[answer("t1", "TASK_STATUS_HIBERNATING")] * 200)

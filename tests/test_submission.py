@@ -37,7 +37,7 @@ pytestmark = pytest.mark.anyio
 
 KEY = "sk-fate"
 SUBMIT = "/v3/async/minimax-video-01"
-FAST = PollSchedule(first_check=0.25)  # test tasks take a tenth of a second
+FAST = PollSchedule(progress_lead=0.25)  # test tasks take a tenth of a second
 
 
 def _answer(status: int, reason: str) -> web.Response:

@@ -144,7 +144,7 @@ async def test_a_lost_event_is_recovered_by_the_poller() -> None:
     options = {
         "webhook_url": HOOK,
         "webhook_fallback": 1.0,
-        "poll_schedule": PollSchedule(first_check=0.25),
+        "poll_schedule": PollSchedule(progress_lead=0.25),
     }
     async with simulated(task_duration=(0.3, 0.5), client=options) as (_, client):
         outcomes = [o async for o in client.generate(["a cat", "a dog"])]

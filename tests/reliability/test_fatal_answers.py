@@ -139,7 +139,7 @@ async def test_no_post_begins_after_a_fatal_answer(doom: Doom) -> None:
     options = {
         "submit_rpm": doom.submit_rpm,
         "concurrency": CONCURRENCY,
-        "poll_schedule": PollSchedule(first_check=doom.first_check),
+        "poll_schedule": PollSchedule(progress_lead=doom.first_check),
     }
     with timeline() as events:
         async with simulated(client=options, **doom.knobs) as (fake, client):

@@ -22,7 +22,7 @@ from tests.support import Unreporting, serve_app
 
 pytestmark = pytest.mark.anyio
 
-FAST = PollSchedule(first_check=0.25)
+FAST = PollSchedule(progress_lead=0.25)
 
 
 async def test_an_unreporting_transports_connection_error_is_in_doubt_not_retried() -> None:
