@@ -13,14 +13,16 @@ It reads the balance before each submit (concurrent submits share one reading), 
 most the submits already in flight, one per concurrency slot, pass the cap; a submit it
 admits is reserved at the price until its answer comes. Whether Novita charges a task
 when it is accepted or when it ends is not documented (``pendingCharges`` "currently
-defaults to 0"), and neither is a price, so the cap learns both from its own first tasks:
-the price is a fall divided by the tasks that surely caused it (every task it let through,
-once they have ended: a charge is assumed to show by then), so other use only makes it
-dearer; "charged on acceptance" is believed only after two acceptances in turn were each
-followed by a fall covering them, and only while every reading shows every accepted task
-charged. The price only rises (a fall more than the tasks at
-the price explain raises it). A price never seen is not 0: after
-``QUIET_READINGS`` readings with every task ended and no charge, the cap stops.
+defaults to 0"), and neither is a price, so the cap learns both from its own first task:
+the price is learned only from tasks that have **ended** (a charge is assumed to show by
+then): the fall since just before the first was sent, divided by the tasks that ended, so
+other use of the account (or a charge of a task still running) only makes it dearer. Until
+then nothing more is sent, nor while a task of an earlier run of unknown price is still
+running (:meth:`SpendCap.resumed` says when it ends). "Charged on acceptance" is only ever
+*when* a charge lands, read from readings once the price is known, never the price. The
+price only rises (a fall more than the tasks at the price explain raises it). A price never
+seen is not 0: after ``QUIET_READINGS`` readings with every task ended and no charge, the
+cap stops.
 
 What it counts is the larger of two sums: what it saw spent plus its tasks not yet charged
 (by when it takes charges to land) at the price; and what was spent before it started plus
@@ -53,9 +55,6 @@ WIRE_UNIT: Final = Decimal(10000)
 #: before the cap stops for not knowing the price (a price never seen is not 0): at the
 #: command's ``recheck`` of 5 s, a minute for billing that shows late.
 QUIET_READINGS: Final = 12
-#: Acceptances each followed by a fall that covers them before tasks are taken to be
-#: charged on acceptance (once could be other use of the account at that moment).
-ACCEPT_CONFIRMATIONS: Final = 2
 
 #: No balance is this large (a trillion dollars, in the wire's unit): an amount past it is
 #: not money (``"1e999999"`` parses, then cannot be printed or written as a number).
@@ -189,12 +188,19 @@ class SpendCap:
     in its output folder); without ``since`` it counts from its own first reading.
     ``price`` is the price of a task of the batch's model observed before (by that
     earlier run), and ``charged_at`` when that run saw it charged: without a price, the
-    first task is sent alone to learn it, and may pass the cap by itself (with a second,
-    when the first seems charged on acceptance: see below). A price of 0 is not known.
+    first task is sent alone to learn it, nothing more until it has ended, and it may pass
+    the cap by itself. A price of 0 is not known.
     ``outstanding`` is how many tasks of earlier runs may still be charged (accepted and
     not seen ended, or sent with no answer): they count at the price as tasks of this
     batch do; ``committed`` is dollars more for such tasks of other models, at their own
-    prices. ``recheck`` is how often (seconds) it reads the balance while it waits to
+    prices. ``unresolved`` is how many of ``outstanding`` are of this batch's model while
+    its price is not known: each is a first task already sent, so nothing is sent until
+    each has been told to :meth:`resumed` (ended: its charge is the price; or never
+    made), and ``resolve_within`` seconds after the cap's first reading (the tasks' own
+    deadline), or as soon as one is told it did not end, the cap stops: it cannot tell
+    what a task costs. ``learning_from`` is what had been spent (as ``spent`` counts)
+    just before those tasks were sent (:attr:`learning_from` of the earlier run's cap).
+    ``recheck`` is how often (seconds) it reads the balance while it waits to
     learn the price. ``on_reading`` is called after every reading (to keep that record).
     One cap learns one price: give a batch of one model to it. See the module docstring
     for what it counts and why.
@@ -210,6 +216,9 @@ class SpendCap:
         charged_at: Literal["accept", "end"] | None = None,
         outstanding: int = 0,
         committed: Decimal | int | str = 0,
+        unresolved: int = 0,
+        resolve_within: float | None = None,
+        learning_from: Decimal | int | str | None = None,
         recheck: float = 5.0,
         on_reading: Callable[[SpendCap], None] | None = None,
     ) -> None:
@@ -221,6 +230,22 @@ class SpendCap:
         if isinstance(outstanding, bool) or not isinstance(outstanding, int) or outstanding < 0:
             raise InvalidRequestError(
                 f"outstanding: must be a number of tasks >= 0, not {outstanding!r}", "outstanding"
+            )
+        if (
+            isinstance(unresolved, bool)
+            or not isinstance(unresolved, int)
+            or not 0 <= unresolved <= outstanding
+        ):
+            raise InvalidRequestError(
+                f"unresolved: must be a number of tasks from 0 to outstanding, not {unresolved!r}",
+                "unresolved",
+            )
+        if resolve_within is not None and not (
+            isinstance(resolve_within, int | float) and 0 < resolve_within < float("inf")
+        ):
+            raise InvalidRequestError(
+                f"resolve_within: must be seconds > 0 or None, not {resolve_within!r}",
+                "resolve_within",
             )
         if charged_at not in (None, "accept", "end"):
             raise InvalidRequestError(
@@ -247,13 +272,22 @@ class SpendCap:
         known = None if price is None else _money(price, "price")
         self._price: Decimal | None = known or None
         self._charged_at: Literal["accept", "end"] | None = charged_at if self._price else None
-        # "Charged on acceptance" is a hypothesis until readings confirm it: the fall per
-        # task first seen after an acceptance, how many acceptances readings showed it
-        # covered, and whether one did not.
-        self._candidate: Decimal | None = None
-        self._covered = 0
-        self._refuted = False
-        self._least = Decimal(0)  # a price given up: the one learned again is no lower
+        # Tasks of earlier runs of unknown price: each is a first task already sent.
+        self._unresolved = unresolved if self._price is None else 0
+        self._resolved = 0  # of them, told to ``resumed`` (ended, or never made)
+        self._earlier_ended = 0  # of them, ended: what they cost is in the fall
+        self._resolved_seen = (0, 0)  # (resolved, ended) when the latest reading started
+        self._within = None if resolve_within is None else float(resolve_within)
+        self._deadline: float | None = None  # for the unresolved, on the cap's clock
+        self._unknowable: str | None = None  # why the price cannot be learned
+        # While the price is not known: the fall, and the tasks accepted, at the latest
+        # reading taken with a task running (did its charge show before its end?).
+        self._running: tuple[Decimal, int] | None = None
+        # The spending (as ``spent`` counts it) just before the first task of unknown
+        # price was sent: the price is the fall since, over the tasks that have ended.
+        self._learn_from = None if learning_from is None else _money(learning_from, "learning_from")
+        if self._learn_from is None and self._unresolved:
+            self._learn_from = self._spent  # as good as known: the record's last reading
         self._reached: SpendCapReachedError | None = None
         self._changed: anyio.Event | None = None  # set when a submit settles or a task ends
 
@@ -287,9 +321,17 @@ class SpendCap:
 
     @property
     def charged_at(self) -> Literal["accept", "end"] | None:
-        """When the account is charged for a task, as this cap observed it: ``"accept"``
-        only once readings after two acceptances each showed a fall that covers them."""
+        """When the account is charged for a task, as this cap observed it (once the price
+        is known from ended tasks): ``"accept"`` while readings taken with tasks running
+        show a fall that covers every accepted task at the price, ``"end"`` otherwise."""
         return self._charged_at
+
+    @property
+    def learning_from(self) -> Decimal | None:
+        """While the price is not known: what had been spent (as :attr:`spent` counts it)
+        just before the first task of unknown price was sent (a record for the run that
+        resumes that task, to learn the price from its end)."""
+        return None if self._price is not None else self._learn_from
 
     @property
     def unseen(self) -> int:
@@ -302,7 +344,7 @@ class SpendCap:
         """What the cap counts as spent or committed: ``spent`` and the tasks not yet seen
         charged, at the price (when the charge lands is an assumption, so also never less
         than every task, outstanding ones included, at the price, whatever was seen)."""
-        price = self._price or self._hypothesis() or Decimal(0)
+        price = self._price or Decimal(0)
         counted = self._spent + self._uncharged() * price
         tasks = self._accepted + self._in_flight + self._outstanding
         return max(counted, self._base + self._committed + tasks * price)
@@ -322,21 +364,12 @@ class SpendCap:
         """Why the cap stopped its batch, once it has."""
         return self._reached
 
-    def _hypothesis(self) -> Decimal | None:
-        """The price per task if tasks are charged on acceptance (not yet confirmed)."""
-        return None if self._refuted else self._candidate
-
     def _uncharged(self) -> int:
         """This cap's tasks that the latest reading is not taken to show charged: those
-        that had not ended when it began (or not been accepted, once charging on
-        acceptance is confirmed, or while it is the hypothesis)."""
+        that had not ended when it began (or not been accepted, when charged on
+        acceptance)."""
         accepted, ended, _ = self._seen
-        if self._charged_at == "accept":
-            charged = accepted
-        elif self._price is None and self._hypothesis() is not None:
-            charged = max(ended, self._covered)
-        else:
-            charged = ended
+        charged = accepted if self._charged_at == "accept" else ended
         return max(0, self._accepted + self._in_flight - charged)
 
     # What a batch tells it (``_batch``'s spend gate).
@@ -359,6 +392,8 @@ class SpendCap:
             room = self._room()
             if room is True:
                 self._in_flight += 1  # reserved before any await: no other submit sees room
+                if self._learn_from is None:
+                    self._learn_from = self._spent  # what a task costs is the fall from here
                 return
             again = room == "again"
             if room is False:
@@ -377,6 +412,24 @@ class SpendCap:
     def ended(self) -> None:
         """A task of the batch ended (it may be charged only now)."""
         self._ended += 1
+        self._wake()
+
+    def resumed(self, *, ended: bool, made: bool = True) -> None:
+        """A task of an earlier run (one of ``outstanding``), followed by this run, is
+        resolved: ``ended`` (its charge shows by now, so the fall gives the price), or not
+        followed to its end (past its deadline: the cap cannot learn the price from it, and
+        stops while it is not known), or never ``made`` (it frees its place). The command
+        calls it from the run that resumes the earlier run's tasks; one of another model,
+        or any once the price is known, changes nothing."""
+        if self._price is not None or self._resolved >= self._unresolved:
+            return
+        self._resolved += 1
+        if ended:
+            self._earlier_ended += 1
+        elif made:
+            self._unknowable = (
+                "a task of an earlier run, of unknown price, did not end within its deadline"
+            )
         self._wake()
 
     def _wake(self) -> None:
@@ -424,32 +477,53 @@ class SpendCap:
         return "again" if self._seen[2] else False
 
     def _room_to_learn(self) -> bool | None:
-        """Room while the price is not known: the first task goes alone; a second only
-        when a fall after the first's acceptance suggests it was charged then (its
-        reading confirms it or not), and nothing more until a reading shows what a task
-        costs. A price never seen is not 0: after ``QUIET_READINGS`` readings with every
-        task ended and no charge, the cap stops (False) instead of guessing."""
+        """Room while the price is not known: the first task goes alone (none while a
+        task of an earlier run of unknown price is unresolved: that one is the first),
+        and nothing more until a reading after a task has ended shows what a task costs.
+        A price never seen is not 0: after ``QUIET_READINGS`` readings with every task
+        ended and no charge, the cap stops (False) instead of guessing; so does a task of
+        an earlier run that is not resolved in time (its deadline)."""
         if self._in_flight:
             # Even with no room: a stop would give up the submits let through, which fit.
             return None
-        if self.estimate >= self._max:
+        if self.estimate >= self._max or self._unknowable is not None:
             return False
-        if not self._accepted:
+        waiting = self._resolved < self._unresolved
+        if not self._accepted and not waiting and not self._earlier_ended:
             return True  # the first task, alone: what it costs is the price
-        guess = self._hypothesis()
-        if guess is not None and self._covered == self._accepted < ACCEPT_CONFIRMATIONS:
-            # Charged on acceptance, it seems: one more, alone, to see it again.
-            return self.estimate + guess <= self._max
+        if waiting and self._deadline is not None:
+            assert self._clock is not None
+            if self._clock.now() >= self._deadline:
+                left = self._unresolved - self._resolved
+                self._unknowable = (
+                    f"{left} task(s) of an earlier run, of unknown price, did not end (nor "
+                    f"were found never made) within {self._within:g} s, the tasks' deadline"
+                )
+                return False
         accepted, ended, flying = self._seen
-        if self._quiet >= QUIET_READINGS and ended >= accepted == self._accepted and not flying:
+        if (
+            self._quiet >= QUIET_READINGS
+            and ended >= accepted == self._accepted
+            and self._resolved_seen[0] == self._unresolved
+            and not flying
+        ):
             return False
         return None
 
     def _stopped(self) -> SpendCapReachedError:
+        if self._price is None and self._unknowable is not None:
+            return SpendCapReachedError(
+                f"the spend cap of {dollars(self._max)} cannot tell what a task costs: "
+                f"{self._unknowable}; nothing more is sent under the cap until it has "
+                "ended and shown its price",
+                self._max,
+                self.estimate,
+            )
         if self._price is None and self._quiet >= QUIET_READINGS:
+            tasks = self._accepted + self._earlier_ended
             return SpendCapReachedError(
                 f"the spend cap of {dollars(self._max)} cannot tell what a task costs: no "
-                f"charge for the {self._accepted} task(s) it let through showed in the "
+                f"charge for the {tasks} task(s) it saw end showed in the "
                 f"balance in {QUIET_READINGS} readings after they ended (billing that shows "
                 "later, or a model that costs nothing); nothing more is sent under the cap",
                 self._max,
@@ -475,6 +549,7 @@ class SpendCap:
             number = self._sequence
             self._sequence += 1
             seen = (self._accepted, self._ended, self._in_flight)
+            resolved = (self._resolved, self._earlier_ended)
             assert self._read is not None
             try:
                 balance = await self._read()
@@ -487,6 +562,7 @@ class SpendCap:
                 self._reached = stopped
                 raise stopped from error
             self._fresh_from = number
+            self._resolved_seen = resolved
             self._observe(balance, seen)
         if self._on_reading is not None:
             self._on_reading(self)
@@ -499,20 +575,26 @@ class SpendCap:
                 self._rise += charged
         if self._first is None:
             self._first = balance
+            if self._within is not None and self._unresolved:
+                assert self._clock is not None
+                self._deadline = self._clock.now() + self._within
         self._last = balance
         self._seen = seen
         self._learn(seen)
 
     def _learn(self, seen: tuple[int, int, int]) -> None:
-        """What a reading that began at ``seen`` (accepted, ended, in flight) says of
-        when tasks are charged, and of their price while it is not known.
+        """What a reading that began at ``seen`` (accepted, ended, in flight) says of the
+        price while it is not known, and of when tasks are charged once it is.
 
         Only readings that began with nothing on the wire count (one that began during a
-        submit may hold its charge without its task). The price is a fall divided by the
-        tasks that surely caused it, so other use of the account only makes it dearer;
-        tasks are taken to be charged on acceptance only when two acceptances in turn
-        were each followed by a fall covering every accepted task at the first fall's
-        price (one cent spent elsewhere just after an acceptance is not a price)."""
+        submit may hold its charge without its task). The price is learned only from
+        tasks that have ended: the fall since just before the first was sent, divided by
+        the tasks that ended (every one not yet counted charged), so other use of the
+        account, or the charge of a task still running, only makes it dearer. A fall
+        after an acceptance is never a price (steady other use covers every acceptance):
+        "charged on acceptance" is only when the charges land, read once the price is
+        known, and it counts only other use (what the cap counts of its own tasks is
+        never less than every one at the price)."""
         accepted, ended, flying = seen
         rise = self._rise
         if self._price is not None and accepted:
@@ -521,39 +603,29 @@ class SpendCap:
             # other use mistaken for charges); it only ever rises, never falls.
             held = Decimal(accepted + flying + self._outstanding)
             self._price = max(self._price, (rise - self._committed) / held)
-        if self._charged_at == "accept" and self._price is not None and accepted:
-            if rise < self._price * accepted:
-                # Charged on acceptance, believed from two falls that may have been other
-                # use of the account at those moments: a reading that does not show every
-                # accepted task charged refutes it. The price goes with it (it was those
-                # falls), so nothing more is sent until the tasks end and show their price.
-                self._least = self._price  # a top-up may hide charges from the next too
-                self._price, self._charged_at, self._refuted = None, None, True
+        if flying:
             return
-        if not accepted or flying or self._charged_at == "accept":
-            return
-        guess = self._price or self._candidate
-        if rise > 0 and guess is None and not ended:
-            self._candidate, self._covered = rise / accepted, accepted
-        elif guess is not None and not self._refuted and accepted > self._covered:
-            if rise >= guess * accepted:
-                self._covered = accepted
-            else:
-                self._refuted = True  # a task accepted, and no charge for it: later
-        if not self._refuted and self._covered >= ACCEPT_CONFIRMATIONS:
-            self._charged_at = "accept"
-            if self._price is None:
-                self._price = rise / self._covered
-            return
+        resolved, earlier = self._resolved_seen
+        fall = self._spent - (self._spent if self._learn_from is None else self._learn_from)
         if self._price is not None:
+            if accepted > ended:
+                # Tasks running: charged already (on acceptance), or not yet (at the end).
+                covered = fall >= self._price * (accepted + earlier)
+                self._charged_at = "accept" if covered else "end"
             return
-        if ended < accepted:
-            return  # a task still running may be charged yet: the price waits for it
-        if rise > 0:
-            # Every task (one, or two) has ended, so each was charged by now: the fall
-            # divided by them is their price, or dearer (other use of the account).
-            self._price, self._charged_at = max(rise / accepted, self._least), "end"
-        else:
+        if accepted > ended:
+            self._running = (fall, accepted + earlier)
+        tasks = ended + earlier  # ended, and none counted charged yet: no price was known
+        if not tasks:
+            return
+        if fall > 0:
+            # Each of them was charged by now: the fall divided by them is their price,
+            # or dearer (other use of the account, a task still running charged already).
+            self._price = fall / tasks
+            # Charged on acceptance when, while they ran, the fall already covered them.
+            early = self._running is not None and self._running[0] >= self._price * self._running[1]
+            self._charged_at = "accept" if early else "end"
+        elif ended >= accepted and resolved >= self._unresolved:
             # Every task ended, and no charge: billing may show later, or the model costs
             # nothing; the cap waits a few readings, then stops rather than guess.
             self._quiet += 1

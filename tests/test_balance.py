@@ -251,13 +251,14 @@ async def test_a_top_up_gives_no_room_and_other_use_counts() -> None:
     cap = bound(SpendCap("1"), reader)
     await cap.admit("m")
     cap.settle(True)
-    await cap.admit("m")  # reading 2: charged on acceptance at 0.30, it seems
-    assert (cap.spent, cap.price, cap.charged_at) == (usd("0.30"), None, None)
+    cap.ended()
+    await cap.admit("m")  # reading 2: the task ended, $0.30 fallen: the price
+    assert (cap.spent, cap.price, cap.charged_at) == (usd("0.30"), usd("0.30"), "end")
     cap.settle(False)  # refused: it made nothing
     await cap.admit("m")  # reading 3: the top-up is not room
     assert cap.spent == usd("0.30")
     cap.settle(True)
-    await cap.admit("m")  # reading 4: 0.60, the second acceptance covered too
+    await cap.admit("m")  # reading 4: 0.60, the running task's charge shows already
     assert (cap.spent, cap.price, cap.charged_at) == (usd("0.60"), usd("0.30"), "accept")
     cap.settle(True)
     with pytest.raises(SpendCapReachedError):
@@ -269,6 +270,7 @@ async def test_a_top_up_gives_no_room_and_other_use_counts() -> None:
     other = bound(SpendCap("1", since=Balance(usd("10"))), reader)
     await other.admit("m")
     other.settle(True)
+    other.ended()
     with pytest.raises(SpendCapReachedError, match=r"\$0.80 spent"):
         await other.admit("m")
 
@@ -300,9 +302,13 @@ async def ask(cap: SpendCap, number: int, admitted: list[int], stopped: list[int
         admitted.append(number)
 
 
-async def test_charged_on_acceptance_is_believed_after_two_acceptances() -> None:
+async def test_charged_on_acceptance_is_when_a_charge_lands_never_the_price() -> None:
+    # Charged on acceptance, $0.30. A fall after an acceptance could be anyone's (steady
+    # other use covers every acceptance): the price waits for the first task to end, and
+    # nothing more is sent until then. Once it is known, "on acceptance" is only when the
+    # charges land, read from a reading taken while tasks run.
     account = Account("10")
-    # recheck 60 s of real time: every step below is a settle, never a recheck.
+    # recheck 60 s of real time: every step below is a settle or an end, never a recheck.
     cap = SpendCap("5", recheck=60)
     cap.bind(account, SystemClock())
     admitted: list[int] = []
@@ -315,19 +321,24 @@ async def test_charged_on_acceptance_is_believed_after_two_acceptances() -> None
         account.amount -= usd("0.30")
         cap.settle(True)
         await let_run()
-        # One fall after one acceptance could be anyone's: a second task, alone, to see.
-        assert (len(admitted), cap.price, cap.charged_at) == (2, None, None)
-        account.amount -= usd("0.30")
-        cap.settle(True)
+        assert (len(admitted), cap.price, cap.charged_at) == (1, None, None)
+        cap.ended()  # no new fall: its charge showed while it ran, on acceptance
         await let_run()
-        assert len(admitted) == 4
-    assert (cap.price, cap.charged_at, stopped) == (usd("0.30"), "accept", [])
+        assert (len(admitted), cap.price, cap.charged_at) == (4, usd("0.30"), "accept")
+    for _ in range(3):
+        cap.settle(True)
+    await cap.admit("m")  # a reading with three tasks running, none charged: at their end
+    assert (cap.price, cap.charged_at, stopped) == (usd("0.30"), "end", [])
+    account.amount -= usd("1.20")
+    cap.settle(True)
+    await cap.admit("m")  # all four running tasks charged: on acceptance after all
+    assert (cap.price, cap.charged_at) == (usd("0.30"), "accept")
 
 
 async def test_a_cent_spent_elsewhere_after_an_acceptance_is_not_taken_for_the_price() -> None:
     # Tasks charged when they end ($0.30); someone else spends one cent of the account
     # just after the first acceptance. The cap must not conclude "charged on acceptance,
-    # $0.01 a task": the second acceptance shows no fall, so it waits for an end.
+    # $0.01 a task": a fall after an acceptance is never a price; it waits for an end.
     account = Account("10")
     cap = SpendCap("1.20", recheck=60)
     cap.bind(account, SystemClock())
@@ -340,24 +351,18 @@ async def test_a_cent_spent_elsewhere_after_an_acceptance_is_not_taken_for_the_p
         account.amount -= usd("0.01")  # other use, charged at once
         cap.settle(True)
         await let_run()
-        assert len(admitted) == 2
-        cap.settle(True)  # accepted, and no fall: not charged on acceptance
-        await let_run()
-        assert (len(admitted), cap.price) == (2, None)
+        assert (len(admitted), cap.price) == (1, None)  # a fall after an acceptance
         account.amount -= usd("0.30")  # the first task ended, and is charged
         cap.ended()
         await let_run()
-        assert (len(admitted), cap.price) == (2, None)  # the second may cost more
-        account.amount -= usd("0.30")
-        cap.ended()
-        await let_run()
-        # $0.305 a task (the cent counts as theirs: dearer, never cheaper); two tasks
-        # counted, a third fits under $1.20, a fourth does not.
-        assert (len(admitted), cap.price, cap.charged_at) == (3, usd("0.305"), "end")
+        # $0.31 a task (the cent counts as theirs: dearer, never cheaper); the first
+        # counted, two more fit under $1.20, a fourth does not.
+        assert (len(admitted), cap.price, cap.charged_at) == (3, usd("0.31"), "end")
+        cap.settle(True)
         cap.settle(True)
         await let_run()
     assert len(stopped) == 3
-    assert cap.estimate == usd("0.915")
+    assert cap.estimate == usd("0.93")
 
 
 async def test_a_charge_never_seen_is_not_a_price_of_0_the_cap_stops() -> None:
@@ -401,6 +406,54 @@ async def test_tasks_of_earlier_runs_count_until_charged_and_not_twice() -> None
     # $0.30 seen, one more outstanding: two tasks of this run fit ($0.60 + $0.60).
     assert admitted == 2
     assert SpendCap("1", price="0.30", outstanding=3).estimate == usd("0.90")
+
+
+async def test_a_task_of_an_earlier_run_of_unknown_price_is_the_first_task() -> None:
+    # A run stopped while its first task (charged at its end, price unknown) ran: the
+    # rerun resumes that task and sends nothing until it has ended and shown its price.
+    account = Account("10")
+    cap = SpendCap(
+        "1", since=Balance(usd("10")), outstanding=1, unresolved=1, learning_from="0", recheck=60
+    )
+    cap.bind(account, SystemClock())
+    admitted: list[int] = []
+    stopped: list[int] = []
+    async with anyio.create_task_group() as group:
+        for number in range(4):
+            group.start_soon(ask, cap, number, admitted, stopped)
+        await let_run()
+        assert (admitted, cap.price, cap.learning_from) == ([], None, usd("0"))
+        account.amount -= usd("0.30")  # it ended, and is charged
+        cap.resumed(ended=True)
+        await let_run()
+        # $0.30 a task: it and two more fit under $1.00, a third does not (yet).
+        assert (len(admitted), cap.price) == (2, usd("0.30"))
+        cap.resumed(ended=True)  # told twice (one was outstanding): nothing changes
+        await let_run()
+        assert len(admitted) == 2
+        group.cancel_scope.cancel()
+    assert cap.estimate == usd("0.90")
+
+
+async def test_an_earlier_task_that_does_not_end_stops_a_cap_that_has_no_price() -> None:
+    # Not followed to its end (its deadline passed): the price cannot be learned from it,
+    # and a new first task beside it would be a second task of unknown price.
+    cap = bound(SpendCap("1", outstanding=1, unresolved=1), Reader("10"))
+    cap.resumed(ended=False)
+    with pytest.raises(SpendCapReachedError, match="cannot tell what a task costs: a task"):
+        await cap.admit("m")
+    # One found never made frees its place: the first task goes.
+    freed = bound(SpendCap("1", outstanding=1, unresolved=1), Reader("10"))
+    freed.resumed(ended=False, made=False)
+    await freed.admit("m")
+    # One never resolved (a submit in doubt, which no run follows): the tasks' deadline.
+    clock = ManualClock()
+    waited = bound(SpendCap("1", outstanding=1, unresolved=1, resolve_within=600), Reader("10"))
+    waited.bind(Reader("10"), clock)
+    started = clock.now()
+    with pytest.raises(SpendCapReachedError, match=r"cannot tell what a task costs: 1 task"):
+        await waited.admit("m")
+    assert 600 <= clock.now() - started <= 610
 
 
 async def test_the_price_never_falls_and_rises_with_falls_it_does_not_explain() -> None:

@@ -593,7 +593,12 @@ async def _money_before(
         )
         return SPEND_CAP
     folder.save()
-    cap = folder.cap(args.model, outstanding=ledger.outstanding())
+    cap = folder.cap(
+        args.model,
+        outstanding=ledger.outstanding(),
+        task_timeout=args.task_timeout,
+        follows=not args.simulate,  # as the run's tasks_survive: it resumes them
+    )
     return Money(_now(), folder, before, cap)
 
 
@@ -1193,7 +1198,8 @@ def build_parser() -> argparse.ArgumentParser:
             "most the submits already in flight (one per --concurrency slot) pass the cap; "
             "tasks not yet seen charged, this run's and those earlier runs left running, "
             "count at the model's price, learned from the balance by sending one task "
-            "alone (a price never seen is not taken as free: the run stops). The balance "
+            "alone and waiting for it to end (or for the one an earlier run left running; "
+            "a price never seen is not taken as free: the run stops). The balance "
             "is account-wide: other use of the account makes the run stop earlier, never "
             "later. Unsent prompts stay not_submitted; exit code 5"
         ),

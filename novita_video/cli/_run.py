@@ -551,11 +551,16 @@ class Run:
                 self._tally.move("processing", "downloading")
                 await self._download(row, task_id, task_id)
                 return
+            cap = self._settings.spend_cap  # it may wait for this task to learn the price
             try:
                 result = await self._client.wait(task_id, timeout=self._settings.task_timeout)
             except NovitaError as error:
+                if cap is not None:
+                    cap.resumed(ended=False, made=not isinstance(error, NotFoundError))
                 self._failed(row, task_id, error)
                 return
+            if cap is not None:
+                cap.resumed(ended=True)
             if self._settle(row, task_id, result):
                 await self._download(row, task_id, result)
         finally:

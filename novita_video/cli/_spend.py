@@ -14,13 +14,19 @@
   them instead of sending one task alone to learn them; a model it has no price for is
   learned so (one model's price is never taken for another's);
 * ``price``: the dearest of ``prices``, for novita-video 0.x releases that knew one price
-  per folder (they take it for any model: the dearest is the safe one).
+  per folder (they take it for any model: the dearest is the safe one);
+* ``learning``: for a model whose price is being learned, ``spent`` just before its first
+  task was sent: a rerun that finds that task still running (in the ledger) sends nothing
+  of that model until it has ended, and learns the price from the fall since then.
 
 A capped run also counts the tasks the ledger holds that may not have been charged yet
 (accepted and not seen ended, or sent with no answer: in doubt; none of a model seen
 charged on acceptance, whose charges are counted already), at their model's price
 (a model with none: at the dearest known, or the run's own), so a run killed while its
-tasks were running, charged at their end, cannot spend its cap again. A folder whose
+tasks were running, charged at their end, cannot spend its cap again. Such tasks of the
+run's own model while its price is not known are its first tasks: the run resumes them and
+sends nothing of that model until they have ended (within the task's deadline,
+``--task-timeout``, or the cap stops: it cannot tell what a task costs). A folder whose
 ledger holds tasks but whose ``spend.json`` is gone (deleted) does not know what it
 spent: a capped run there is refused (:class:`SpendRecordError`) rather than given the
 cap again.
@@ -95,6 +101,14 @@ def _prices(value: object) -> dict[str, Decimal]:
     return {key: price for key, price in found.items() if price > 0}  # 0 is not known
 
 
+def _learning(value: object) -> dict[str, Decimal]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ValueError(f"not amounts by model: {value!r}")
+    return {key: _decimal(spent) for key, spent in value.items()}
+
+
 def _modes(value: object) -> dict[str, Literal["accept", "end"]]:
     if value is None:
         return {}
@@ -120,6 +134,8 @@ class FolderSpend:
     prices: dict[str, Decimal] = attrs.field(factory=dict)
     #: When a task of each model was seen charged (``"accept"`` or ``"end"``).
     charged_at: dict[str, Literal["accept", "end"]] = attrs.field(factory=dict)
+    #: ``spent`` just before the first task of a model of unknown price was sent.
+    learning: dict[str, Decimal] = attrs.field(factory=dict)
     #: Whether the record was on disk (a new folder's is not; nor a deleted one's).
     found: bool = False
 
@@ -146,6 +162,7 @@ class FolderSpend:
                 max_spend=None if cap is None else _decimal(cap),
                 prices=_prices(data.get("prices")),
                 charged_at=_modes(data.get("charged_at")),
+                learning=_learning(data.get("learning")),
                 found=True,
             )
         except (ValueError, InvalidOperation) as error:
@@ -162,6 +179,7 @@ class FolderSpend:
             "price": str(max(self.prices.values())) if self.prices else None,
             "prices": {model: str(price) for model, price in sorted(self.prices.items())},
             "charged_at": dict(sorted(self.charged_at.items())),
+            "learning": {model: str(spent) for model, spent in sorted(self.learning.items())},
         }
         with replacing(self.path) as file:
             file.write((json.dumps(body, indent=1) + "\n").encode())
@@ -183,14 +201,20 @@ class FolderSpend:
         *,
         outstanding: Mapping[str | None, int] | None = None,
         recheck: float = 5.0,
+        task_timeout: float | None = None,
+        follows: bool = True,
     ) -> SpendCap | None:
         """The folder's :class:`SpendCap` for a run of ``model`` (``None`` without a cap),
         counting from the record and writing every reading back to it. ``outstanding``:
-        the ledger's tasks that may not be charged yet, by model (``None``: not known)."""
+        the ledger's tasks that may not be charged yet, by model (``None``: not known);
+        those of ``model`` while its price is not known must end (the run tells the cap,
+        :meth:`SpendCap.resumed`) within ``task_timeout`` before any other is sent, when
+        the run ``follows`` them (a simulator's tasks do not outlive it: they are sent
+        again, not followed)."""
         if self.max_spend is None:
             return None
         model = canonical_model(model)
-        own, committed = 0, Decimal(0)
+        own, committed, unresolved = 0, Decimal(0), 0
         dearest = max(self.prices.values(), default=None)
         for other, count in (outstanding or {}).items():
             name = None if other is None else canonical_model(other)
@@ -199,6 +223,9 @@ class FolderSpend:
             price = self.prices.get(name) if name is not None else None
             if name == model:
                 own += count
+                # First tasks already sent, while the price is not known (other models'
+                # tasks count at the run's price, but only its own can show that price).
+                unresolved += 0 if model in self.prices or not follows else count
             elif price is not None:
                 committed += count * price
             elif dearest is not None and dearest > self.prices.get(model, Decimal(0)):
@@ -219,6 +246,10 @@ class FolderSpend:
                 self.charged_at[model] = cap.charged_at
             else:
                 self.charged_at.pop(model, None)
+            if cap.learning_from is not None:
+                self.learning[model] = cap.learning_from
+            else:
+                self.learning.pop(model, None)
             self.save()
 
         return SpendCap(
@@ -229,6 +260,9 @@ class FolderSpend:
             charged_at=self.charged_at.get(model),
             outstanding=own,
             committed=committed,
+            unresolved=unresolved,
+            resolve_within=task_timeout,
+            learning_from=self.learning.get(model) if unresolved else None,
             recheck=recheck,
             on_reading=keep,
         )

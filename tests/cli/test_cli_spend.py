@@ -213,3 +213,45 @@ def test_a_folder_keeps_a_price_per_model_and_counts_the_ledgers_outstanding_tas
     assert hailuo is not None
     assert (hailuo.price, hailuo.charged_at) == (Decimal("0.23"), "end")
     assert hailuo.estimate == Decimal(1) + 2 * Decimal("0.23") + 2 * PRICE
+
+
+async def test_a_folder_waits_for_its_models_earlier_task_of_unknown_price_not_anothers(
+    tmp_path: Path,
+) -> None:
+    # A task of this model left running by an earlier run, while its price is not known,
+    # is the first task: the rerun's cap sends nothing until the run tells it that task
+    # ended (here it never does: the tasks' deadline passes, and it stops). A task of
+    # another model does not hold this one back; nor one the run does not follow (a
+    # simulator's task, sent again rather than awaited).
+    from novita_video import Balance, SpendCapReachedError
+    from novita_video.cli._spend import FolderSpend
+    from tests.support import ManualClock
+
+    (tmp_path / ".novita").mkdir()
+    folder = FolderSpend(tmp_path / ".novita" / "spend.json", spent=Decimal("0.5"))
+    folder.max_spend = Decimal(5)
+    folder.learning = {"minimax-video-01": Decimal("0.25")}
+    folder.save()
+    folder = FolderSpend.load(tmp_path)
+    assert folder.learning == {"minimax-video-01": Decimal("0.25")}
+
+    async def read() -> Balance:
+        return Balance(Decimal(10), Decimal(10))
+
+    own = folder.cap("minimax-video-01", outstanding={"minimax-video-01": 1}, task_timeout=60)
+    assert own is not None
+    assert own.learning_from == Decimal("0.25")  # the fall since then is the price
+    clock = ManualClock()
+    own.bind(read, clock)
+    with pytest.raises(SpendCapReachedError, match="cannot tell what a task costs"):
+        await own.admit("m")
+    assert clock.now() >= 60
+    # The record keeps where the price is learned from, for the run that resumes it.
+    assert record(tmp_path)["learning"] == {"minimax-video-01": "0.25"}
+    for outstanding, follows in (({"kling-v1.6-t2v": 1}, True), ({"minimax-video-01": 1}, False)):
+        other = folder.cap(
+            "minimax-video-01", outstanding=outstanding, task_timeout=60, follows=follows
+        )
+        assert other is not None
+        other.bind(read, ManualClock())
+        await other.admit("m")  # the first task, at once

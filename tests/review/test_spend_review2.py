@@ -223,14 +223,6 @@ class SteadyUse:
         return app
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "14 tasks made, $6.02 spent under a $1.72 cap (2 slots: at most $2.58): a price "
-        "learned from falls after acceptances is other use's whenever that use is steady; "
-        "only a price learned once the first tasks have ended bounds the spend"
-    ),
-)
 async def test_steady_other_use_is_not_taken_for_charges_on_acceptance(tmp_path: Path) -> None:
     # Charged at the end; someone else spends 5 cents a second on the account, and the
     # batch submits at 120 a minute (Novita's video limits are lower still). Every reading
@@ -257,14 +249,6 @@ async def test_steady_other_use_is_not_taken_for_charges_on_acceptance(tmp_path:
     assert ran.code == 5, ran.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "3 tasks made, $1.29 spent under a $0.215 cap (1 slot: at most $0.645), one more "
-        "each stop and rerun: a task of an earlier run whose price is not known counts as "
-        "nothing, and the rerun sends a new first task beside it"
-    ),
-)
 async def test_stopping_a_run_that_learns_the_price_and_rerunning_sends_no_second_task(
     tmp_path: Path,
 ) -> None:
