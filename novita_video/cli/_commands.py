@@ -120,6 +120,13 @@ def _line(text: str) -> None:
 def _explain(error: NovitaError, model: str | None = None) -> str:
     """A fatal error in a sentence that says what to do."""
     if isinstance(error, SpendCapReachedError):
+        if "cannot tell what a task costs" in str(error):
+            # A higher cap would not help: the price is what is missing.
+            return (
+                f"the batch stopped: {error}; the prompts not sent are not_submitted. Run "
+                "the same command again once the tasks made have been charged (the "
+                "balance shows it), or with --max-spend none to send without a cap"
+            )
         return (
             f"the batch stopped: {error}; the prompts not sent are not_submitted. The cap "
             "is this folder's: run the same command with a higher --max-spend to spend more"

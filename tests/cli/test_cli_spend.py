@@ -255,3 +255,21 @@ async def test_a_folder_waits_for_its_models_earlier_task_of_unknown_price_not_a
         assert other is not None
         other.bind(read, ManualClock())
         await other.admit("m")  # the first task, at once
+
+
+def test_a_cap_that_cannot_tell_a_price_does_not_ask_for_a_higher_cap() -> None:
+    # A higher --max-spend cannot help a cap that never saw what a task costs (a run of a
+    # minute or more of balance readings to reach through the command; the sentence is
+    # the command's own).
+    from novita_video import SpendCapReachedError
+    from novita_video.cli._commands import _explain
+
+    unknown = SpendCapReachedError(
+        "the spend cap of $1.00 cannot tell what a task costs: no charge showed",
+        Decimal(1),
+        Decimal(0),
+    )
+    reached = SpendCapReachedError("the spend cap of $1.00 is reached", Decimal(1), Decimal(1))
+    assert "--max-spend none" in _explain(unknown)
+    assert "higher --max-spend" not in _explain(unknown)
+    assert "higher --max-spend" in _explain(reached)
