@@ -188,13 +188,9 @@ class _Learned:
 
     def _runs_changed(self) -> None:
         # The shortest, not a percentile: plans take every run to last at least this
-        # long, and a task that runs shorter would be noticed late. Less a margin: the
-        # next task is the shortest of n + 1 one time in n + 1, so the least of n runs
-        # seen is shaded by n / (n + 1) (a task of 69 s after eight of 77 s or more was
-        # noticed 5 s late without it).
+        # long, and a task that runs shorter would be noticed late.
         if len(self.runs) >= _DURATIONS_AFTER:
-            count = len(self.runs)
-            self.quick_run = min(self.runs) * count / (count + 1)
+            self.quick_run = min(self.runs)
 
     def timed(self, watch: _Watch, floor: float) -> None:
         """``watch``'s task, still running, runs at least ``floor`` (its progress says):
@@ -663,6 +659,7 @@ class Poller:
             expected_end=watch.expected_end,
             typical=learned.typical,
             quick_run=learned.quick_run,
+            runs_seen=len(learned.runs),
             calibration=learned.calibration,
         )
         bounds = remaining_from_progress(observation)
