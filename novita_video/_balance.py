@@ -402,11 +402,19 @@ class SpendCap:
             if room is None:
                 await self._pause()  # for the first price, or the submits on the wire
 
-    def settle(self, accepted: bool) -> None:
-        """An admitted submit ended: ``accepted`` when a task was (or may have been) made."""
+    def settle(self, accepted: bool, *, in_doubt: bool = False) -> None:
+        """An admitted submit ended: ``accepted`` when a task was (or may have been) made;
+        ``in_doubt`` when it may have been (no task id: no end of it will be seen)."""
         self._in_flight -= 1
         if accepted:
             self._accepted += 1
+        if in_doubt and self._price is None:
+            # The price is learned from a task's end, and this one's will never be seen:
+            # waiting for it would hold the batch for ever (it may still be charged).
+            self._unknowable = (
+                "the submit of its first task is in doubt (no answer came), so that "
+                "task's end, which shows the price, cannot be seen"
+            )
         self._wake()
 
     def ended(self) -> None:
