@@ -422,11 +422,12 @@ class SpendCap:
         self._ended += 1
         self._wake()
 
-    def resumed(self, *, ended: bool, made: bool = True) -> None:
+    def resumed(self, *, ended: bool, made: bool = True, in_doubt: bool = False) -> None:
         """A task of an earlier run (one of ``outstanding``), followed by this run, is
         resolved: ``ended`` (its charge shows by now, so the fall gives the price), or not
-        followed to its end (past its deadline: the cap cannot learn the price from it, and
-        stops while it is not known), or never ``made`` (it frees its place). The command
+        followed to its end (past its deadline, or ``in_doubt``, a submit with no answer
+        that no run follows: the cap cannot learn the price from it, and stops while it
+        is not known), or never ``made`` (it frees its place). The command
         calls it from the run that resumes the earlier run's tasks; one of another model,
         or any once the price is known, changes nothing."""
         if self._price is not None or self._resolved >= self._unresolved:
@@ -434,6 +435,11 @@ class SpendCap:
         self._resolved += 1
         if ended:
             self._earlier_ended += 1
+        elif in_doubt:
+            self._unknowable = (
+                "the submit of a task of an earlier run, of unknown price, is in doubt (no "
+                "answer came), so that task's end, which shows the price, cannot be seen"
+            )
         elif made:
             self._unknowable = (
                 "a task of an earlier run, of unknown price, did not end within its deadline"

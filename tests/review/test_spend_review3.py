@@ -68,6 +68,38 @@ async def test_a_first_submit_in_doubt_does_not_hold_the_run_for_ever(tmp_path: 
     assert process.returncode == 5
 
 
+async def test_a_rerun_after_a_first_submit_in_doubt_stops_at_once_not_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    # Price not known; the first run's first submit is in doubt (made, no answer), so the
+    # run stops (exit 5). A rerun does not follow a prompt in doubt (it is "unknown" until
+    # the user asks --resubmit-unknown), yet its cap took it for an earlier first task and
+    # waited for it to end: idle for --task-timeout (30 minutes by default), then exit 5,
+    # and the same again on every rerun, --resubmit-unknown included. It must stop at
+    # once: that task's end, which would show the price, is never going to be seen.
+    prompts = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(4)])
+    args = batch(prompts, tmp_path / "out", "--max-spend", str(PRICE * 4))
+    chaos = Chaos(submit_drops_after=1.0)
+    async with simulator(starting_balance="100", task_duration=(0.3, 0.3), chaos=chaos) as fake:
+        env = cli_env(fake.url)
+        first = await run_cli(*args, "--task-timeout", "3", env=env)
+        fake.set_chaos(submit_drops_after=0.0)
+        for more in ((), ("--resubmit-unknown",)):
+            again = await start_cli(*args, *more, env=env)
+            # Real seconds: a rerun that stops at once ends in a few; one that waits for
+            # the task in doubt would take 1800.
+            with anyio.move_on_after(30):
+                await again.wait()
+            if again.returncode is None:
+                again.kill()
+                await again.wait()
+                pytest.fail(f"the rerun {more} had not ended after 30 s")
+            assert again.returncode == 5, more
+        tasks = fake.stats.task_count
+    assert first.code == 5, first.stderr
+    assert tasks == 1
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a $2 task of another model, of unknown price, counted at the run's $0.23: "
