@@ -402,11 +402,19 @@ class SpendCap:
             if room is None:
                 await self._pause()  # for the first price, or the submits on the wire
 
-    def settle(self, accepted: bool) -> None:
-        """An admitted submit ended: ``accepted`` when a task was (or may have been) made."""
+    def settle(self, accepted: bool, *, in_doubt: bool = False) -> None:
+        """An admitted submit ended: ``accepted`` when a task was (or may have been) made;
+        ``in_doubt`` when it may have been (no task id: no end of it will be seen)."""
         self._in_flight -= 1
         if accepted:
             self._accepted += 1
+        if in_doubt and self._price is None:
+            # The price is learned from a task's end, and this one's will never be seen:
+            # waiting for it would hold the batch for ever (it may still be charged).
+            self._unknowable = (
+                "the submit of its first task is in doubt (no answer came), so that "
+                "task's end, which shows the price, cannot be seen"
+            )
         self._wake()
 
     def ended(self) -> None:
@@ -414,11 +422,12 @@ class SpendCap:
         self._ended += 1
         self._wake()
 
-    def resumed(self, *, ended: bool, made: bool = True) -> None:
+    def resumed(self, *, ended: bool, made: bool = True, in_doubt: bool = False) -> None:
         """A task of an earlier run (one of ``outstanding``), followed by this run, is
         resolved: ``ended`` (its charge shows by now, so the fall gives the price), or not
-        followed to its end (past its deadline: the cap cannot learn the price from it, and
-        stops while it is not known), or never ``made`` (it frees its place). The command
+        followed to its end (past its deadline, or ``in_doubt``, a submit with no answer
+        that no run follows: the cap cannot learn the price from it, and stops while it
+        is not known), or never ``made`` (it frees its place). The command
         calls it from the run that resumes the earlier run's tasks; one of another model,
         or any once the price is known, changes nothing."""
         if self._price is not None or self._resolved >= self._unresolved:
@@ -426,6 +435,11 @@ class SpendCap:
         self._resolved += 1
         if ended:
             self._earlier_ended += 1
+        elif in_doubt:
+            self._unknowable = (
+                "the submit of a task of an earlier run, of unknown price, is in doubt (no "
+                "answer came), so that task's end, which shows the price, cannot be seen"
+            )
         elif made:
             self._unknowable = (
                 "a task of an earlier run, of unknown price, did not end within its deadline"

@@ -73,11 +73,12 @@ async def _items(prompts: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[
 class SpendGate(Protocol):
     """What a batch asks before each submit (``SpendCap``): ``admit`` waits for room or
     raises the error that stops the batch; ``settle`` says whether the admitted submit
-    made (or may have made) a task; ``ended`` that one of the batch's tasks ended."""
+    made (or may have made: ``in_doubt``, a task never seen to end) a task; ``ended``
+    that one of the batch's tasks ended."""
 
     async def admit(self, endpoint: str) -> None: ...
 
-    def settle(self, accepted: bool) -> None: ...
+    def settle(self, accepted: bool, *, in_doubt: bool = False) -> None: ...
 
     def ended(self) -> None: ...
 
@@ -293,7 +294,10 @@ class _BatchRun:
                 hook_error = failed.error
         del self._waiting[waiting]
         if admitted and self._spend is not None:
-            self._spend.settle(fate.submission in (Submission.ACCEPTED, Submission.IN_DOUBT))
+            self._spend.settle(
+                fate.submission in (Submission.ACCEPTED, Submission.IN_DOUBT),
+                in_doubt=fate.submission is Submission.IN_DOUBT,
+            )
         if hook_error is not None:
             self.fail(hook_error)
             return

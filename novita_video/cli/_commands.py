@@ -606,6 +606,14 @@ async def _money_before(
         task_timeout=args.task_timeout,
         follows=not args.simulate,  # as the run's tasks_survive: it resumes them
     )
+    if cap is not None and cap.price is None and not args.simulate:
+        # A prompt in doubt is never followed (nor its task's end seen), so the cap does
+        # not wait for it as for an earlier first task: it cannot learn the price from it.
+        model = canonical_model(args.model)
+        for name, count in ledger.in_doubt().items():
+            if name is not None and canonical_model(name) == model:
+                for _ in range(count):
+                    cap.resumed(ended=False, in_doubt=True)
     return Money(_now(), folder, before, cap)
 
 

@@ -437,6 +437,15 @@ class Ledger:
         )
         return dict(found.fetchall())
 
+    def in_doubt(self) -> dict[str | None, int]:
+        """Of :meth:`outstanding`, the prompts whose POST is in doubt (no task id): a run
+        does not follow them, so no end of theirs will be seen."""
+        found = self._db.execute(
+            "SELECT model, COUNT(*) FROM prompts WHERE state IN (?, ?) GROUP BY model",
+            (State.SENDING.value, State.UNKNOWN.value),
+        )
+        return dict(found.fetchall())
+
     def restore(self, row: Row, record: Record | None) -> None:
         """Put ``row``'s record back as it was (``None``: no record), one committed
         statement: a send of this run that provably made nothing leaves no trace."""
