@@ -658,7 +658,8 @@ class Poller:
             watch.pushed, watch.recheck = None, False
             if self._watches.get(watch.task_id) is watch:
                 self._reschedule(watch)
-            self._kick()  # a place is free: a queued check may go
+            if self._queue:
+                self._kick()  # a place is free: a queued check may go
 
     def _take_events(self, watch: _Watch) -> None:
         """Act on the webhook events that came while ``watch``'s check was in flight."""
