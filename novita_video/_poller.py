@@ -281,9 +281,12 @@ class Poller:
         self._seq = itertools.count()
         self._sleep_scope: anyio.CancelScope | None = None
         self._woken: anyio.Event | None = None  # the loop's, when nothing is due
-        # The dispatcher's, when idle: an event to wait for, or a scope to sleep in.
-        self._idle_scope: anyio.CancelScope | None = None
+        # What the loop sleeps until (math.inf: it waits for an event, or is awake).
+        self._sleeping_until = math.inf
+        # The dispatcher's event, when idle, and when the loop must kick it even so
+        # (the oldest check in flight turns slow then, and frees its place).
         self._kicked: anyio.Event | None = None
+        self._alarm = math.inf
         self._learned: defaultdict[str, _Learned] = defaultdict(_Learned)
         # Task id -> model of the latest submits, for listen() calls that name none.
         self._models: dict[str, str] = {}
@@ -507,27 +510,22 @@ class Poller:
 
     async def _idle(self) -> None:
         # Until a check is queued or a place frees up (_kick), or, when every place is
-        # taken, until the oldest check in flight turns slow and frees its place.
-        due = math.inf
+        # taken, until the oldest check in flight turns slow and frees its place: an
+        # alarm the poller's loop keeps (it keeps time anyway). An event, never a
+        # cancelled sleep: the dispatcher is kicked once a check or two, and delivering
+        # a cancellation costs several times as much as setting an event.
+        self._kicked = anyio.Event()
         if self._queue and self._started:
-            due = self._started[0].began + self._slow_check
-        if due == math.inf:
-            # An event, not a cancelled scope: it is kicked once a check or two, and
-            # delivering a cancellation costs several times as much.
-            self._kicked = anyio.Event()
-            await self._kicked.wait()
-            self._kicked = None
-            return
-        with anyio.CancelScope() as scope:
-            self._idle_scope = scope
-            await self._clock.sleep(max(0.0, due - self._clock.now()))
-        self._idle_scope = None
+            self._alarm = self._started[0].began + self._slow_check
+            if self._alarm < self._sleeping_until:
+                self._wake()
+        await self._kicked.wait()
+        self._kicked = None
+        self._alarm = math.inf
 
     def _kick(self) -> None:
         if self._kicked is not None:
             self._kicked.set()
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
 
     def _release_slow(self) -> None:
         # Checks begun `slow_check` ago or more no longer hold a place (those that ended
@@ -548,9 +546,13 @@ class Poller:
     async def _sleep_until_due(self) -> None:
         while True:
             now = self._clock.now()
-            due = self._heap[0][0] if self._heap else math.inf
-            if due <= now:
+            if self._alarm <= now:
+                self._alarm = math.inf
+                self._kick()  # a check in flight turned slow: the dispatcher looks
+            top = self._heap[0][0] if self._heap else math.inf
+            if top <= now:
                 return
+            due = min(top, self._alarm)
             if due == math.inf:
                 # Nothing is due: an event to wake it, cheaper than a cancellation.
                 self._woken = anyio.Event()
@@ -558,10 +560,10 @@ class Poller:
                 self._woken = None
                 continue
             with anyio.CancelScope() as scope:
-                self._sleep_scope = scope
+                self._sleep_scope, self._sleeping_until = scope, due
                 await self._clock.sleep(due - now)
-            self._sleep_scope = None
-            if not scope.cancelled_caught:
+            self._sleep_scope, self._sleeping_until = None, math.inf
+            if not scope.cancelled_caught and due == top:
                 return
 
     def _wake(self) -> None:
