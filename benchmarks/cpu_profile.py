@@ -273,7 +273,10 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
             return _spread(n // 4, conc, lambda i: bare.submit(next(prompts)))
 
         # One check each of many tasks (fresh ones: a task's first check goes at once).
-        checked = [await bare.submit(next(prompts)) for _ in range(3 * (n // 4))]
+        # Fresh tasks for every round (and one to profile): checks are noisy, so as many
+        # rounds of them as of the rest.
+        rounds = args.repeats + 1
+        checked = [await bare.submit(next(prompts)) for _ in range(rounds * (n // 4))]
         pending = {"ours": list(checked), "bare": list(checked)}
 
         def ours_checks() -> Awaitable[None]:
@@ -285,7 +288,7 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
             return _spread(len(todo), conc, lambda i: bare.poll(todo[i]))
 
         # The same, for the poller alone (what a batch's checks cost): tasks of their own.
-        batch_checked = [await bare.submit(next(prompts)) for _ in range(3 * (n // 4))]
+        batch_checked = [await bare.submit(next(prompts)) for _ in range(rounds * (n // 4))]
         pending["batch ours"], pending["batch bare"] = list(batch_checked), list(batch_checked)
 
         def ours_batch_checks() -> Awaitable[None]:
@@ -314,8 +317,6 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
         }
         for repeat in range(args.repeats):
             for kind, (count, ours, bares) in kinds.items():
-                if kind in ("check", "batch check") and repeat >= 2:
-                    continue  # fresh tasks for two rounds only (and one to profile)
                 order = [("ours", ours), ("bare", bares)]
                 if repeat % 2:
                     order.reverse()
