@@ -11,17 +11,19 @@ times:
 * **ours**: a :class:`novita_video.Client` at its defaults except ``submit_rpm=None``
   (no submit limit: the bare side has none either), and ``poll_rpm=None``.
 
-Three kinds of request, each ``--n`` times from ``--concurrency`` coroutines:
+Five kinds of request, each ``--n`` times from ``--concurrency`` coroutines:
 ``poll`` (``client.get_result`` of a running task: the hot path, thousands a batch),
 ``submit`` (``client.submit``), ``batch submit`` (the submitter alone, as ``generate``
-calls it for each prompt) and ``check`` (one check by the client's poller,
-through ``client.wait``: the heap, the schedule and the dispatcher on top of a poll;
-its bare counterpart is the same GET). It prints ``time.process_time()`` per request
-(medians of the repeats) and each ratio, then the per-layer breakdown of our side: a
-cProfile of one more round, each function's own time charged to the layer of the
-file it is written in (cProfile's clock is the wall's, so the time spent waiting in
-``epoll`` is left out; its overhead per call inflates every figure alike, so read the
-shares, not the totals).
+calls it for each prompt), ``check`` (one check by the client's poller,
+through ``client.wait``: the wait's own event, the heap, the schedule, the dispatcher
+and a check worker on top of a poll; its bare counterpart is the same GET) and ``batch
+check`` (the same checks with a listener each on the poller and no wait per task, as
+``generate`` uses it: what the poller alone adds to a poll). It prints
+``time.process_time()`` per request (medians of the repeats) and each ratio, then the
+per-layer breakdown of our side: a cProfile of one more round, each function's own time
+charged to the layer of the file it is written in (cProfile's clock is the wall's, so
+the time spent waiting in ``epoll`` is left out; its overhead per call inflates every
+figure alike, so read the shares, not the totals).
 
 No new dependency: the standard library's cProfile, and what the client uses anyway.
 """
@@ -201,6 +203,30 @@ async def _one_check(client: novita_video.Client, task_id: str) -> None:
     raise AssertionError(f"task {task_id} ended during the benchmark")
 
 
+async def _batch_checks(client: novita_video.Client, todo: list[str]) -> None:
+    """One check each of ``todo`` by the poller, as a batch uses it: a listener per task
+    and no wait of its own (``generate`` registers them, then reads their ends)."""
+    poller = client._poller
+    listeners: dict[str, Any] = {}
+    left = [len(todo)]
+    finished = asyncio.Event()
+
+    def seen(result: novita_video.TaskResult) -> None:
+        poller.forget(listeners.pop(result.task_id))
+        left[0] -= 1
+        if not left[0]:
+            finished.set()
+
+    def ended(result: novita_video.TaskResult | None, error: Exception | None) -> None:
+        raise AssertionError(f"a task ended during the benchmark: {result or error}")
+
+    for task_id in todo:
+        listeners[task_id] = poller.listen(
+            task_id, deadline=float("inf"), on_done=ended, on_progress=seen
+        )
+    await finished.wait()
+
+
 def _cpu(run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[float]]:
     async def measured() -> float:
         started = time.process_time()
@@ -247,7 +273,10 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
             return _spread(n // 4, conc, lambda i: bare.submit(next(prompts)))
 
         # One check each of many tasks (fresh ones: a task's first check goes at once).
-        checked = [await bare.submit(next(prompts)) for _ in range(3 * (n // 4))]
+        # Fresh tasks for every round (and one to profile): checks are noisy, so as many
+        # rounds of them as of the rest.
+        rounds = args.repeats + 1
+        checked = [await bare.submit(next(prompts)) for _ in range(rounds * (n // 4))]
         pending = {"ours": list(checked), "bare": list(checked)}
 
         def ours_checks() -> Awaitable[None]:
@@ -258,12 +287,27 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
             todo, pending["bare"] = pending["bare"][: n // 4], pending["bare"][n // 4 :]
             return _spread(len(todo), conc, lambda i: bare.poll(todo[i]))
 
+        # The same, for the poller alone (what a batch's checks cost): tasks of their own.
+        batch_checked = [await bare.submit(next(prompts)) for _ in range(rounds * (n // 4))]
+        pending["batch ours"], pending["batch bare"] = list(batch_checked), list(batch_checked)
+
+        def ours_batch_checks() -> Awaitable[None]:
+            todo = pending["batch ours"][: n // 4]
+            pending["batch ours"] = pending["batch ours"][n // 4 :]
+            return _batch_checks(client, todo)
+
+        def bare_batch_checks() -> Awaitable[None]:
+            todo = pending["batch bare"][: n // 4]
+            pending["batch bare"] = pending["batch bare"][n // 4 :]
+            return _spread(len(todo), conc, lambda i: bare.poll(todo[i]))
+
         kinds: dict[str, tuple[int, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]]
         kinds = {
             "poll": (n, ours_polls, bare_polls),
             "submit": (n // 4, ours_submits, bare_submits),
             "batch submit": (n // 4, batch_submits, bare_submits),
             "check": (n // 4, ours_checks, bare_checks),
+            "batch check": (n // 4, ours_batch_checks, bare_batch_checks),
         }
         # Warm-up of both (first-time costs: cattrs' generated code, connections).
         await ours_polls()
@@ -273,8 +317,6 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
         }
         for repeat in range(args.repeats):
             for kind, (count, ours, bares) in kinds.items():
-                if kind == "check" and repeat >= 2:
-                    continue  # fresh tasks for two rounds only (and one to profile)
                 order = [("ours", ours), ("bare", bares)]
                 if repeat % 2:
                     order.reverse()
@@ -289,6 +331,7 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, Any]:
             ("ours submit", n // 4, ours_submits),
             ("ours batch submit", n // 4, batch_submits),
             ("ours check", n // 4, ours_checks),
+            ("ours batch check", n // 4, ours_batch_checks),
         ):
             profile = cProfile.Profile()
             profile.enable()

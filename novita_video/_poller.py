@@ -5,8 +5,12 @@ Whoever wants a task's final result (a :meth:`Client.wait` call, a batch of
 task id share one :class:`_Watch`; watches sit in a heap ordered by when each is due
 (its next check, or its earliest listener's deadline). The poller sleeps until the top
 of the heap is due, expires the listeners whose deadline passed (also while their task
-is being checked), and queues each due check. A dispatcher of its own starts the queued
-checks, each as a short task, paced by the poller's :class:`RateLimiter`: a limiter
+is being checked), and queues each due check, with those due within a short window
+after it (half of ``min_interval``: checking early never notices an end later, and one
+wakeup of the event loop then serves many polls). A dispatcher of its own hands the
+queued checks to a few worker tasks (at most ``concurrency`` kept, started once and
+woken per check, in the poller's task group), paced by the poller's
+:class:`RateLimiter`: a limiter
 paused by a 429's ``Retry-After`` holds back checks, never a deadline. A check either
 finishes the watch (a final status, or an error that retrying cannot mend) or plans the
 next one from the answer (:func:`plan_next_check`). A 429 pauses and slows every poll,
@@ -86,6 +90,12 @@ _DONE_AT = 99.0
 #: How many submitted task ids the poller remembers the model of, for a wait that comes
 #: after the submit (Client.submit, then Client.wait): the oldest are forgotten first.
 _MODELS_KEPT = 4096
+#: When the poller wakes for a due check, it also takes those due within this share of
+#: ``min_interval`` after it, so that one wakeup of the event loop serves many polls
+#: (each woke it alone, at some 0.1 ms of CPU a wakeup). A check taken early can only
+#: notice an end sooner; a share of min_interval is a bound of lateness already, not a
+#: time scale of tasks, and a deadline is never taken early.
+_GROUP_SHARE = 0.5
 #: Stale heap entries tolerated beyond the live ones before the heap is rebuilt.
 _STALE_SLACK = 64
 
@@ -155,6 +165,14 @@ class _Watch:
             self.deadlines = [entry for entry in self.deadlines if not entry[2].done]
             heapq.heapify(self.deadlines)
             self.listeners = dict(self.listeners)  # a dict never shrinks by itself
+
+
+@attrs.define(eq=False)
+class _Worker:
+    """A task that runs checks one after another: the dispatcher hands it the next."""
+
+    job: tuple[_Watch, _Flight] | None
+    ready: anyio.Event = attrs.field(factory=anyio.Event)
 
 
 @attrs.define(eq=False)
@@ -258,7 +276,13 @@ class Poller:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._sleep_scope: anyio.CancelScope | None = None
-        self._idle_scope: anyio.CancelScope | None = None  # the dispatcher's, when idle
+        self._woken: anyio.Event | None = None  # the loop's, when nothing is due
+        # What the loop sleeps until (math.inf: it waits for an event, or is awake).
+        self._sleeping_until = math.inf
+        # The dispatcher's event, when idle, and when the loop must kick it even so
+        # (the oldest check in flight turns slow then, and frees its place).
+        self._kicked: anyio.Event | None = None
+        self._alarm = math.inf
         self._learned: defaultdict[str, _Learned] = defaultdict(_Learned)
         # Task id -> model of the latest submits, for listen() calls that name none.
         self._models: dict[str, str] = {}
@@ -268,6 +292,8 @@ class Poller:
         # in the last `slow_check` seconds, oldest first (see the module docstring).
         self._busy = 0
         self._started: deque[_Flight] = deque()
+        # Workers waiting for a check to run (see _work), the latest idle last.
+        self._workers: list[_Worker] = []
         #: Whether run() is running (the client's statistics report it).
         self.running = False
 
@@ -319,7 +345,10 @@ class Poller:
             watch = self._watches[task_id] = _Watch(task_id, started, first, model=model)
         watch.listeners[listener] = None
         heapq.heappush(watch.deadlines, (deadline, next(self._seq), listener))
-        self._reschedule(watch)
+        if watch.next_check <= now and not watch.checking:
+            self._queue_now(watch)
+        else:
+            self._reschedule(watch)
         return listener
 
     def forget(self, listener: Listener) -> None:
@@ -344,7 +373,7 @@ class Poller:
             watch.recheck = True
         elif watch.next_check > self._clock.now():
             watch.next_check = self._clock.now()
-            self._reschedule(watch)  # (a check queued already is coming anyway)
+            self._queue_now(watch)  # (a check queued already is coming anyway)
         return True
 
     def push(self, result: TaskResult) -> bool:
@@ -387,26 +416,47 @@ class Poller:
             self.running = False
 
     def _expire_due(self) -> None:
-        """Pop every heap entry that is due: expire deadlines, queue due checks."""
+        """Pop every heap entry that is due: expire deadlines, queue due checks, and
+        the checks due within a short window after now (see _GROUP_SHARE)."""
         now = self._clock.now()
-        while self._heap and self._heap[0][0] <= now:
+        soon = now + self._schedule.min_interval * _GROUP_SHARE
+        later: list[_Watch] = []
+        queued = False
+        while self._heap and self._heap[0][0] <= soon:
             _, seq, task_id = heapq.heappop(self._heap)
             watch = self._watches.get(task_id)
             if watch is None or watch.seq != seq:
                 continue  # a stale entry: the watch ended or was rescheduled
             watch.due = math.inf
-            self._expire(watch, now)
+            self._expire(watch, now)  # a deadline is never taken early
             if self._watches.get(task_id) is not watch:
                 continue
-            if watch.checking or watch.next_check > now:
+            if watch.checking or watch.next_check > soon:
                 # Being checked (its answer plans what comes next), or only a deadline
-                # was due: wait for the next of either.
-                self._reschedule(watch)
+                # was due (or soon due): wait for the next of either, once this
+                # loop is done (an entry within the window would pop again).
+                later.append(watch)
                 continue
             watch.checking = True
             self._queue.append(watch)
-            self._reschedule(watch)  # its listeners' deadlines stand while it is checked
+            later.append(watch)  # its listeners' deadlines stand while it is checked
+            queued = True
+        for watch in later:
+            if self._watches.get(watch.task_id) is watch:
+                self._reschedule(watch)
+        if queued:
             self._kick()
+
+    def _queue_now(self, watch: _Watch) -> None:
+        """Queue ``watch``'s check, due now, without waking the loop to pop it: its heap
+        entry goes stale, and what is left to be due is its listeners' deadlines."""
+        if watch.checking or self._watches.get(watch.task_id) is not watch:
+            return
+        watch.checking = True
+        self._queue.append(watch)
+        watch.due = math.inf
+        self._reschedule(watch)
+        self._kick()
 
     async def _dispatch(self, checks: anyio.abc.TaskGroup) -> None:
         """Start the queued checks in order, as places free up and the limiter allows."""
@@ -428,7 +478,27 @@ class Poller:
             flight = _Flight(self._clock.now())
             self._busy += 1
             self._started.append(flight)
-            checks.start_soon(self._check, watch, flight)
+            if self._workers:
+                # An idle worker takes it: waking a waiting task costs a fraction of
+                # starting one (its coroutine, its task, the group's bookkeeping).
+                worker = self._workers.pop()
+                worker.job = (watch, flight)
+                worker.ready.set()
+            else:
+                checks.start_soon(self._work, _Worker((watch, flight)))
+
+    async def _work(self, worker: _Worker) -> None:
+        """Run the checks handed to ``worker``, then wait idle for the next; at most
+        ``concurrency`` wait idle: the extra ones a slow check made room for end."""
+        while worker.job is not None:
+            watch, flight = worker.job
+            worker.job = None
+            await self._check(watch, flight)
+            if len(self._workers) >= self._concurrency:
+                return
+            worker.ready = anyio.Event()
+            self._workers.append(worker)
+            await worker.ready.wait()
 
     def _skip_ended(self) -> None:
         while self._queue and self._watches.get(self._queue[0].task_id) is not self._queue[0]:
@@ -436,21 +506,22 @@ class Poller:
 
     async def _idle(self) -> None:
         # Until a check is queued or a place frees up (_kick), or, when every place is
-        # taken, until the oldest check in flight turns slow and frees its place.
-        due = math.inf
+        # taken, until the oldest check in flight turns slow and frees its place: an
+        # alarm the poller's loop keeps (it keeps time anyway). An event, never a
+        # cancelled sleep: the dispatcher is kicked once a check or two, and delivering
+        # a cancellation costs several times as much as setting an event.
+        self._kicked = anyio.Event()
         if self._queue and self._started:
-            due = self._started[0].began + self._slow_check
-        with anyio.CancelScope() as scope:
-            self._idle_scope = scope
-            if due == math.inf:
-                await anyio.sleep_forever()
-            else:
-                await self._clock.sleep(max(0.0, due - self._clock.now()))
-        self._idle_scope = None
+            self._alarm = self._started[0].began + self._slow_check
+            if self._alarm < self._sleeping_until:
+                self._wake()
+        await self._kicked.wait()
+        self._kicked = None
+        self._alarm = math.inf
 
     def _kick(self) -> None:
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        if self._kicked is not None:
+            self._kicked.set()
 
     def _release_slow(self) -> None:
         # Checks begun `slow_check` ago or more no longer hold a place (those that ended
@@ -471,20 +542,29 @@ class Poller:
     async def _sleep_until_due(self) -> None:
         while True:
             now = self._clock.now()
-            due = self._heap[0][0] if self._heap else math.inf
-            if due <= now:
+            if self._alarm <= now:
+                self._alarm = math.inf
+                self._kick()  # a check in flight turned slow: the dispatcher looks
+            top = self._heap[0][0] if self._heap else math.inf
+            if top <= now:
                 return
+            due = min(top, self._alarm)
+            if due == math.inf:
+                # Nothing is due: an event to wake it, cheaper than a cancellation.
+                self._woken = anyio.Event()
+                await self._woken.wait()
+                self._woken = None
+                continue
             with anyio.CancelScope() as scope:
-                self._sleep_scope = scope
-                if due == math.inf:
-                    await anyio.sleep_forever()
-                else:
-                    await self._clock.sleep(due - now)
-            self._sleep_scope = None
-            if not scope.cancelled_caught:
+                self._sleep_scope, self._sleeping_until = scope, due
+                await self._clock.sleep(due - now)
+            self._sleep_scope, self._sleeping_until = None, math.inf
+            if not scope.cancelled_caught and due == top:
                 return
 
     def _wake(self) -> None:
+        if self._woken is not None:
+            self._woken.set()
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
 
@@ -576,7 +656,8 @@ class Poller:
             watch.pushed, watch.recheck = None, False
             if self._watches.get(watch.task_id) is watch:
                 self._reschedule(watch)
-            self._kick()  # a place is free: a queued check may go
+            if self._queue:
+                self._kick()  # a place is free: a queued check may go
 
     def _take_events(self, watch: _Watch) -> None:
         """Act on the webhook events that came while ``watch``'s check was in flight."""
