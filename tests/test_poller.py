@@ -112,9 +112,9 @@ QUEUE = {"queue_time": (0, 30), "eta_rounding": "round"}
         ({"eta_error": None, "queue_time": (0, 30)}, 6.0, 4.0),
         # Nothing but durations: once a task runs, checks a tenth of its age apart
         # (blind_share), so at most 15 s late at 2.5 min, as blind_max's 15 s allowed at
-        # any age, and 13.3 polls on virtual time (9 while every look came 15 s after the
+        # any age, and 12.3 polls on virtual time (9 while every look came 15 s after the
         # last: a scale the issue removes; a 20-min task took 80 polls that way, 37 now).
-        ({"eta_error": None, "report_progress": False}, 14.0, 15.0 + 4.0),
+        ({"eta_error": None, "report_progress": False}, 13.0, 15.0 + 4.0),
     ],
     ids=["accurate-eta", "rounded-eta-queue", "biased-eta", "progress-only", "nothing"],
 )
