@@ -8,6 +8,7 @@ an aiohttp client here. Both apps answer the same HTTP API, so every test runs o
 from __future__ import annotations
 
 import itertools
+import statistics
 from typing import Any
 
 import aiohttp
@@ -120,8 +121,11 @@ async def test_200_waiting_requests_share_one_poller_and_never_block_the_loop(ap
     assert peak["client"]["outstanding"] == CLIPS
     assert all(s["client"]["pollers"] == 1 for s in samples)
     # ...and polled by the tasks' etas, not once per request per second: a first look,
-    # a look when the eta runs out, at most a few more (an eta is whole seconds).
-    assert max(truth.polls.values()) <= 4, truth.polls
+    # a look when the eta runs out, a few more (an eta is whole seconds). Two a task on
+    # an idle machine; with the CPU shared, a task's look may come before its end and
+    # cost one more, within the schedule's bound of 6 (issue 21).
+    assert max(truth.polls.values()) <= 6, truth.polls
+    assert statistics.mean(truth.polls.values()) <= 3, truth.polls
     assert final_stats["client"]["polls"] == sum(truth.polls.values())
 
     # The event streams: progress while pending, then the same final state as GET.
