@@ -56,6 +56,10 @@ WIRE_UNIT: Final = Decimal(10000)
 #: command's ``recheck`` of 5 s, a minute for billing that shows late.
 QUIET_READINGS: Final = 12
 
+#: How far (a share of the price) the second task's own charge may differ from the price
+#: learned from the first and still confirm it: billing rounds to 1/10000 USD.
+AGREE: Final = Decimal("0.05")
+
 #: No balance is this large (a trillion dollars, in the wire's unit): an amount past it is
 #: not money (``"1e999999"`` parses, then cannot be printed or written as a number).
 _WIRE_LIMIT: Final = Decimal(10) ** 16
@@ -271,6 +275,14 @@ class SpendCap:
         # A price of 0 is not known: a charge not seen yet is not a task that is free.
         known = None if price is None else _money(price, "price")
         self._price: Decimal | None = known or None
+        # A price learned by this cap is provisional until a task sent alone after it
+        # shows the same charge (a top-up or other use beside the first charge would
+        # otherwise set it for the whole batch); one observed by an earlier run is not.
+        self._confirmed = self._price is not None
+        # While it is provisional: what had been spent when the task that confirms it was
+        # admitted, and how many tasks had been accepted then (its own is the next).
+        self._confirm_from: Decimal | None = None
+        self._confirm_after = 0
         self._charged_at: Literal["accept", "end"] | None = charged_at if self._price else None
         # Tasks of earlier runs of unknown price: each is a first task already sent.
         self._unresolved = unresolved if self._price is None else 0
@@ -280,6 +292,7 @@ class SpendCap:
         self._within = None if resolve_within is None else float(resolve_within)
         self._deadline: float | None = None  # for the unresolved, on the cap's clock
         self._unknowable: str | None = None  # why the price cannot be learned
+        self._doubt: str | None = None  # why a provisional price cannot be confirmed
         # While the price is not known: the fall, and the tasks accepted, at the latest
         # reading taken with a task running (did its charge show before its end?).
         self._running: tuple[Decimal, int] | None = None
@@ -318,6 +331,13 @@ class SpendCap:
     def price(self) -> Decimal | None:
         """The price of one task as observed so far (``None``: not known yet; never 0)."""
         return self._price
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether :attr:`price` is confirmed: given (observed by an earlier run), or
+        learned from the first task and then seen again, within ``AGREE``, in the fall a
+        second task sent alone caused. Until then the batch sends one task at a time."""
+        return self._confirmed
 
     @property
     def charged_at(self) -> Literal["accept", "end"] | None:
@@ -394,6 +414,11 @@ class SpendCap:
                 self._in_flight += 1  # reserved before any await: no other submit sees room
                 if self._learn_from is None:
                     self._learn_from = self._spent  # what a task costs is the fall from here
+                if self._price is not None and not self._confirmed:
+                    # The task that confirms the price: its charge is the fall from here.
+                    self._confirm_from = self._spent
+                    self._confirm_after = self._accepted
+                    self._quiet = 0
                 return
             again = room == "again"
             if room is False:
@@ -482,7 +507,14 @@ class SpendCap:
         price = self._price
         if price is None:
             return self._room_to_learn()
+        if self._doubt is not None:
+            return None if self._in_flight else False
         if self.estimate + price <= self._max:
+            if self._confirmed:
+                return True
+            # Provisional: one task at a time, each alone, until one confirms the price.
+            if self._in_flight or self._confirm_from is not None:
+                return None
             return True
         # No room: but the batch stops only once the submits it admitted have answered
         # (a stop would cancel them, and they fit), and one refused may leave room.
@@ -525,6 +557,13 @@ class SpendCap:
         return None
 
     def _stopped(self) -> SpendCapReachedError:
+        if self._doubt is not None:
+            return SpendCapReachedError(
+                f"the spend cap of {dollars(self._max)} cannot tell what a task costs: "
+                f"{self._doubt}; nothing more is sent under the cap",
+                self._max,
+                self.estimate,
+            )
         if self._price is None and self._unknowable is not None:
             return SpendCapReachedError(
                 f"the spend cap of {dollars(self._max)} cannot tell what a task costs: "
@@ -614,11 +653,17 @@ class SpendCap:
         if self._price is not None and accepted:
             # A fall more than every task let through (and outstanding) at the price
             # explains: the price was learned too low (a charge that showed late, or
-            # other use mistaken for charges); it only ever rises, never falls.
+            # other use mistaken for charges); it only ever rises, never falls. It
+            # divides by every task held, not only those taken as charged: a task's
+            # charge lands before the run sees it end (a poll later), so dividing by the
+            # ended ones would take each such charge for a dearer price and stop the
+            # batch early. A low price is caught by its confirmation instead.
             held = Decimal(accepted + flying + self._outstanding)
             self._price = max(self._price, (rise - self._committed) / held)
         if flying:
             return
+        if self._price is not None and not self._confirmed:
+            self._confirm(accepted, ended)
         resolved, earlier = self._resolved_seen
         fall = self._spent - (self._spent if self._learn_from is None else self._learn_from)
         if self._price is not None:
@@ -643,3 +688,37 @@ class SpendCap:
             # Every task ended, and no charge: billing may show later, or the model costs
             # nothing; the cap waits a few readings, then stops rather than guess.
             self._quiet += 1
+
+    def _confirm(self, accepted: int, ended: int) -> None:
+        """What a reading that began with nothing on the wire, at (``accepted``,
+        ``ended``), says of the provisional price: the task sent alone to confirm it has
+        ended, and the fall since it was admitted is its own charge. Within ``AGREE``
+        of the price it confirms it (the larger of the two is kept); a charge that
+        disagrees raises the price to the larger and the next task goes alone again,
+        until two in turn agree. No charge at all within ``QUIET_READINGS`` readings
+        stops the cap: the first fall was then not a task's price."""
+        price = self._price
+        start = self._confirm_from
+        if price is None or start is None:
+            return
+        if accepted <= self._confirm_after:
+            self._confirm_from = None  # refused, or never made: the next goes alone
+            return
+        if ended < accepted:
+            return  # still running
+        charge = self._spent - start
+        if charge <= 0:
+            self._quiet += 1
+            if self._quiet >= QUIET_READINGS:
+                self._doubt = (
+                    f"the first task's fall of {dollars(price)} was not seen again: the "
+                    f"next task, sent alone, showed no charge in {QUIET_READINGS} readings "
+                    "after it ended (other use of the account, or a top-up, beside the "
+                    "first charge)"
+                )
+            return
+        self._quiet = 0
+        self._confirm_from = None
+        self._price = max(price, charge)
+        if abs(charge - price) <= AGREE * max(price, charge):
+            self._confirmed = True

@@ -56,11 +56,11 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from .._balance import Balance, SpendCap
+from .._balance import Balance, SpendCap, dollars
 from .._download import replacing
 from .._unified import canonical_model
 
-__all__ = ["RUNS", "FolderSpend", "SpendRecordError", "append_run"]
+__all__ = ["RUNS", "FolderSpend", "SpendRecordError", "UnpricedTasksError", "append_run"]
 
 #: The record of runs, in the output folder (beside the manifest).
 RUNS: Final = "runs.jsonl"
@@ -72,6 +72,16 @@ _LIMIT: Final = Decimal(10) ** 12
 
 class SpendRecordError(Exception):
     """``spend.json`` cannot be read: the folder's spending is not known."""
+
+
+class UnpricedTasksError(Exception):
+    """The ledger holds tasks of other models, of unknown price, that may not be charged
+    yet: a capped run cannot count them (one may cost more than a task of its own)."""
+
+    def __init__(self, message: str, models: Mapping[str, int]) -> None:
+        super().__init__(message)
+        #: How many such tasks of each model (the ledger's name for it).
+        self.models = dict(models)
 
 
 def _balance(value: object) -> Balance | None:
@@ -168,6 +178,20 @@ class FolderSpend:
         except (ValueError, InvalidOperation) as error:
             raise SpendRecordError(f"{path} is damaged ({error})") from None
 
+    @property
+    def damaged(self) -> Path:
+        """Where :meth:`set_aside` puts a record that cannot be read."""
+        return self.path.with_name(self.path.name + ".damaged")
+
+    @classmethod
+    def set_aside(cls, out: Path) -> FolderSpend:
+        """A new, empty record for ``out``, its damaged one kept beside it (for a run
+        without a cap, which needs none: a later capped run counts from this one)."""
+        folder = cls(out / ".novita" / _RECORD)
+        with contextlib.suppress(OSError):
+            os.replace(folder.path, folder.damaged)
+        return folder
+
     def save(self) -> None:
         """Write the record whole (a crash leaves the old one or the new one), synced."""
         body = {
@@ -214,6 +238,24 @@ class FolderSpend:
         if self.max_spend is None:
             return None
         model = canonical_model(model)
+        unpriced: dict[str, int] = {}
+        for other, count in (outstanding or {}).items():
+            name = None if other is None else canonical_model(other)
+            known = name in self.prices or self.charged_at.get(name or "") == "accept"
+            if name is not None and name != model and not known and count:
+                unpriced[name] = unpriced.get(name, 0) + count
+        if unpriced:
+            # Counted at this run's price, a dearer model's task would let the run spend
+            # what that task's charge needs, and it lands later (at its end).
+            names = ", ".join(f"{count} of {name}" for name, count in sorted(unpriced.items()))
+            raise UnpricedTasksError(
+                f"the ledger holds tasks of another model whose price this folder does not "
+                f"know, still running or in doubt ({names}): the spend cap of "
+                f"{dollars(self.max_spend)} cannot count them, so nothing was sent. Run that "
+                "model's command again (it resumes them and learns their price), or run "
+                "with --max-spend none",
+                unpriced,
+            )
         own, committed, unresolved = 0, Decimal(0), 0
         dearest = max(self.prices.values(), default=None)
         for other, count in (outstanding or {}).items():
@@ -231,18 +273,22 @@ class FolderSpend:
             elif dearest is not None and dearest > self.prices.get(model, Decimal(0)):
                 committed += count * dearest  # its price is not known: the dearest known
             else:
-                own += count  # its price is not known: the run's own, once learned
+                # A model not recorded (an early ledger): the run's own, once learned (a
+                # named model of unknown price is refused above).
+                own += count
 
         def keep(cap: SpendCap) -> None:
             # Never less than the tasks seen charged: a top-up beside their charges hides them.
             self.spent, self.last = max(cap.spent, cap.charged()), cap.last
             # The cap starts from the record's price and charging, so the record follows
             # it: a price it gave up (charging on acceptance refuted) is not kept either.
-            if cap.price is not None:
+            # A provisional price (the first task's fall, not seen again yet) is not kept:
+            # a rerun learns it again rather than trust one fall a top-up may have hidden.
+            if cap.price is not None and cap.confirmed:
                 self.prices[model] = cap.price
-            else:
+            elif cap.price is None:
                 self.prices.pop(model, None)
-            if cap.charged_at is not None:
+            if cap.charged_at is not None and cap.confirmed:
                 self.charged_at[model] = cap.charged_at
             else:
                 self.charged_at.pop(model, None)
