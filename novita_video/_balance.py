@@ -18,11 +18,14 @@ the price is learned only from tasks that have **ended** (a charge is assumed to
 then): the fall since just before the first was sent, divided by the tasks that ended, so
 other use of the account (or a charge of a task still running) only makes it dearer. Until
 then nothing more is sent, nor while a task of an earlier run of unknown price is still
-running (:meth:`SpendCap.resumed` says when it ends). "Charged on acceptance" is only ever
-*when* a charge lands, read from readings once the price is known, never the price. The
-price only rises (a fall more than the tasks at the price explain raises it). A price never
-seen is not 0: after ``QUIET_READINGS`` readings with every task ended and no charge, the
-cap stops.
+running (:meth:`SpendCap.resumed` says when it ends). A price so learned is provisional
+(a top-up beside the first charge makes it look cheap): the next task goes alone too, and
+its own fall must show the same price, within ``AGREE`` (the larger is kept; one that
+disagrees sends the next alone again; none at all stops the cap). "Charged on acceptance"
+is only ever *when* a charge lands, read from readings once the price is known, never the
+price. The price only rises (a fall more than the tasks at the price explain raises it).
+A price never seen is not 0: after ``QUIET_READINGS`` readings with every task ended and no
+charge, the cap stops.
 
 What it counts is the larger of two sums: what it saw spent plus its tasks not yet charged
 (by when it takes charges to land) at the price; and what was spent before it started plus
@@ -193,7 +196,8 @@ class SpendCap:
     ``price`` is the price of a task of the batch's model observed before (by that
     earlier run), and ``charged_at`` when that run saw it charged: without a price, the
     first task is sent alone to learn it, nothing more until it has ended, and it may pass
-    the cap by itself. A price of 0 is not known.
+    the cap by itself; the next is sent alone too, to confirm that price
+    (:attr:`confirmed`). A price of 0 is not known.
     ``outstanding`` is how many tasks of earlier runs may still be charged (accepted and
     not seen ended, or sent with no answer): they count at the price as tasks of this
     batch do; ``committed`` is dollars more for such tasks of other models, at their own
@@ -287,6 +291,7 @@ class SpendCap:
         # Tasks of earlier runs of unknown price: each is a first task already sent.
         self._unresolved = unresolved if self._price is None else 0
         self._resolved = 0  # of them, told to ``resumed`` (ended, or never made)
+        self._told: set[str] = set()  # the ids of those told, when given
         self._earlier_ended = 0  # of them, ended: what they cost is in the fall
         self._resolved_seen = (0, 0)  # (resolved, ended) when the latest reading started
         self._within = None if resolve_within is None else float(resolve_within)
@@ -447,16 +452,24 @@ class SpendCap:
         self._ended += 1
         self._wake()
 
-    def resumed(self, *, ended: bool, made: bool = True, in_doubt: bool = False) -> None:
+    def resumed(
+        self, *, ended: bool, made: bool = True, in_doubt: bool = False, task: str | None = None
+    ) -> None:
         """A task of an earlier run (one of ``outstanding``), followed by this run, is
         resolved: ``ended`` (its charge shows by now, so the fall gives the price), or not
         followed to its end (past its deadline, or ``in_doubt``, a submit with no answer
         that no run follows: the cap cannot learn the price from it, and stops while it
         is not known), or never ``made`` (it frees its place). The command
         calls it from the run that resumes the earlier run's tasks; one of another model,
-        or any once the price is known, changes nothing."""
+        or any once the price is known, changes nothing; nor does a ``task`` (its id)
+        told before (a run may follow one task twice: as a prompt of its file, and as a
+        task of the ledger)."""
         if self._price is not None or self._resolved >= self._unresolved:
             return
+        if task is not None:
+            if task in self._told:
+                return
+            self._told.add(task)
         self._resolved += 1
         if ended:
             self._earlier_ended += 1

@@ -568,3 +568,19 @@ async def test_a_first_fall_the_next_task_does_not_show_again_stops_the_cap() ->
     with pytest.raises(SpendCapReachedError, match="was not seen again"):
         await cap.admit("m")
     assert cap.price == usd("0.30")
+
+
+async def test_a_task_of_an_earlier_run_told_twice_resolves_once() -> None:
+    # The run may follow one task twice (its prompt's resume, and the ledger's tasks of
+    # the model, for prompts edited since): told twice, it must not count for the other
+    # first task, still running. The cap waits for that one until the tasks' deadline.
+    cap = SpendCap(
+        "1", outstanding=2, unresolved=2, learning_from="0", resolve_within=60, recheck=5
+    )
+    clock = ManualClock()
+    cap.bind(Account("10"), clock)
+    cap.resumed(ended=True, task="t1")
+    cap.resumed(ended=True, task="t1")
+    with pytest.raises(SpendCapReachedError, match=r"1 task\(s\) of an earlier run"):
+        await cap.admit("m")
+    assert clock.now() >= 60

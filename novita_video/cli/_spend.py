@@ -9,10 +9,10 @@
   beside it from the readings);
 * ``max_spend``: the folder's cap (``--max-spend``), or ``null``;
 * ``prices``: the price of one task of each model (by the ledger's name for it, so
-  ``hailuo-02`` of the catalogue is ``minimax-hailuo-02``) as the cap last observed it,
-  and ``charged_at`` when it saw such a task charged: a rerun of that model starts from
-  them instead of sending one task alone to learn them; a model it has no price for is
-  learned so (one model's price is never taken for another's);
+  ``hailuo-02`` of the catalogue is ``minimax-hailuo-02``) as the cap last observed (and
+  confirmed) it, and ``charged_at`` when it saw such a task charged: a rerun of that
+  model starts from them instead of sending one task alone to learn them; a model it has
+  no price for is learned so (one model's price is never taken for another's);
 * ``price``: the dearest of ``prices``, for novita-video 0.x releases that knew one price
   per folder (they take it for any model: the dearest is the safe one);
 * ``learning``: for a model whose price is being learned, ``spent`` just before its first
@@ -21,15 +21,18 @@
 
 A capped run also counts the tasks the ledger holds that may not have been charged yet
 (accepted and not seen ended, or sent with no answer: in doubt; none of a model seen
-charged on acceptance, whose charges are counted already), at their model's price
-(a model with none: at the dearest known, or the run's own), so a run killed while its
-tasks were running, charged at their end, cannot spend its cap again. Such tasks of the
-run's own model while its price is not known are its first tasks: the run resumes them and
-sends nothing of that model until they have ended (within the task's deadline,
-``--task-timeout``, or the cap stops: it cannot tell what a task costs). A folder whose
-ledger holds tasks but whose ``spend.json`` is gone (deleted) does not know what it
-spent: a capped run there is refused (:class:`SpendRecordError`) rather than given the
-cap again.
+charged on acceptance, whose charges are counted already), at their model's price, so a
+run killed while its tasks were running, charged at their end, cannot spend its cap again.
+Such tasks of another model of unknown price refuse the cap (:class:`UnpricedTasksError`):
+one may cost more than a task of the run's own, and its charge land after the run spent the
+room (tasks of no recorded model, from early ledgers, count at the dearest price known).
+Such tasks of the run's own model while its price is not known are its first tasks: the
+run follows them (in the file or not) and sends nothing of that model until they have
+ended (within the task's deadline, ``--task-timeout``, or the cap stops: it cannot tell
+what a task costs). A folder whose ledger holds tasks but whose ``spend.json`` is gone
+(deleted) does not know what it spent: a capped run there is refused rather than given the
+cap again; so is one whose record is damaged (:class:`SpendRecordError`), while a run
+without a cap, which needs no record, sets the damaged one aside (:meth:`set_aside`).
 
 So the cap belongs to the folder: a run killed half-way and run again counts what the
 first one spent (the fall from ``last`` to the new run's first reading), and a rerun
@@ -234,7 +237,8 @@ class FolderSpend:
         those of ``model`` while its price is not known must end (the run tells the cap,
         :meth:`SpendCap.resumed`) within ``task_timeout`` before any other is sent, when
         the run ``follows`` them (a simulator's tasks do not outlive it: they are sent
-        again, not followed)."""
+        again, not followed). :class:`UnpricedTasksError` when ``outstanding`` holds tasks of
+        another model whose price the record does not know."""
         if self.max_spend is None:
             return None
         model = canonical_model(model)

@@ -224,11 +224,6 @@ async def test_a_small_top_up_beside_the_first_charge_is_not_learned_as_a_low_pr
     assert ran.code == 5, ran.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rerun after the first prompt was edited waits 1800 s (--task-timeout) for "
-    "a task it never follows, then exits 5; every rerun the same",
-)
 async def test_a_rerun_after_editing_the_prompt_of_the_first_task_does_not_sit_idle(
     tmp_path: Path,
 ) -> None:
