@@ -18,11 +18,14 @@ the price is learned only from tasks that have **ended** (a charge is assumed to
 then): the fall since just before the first was sent, divided by the tasks that ended, so
 other use of the account (or a charge of a task still running) only makes it dearer. Until
 then nothing more is sent, nor while a task of an earlier run of unknown price is still
-running (:meth:`SpendCap.resumed` says when it ends). "Charged on acceptance" is only ever
-*when* a charge lands, read from readings once the price is known, never the price. The
-price only rises (a fall more than the tasks at the price explain raises it). A price never
-seen is not 0: after ``QUIET_READINGS`` readings with every task ended and no charge, the
-cap stops.
+running (:meth:`SpendCap.resumed` says when it ends). A price so learned is provisional
+(a top-up beside the first charge makes it look cheap): the next task goes alone too, and
+its own fall must show the same price, within ``AGREE`` (the larger is kept; one that
+disagrees sends the next alone again; none at all stops the cap). "Charged on acceptance"
+is only ever *when* a charge lands, read from readings once the price is known, never the
+price. The price only rises (a fall more than the tasks at the price explain raises it).
+A price never seen is not 0: after ``QUIET_READINGS`` readings with every task ended and no
+charge, the cap stops.
 
 What it counts is the larger of two sums: what it saw spent plus its tasks not yet charged
 (by when it takes charges to land) at the price; and what was spent before it started plus
@@ -55,6 +58,10 @@ WIRE_UNIT: Final = Decimal(10000)
 #: before the cap stops for not knowing the price (a price never seen is not 0): at the
 #: command's ``recheck`` of 5 s, a minute for billing that shows late.
 QUIET_READINGS: Final = 12
+
+#: How far (a share of the price) the second task's own charge may differ from the price
+#: learned from the first and still confirm it: billing rounds to 1/10000 USD.
+AGREE: Final = Decimal("0.05")
 
 #: No balance is this large (a trillion dollars, in the wire's unit): an amount past it is
 #: not money (``"1e999999"`` parses, then cannot be printed or written as a number).
@@ -189,7 +196,8 @@ class SpendCap:
     ``price`` is the price of a task of the batch's model observed before (by that
     earlier run), and ``charged_at`` when that run saw it charged: without a price, the
     first task is sent alone to learn it, nothing more until it has ended, and it may pass
-    the cap by itself. A price of 0 is not known.
+    the cap by itself; the next is sent alone too, to confirm that price
+    (:attr:`confirmed`). A price of 0 is not known.
     ``outstanding`` is how many tasks of earlier runs may still be charged (accepted and
     not seen ended, or sent with no answer): they count at the price as tasks of this
     batch do; ``committed`` is dollars more for such tasks of other models, at their own
@@ -271,15 +279,25 @@ class SpendCap:
         # A price of 0 is not known: a charge not seen yet is not a task that is free.
         known = None if price is None else _money(price, "price")
         self._price: Decimal | None = known or None
+        # A price learned by this cap is provisional until a task sent alone after it
+        # shows the same charge (a top-up or other use beside the first charge would
+        # otherwise set it for the whole batch); one observed by an earlier run is not.
+        self._confirmed = self._price is not None
+        # While it is provisional: what had been spent when the task that confirms it was
+        # admitted, and how many tasks had been accepted then (its own is the next).
+        self._confirm_from: Decimal | None = None
+        self._confirm_after = 0
         self._charged_at: Literal["accept", "end"] | None = charged_at if self._price else None
         # Tasks of earlier runs of unknown price: each is a first task already sent.
         self._unresolved = unresolved if self._price is None else 0
         self._resolved = 0  # of them, told to ``resumed`` (ended, or never made)
+        self._told: set[str] = set()  # the ids of those told, when given
         self._earlier_ended = 0  # of them, ended: what they cost is in the fall
         self._resolved_seen = (0, 0)  # (resolved, ended) when the latest reading started
         self._within = None if resolve_within is None else float(resolve_within)
         self._deadline: float | None = None  # for the unresolved, on the cap's clock
         self._unknowable: str | None = None  # why the price cannot be learned
+        self._doubt: str | None = None  # why a provisional price cannot be confirmed
         # While the price is not known: the fall, and the tasks accepted, at the latest
         # reading taken with a task running (did its charge show before its end?).
         self._running: tuple[Decimal, int] | None = None
@@ -318,6 +336,13 @@ class SpendCap:
     def price(self) -> Decimal | None:
         """The price of one task as observed so far (``None``: not known yet; never 0)."""
         return self._price
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether :attr:`price` is confirmed: given (observed by an earlier run), or
+        learned from the first task and then seen again, within ``AGREE``, in the fall a
+        second task sent alone caused. Until then the batch sends one task at a time."""
+        return self._confirmed
 
     @property
     def charged_at(self) -> Literal["accept", "end"] | None:
@@ -394,6 +419,11 @@ class SpendCap:
                 self._in_flight += 1  # reserved before any await: no other submit sees room
                 if self._learn_from is None:
                     self._learn_from = self._spent  # what a task costs is the fall from here
+                if self._price is not None and not self._confirmed:
+                    # The task that confirms the price: its charge is the fall from here.
+                    self._confirm_from = self._spent
+                    self._confirm_after = self._accepted
+                    self._quiet = 0
                 return
             again = room == "again"
             if room is False:
@@ -422,16 +452,24 @@ class SpendCap:
         self._ended += 1
         self._wake()
 
-    def resumed(self, *, ended: bool, made: bool = True, in_doubt: bool = False) -> None:
+    def resumed(
+        self, *, ended: bool, made: bool = True, in_doubt: bool = False, task: str | None = None
+    ) -> None:
         """A task of an earlier run (one of ``outstanding``), followed by this run, is
         resolved: ``ended`` (its charge shows by now, so the fall gives the price), or not
         followed to its end (past its deadline, or ``in_doubt``, a submit with no answer
         that no run follows: the cap cannot learn the price from it, and stops while it
         is not known), or never ``made`` (it frees its place). The command
         calls it from the run that resumes the earlier run's tasks; one of another model,
-        or any once the price is known, changes nothing."""
+        or any once the price is known, changes nothing; nor does a ``task`` (its id)
+        told before (a run may follow one task twice: as a prompt of its file, and as a
+        task of the ledger)."""
         if self._price is not None or self._resolved >= self._unresolved:
             return
+        if task is not None:
+            if task in self._told:
+                return
+            self._told.add(task)
         self._resolved += 1
         if ended:
             self._earlier_ended += 1
@@ -482,7 +520,14 @@ class SpendCap:
         price = self._price
         if price is None:
             return self._room_to_learn()
+        if self._doubt is not None:
+            return None if self._in_flight else False
         if self.estimate + price <= self._max:
+            if self._confirmed:
+                return True
+            # Provisional: one task at a time, each alone, until one confirms the price.
+            if self._in_flight or self._confirm_from is not None:
+                return None
             return True
         # No room: but the batch stops only once the submits it admitted have answered
         # (a stop would cancel them, and they fit), and one refused may leave room.
@@ -525,6 +570,13 @@ class SpendCap:
         return None
 
     def _stopped(self) -> SpendCapReachedError:
+        if self._doubt is not None:
+            return SpendCapReachedError(
+                f"the spend cap of {dollars(self._max)} cannot tell what a task costs: "
+                f"{self._doubt}; nothing more is sent under the cap",
+                self._max,
+                self.estimate,
+            )
         if self._price is None and self._unknowable is not None:
             return SpendCapReachedError(
                 f"the spend cap of {dollars(self._max)} cannot tell what a task costs: "
@@ -614,11 +666,17 @@ class SpendCap:
         if self._price is not None and accepted:
             # A fall more than every task let through (and outstanding) at the price
             # explains: the price was learned too low (a charge that showed late, or
-            # other use mistaken for charges); it only ever rises, never falls.
+            # other use mistaken for charges); it only ever rises, never falls. It
+            # divides by every task held, not only those taken as charged: a task's
+            # charge lands before the run sees it end (a poll later), so dividing by the
+            # ended ones would take each such charge for a dearer price and stop the
+            # batch early. A low price is caught by its confirmation instead.
             held = Decimal(accepted + flying + self._outstanding)
             self._price = max(self._price, (rise - self._committed) / held)
         if flying:
             return
+        if self._price is not None and not self._confirmed:
+            self._confirm(accepted, ended)
         resolved, earlier = self._resolved_seen
         fall = self._spent - (self._spent if self._learn_from is None else self._learn_from)
         if self._price is not None:
@@ -643,3 +701,37 @@ class SpendCap:
             # Every task ended, and no charge: billing may show later, or the model costs
             # nothing; the cap waits a few readings, then stops rather than guess.
             self._quiet += 1
+
+    def _confirm(self, accepted: int, ended: int) -> None:
+        """What a reading that began with nothing on the wire, at (``accepted``,
+        ``ended``), says of the provisional price: the task sent alone to confirm it has
+        ended, and the fall since it was admitted is its own charge. Within ``AGREE``
+        of the price it confirms it (the larger of the two is kept); a charge that
+        disagrees raises the price to the larger and the next task goes alone again,
+        until two in turn agree. No charge at all within ``QUIET_READINGS`` readings
+        stops the cap: the first fall was then not a task's price."""
+        price = self._price
+        start = self._confirm_from
+        if price is None or start is None:
+            return
+        if accepted <= self._confirm_after:
+            self._confirm_from = None  # refused, or never made: the next goes alone
+            return
+        if ended < accepted:
+            return  # still running
+        charge = self._spent - start
+        if charge <= 0:
+            self._quiet += 1
+            if self._quiet >= QUIET_READINGS:
+                self._doubt = (
+                    f"the first task's fall of {dollars(price)} was not seen again: the "
+                    f"next task, sent alone, showed no charge in {QUIET_READINGS} readings "
+                    "after it ended (other use of the account, or a top-up, beside the "
+                    "first charge)"
+                )
+            return
+        self._quiet = 0
+        self._confirm_from = None
+        self._price = max(price, charge)
+        if abs(charge - price) <= AGREE * max(price, charge):
+            self._confirmed = True

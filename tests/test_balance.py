@@ -252,17 +252,20 @@ async def test_a_top_up_gives_no_room_and_other_use_counts() -> None:
     await cap.admit("m")
     cap.settle(True)
     cap.ended()
-    await cap.admit("m")  # reading 2: the task ended, $0.30 fallen: the price
+    await cap.admit("m")  # reading 2: the task ended, $0.30 fallen: the price (provisional)
     assert (cap.spent, cap.price, cap.charged_at) == (usd("0.30"), usd("0.30"), "end")
-    cap.settle(False)  # refused: it made nothing
+    cap.settle(False)  # refused: it made nothing (the next goes alone to confirm the price)
     await cap.admit("m")  # reading 3: the top-up is not room
-    assert cap.spent == usd("0.30")
+    assert (cap.spent, cap.confirmed) == (usd("0.30"), False)
     cap.settle(True)
-    await cap.admit("m")  # reading 4: 0.60, the running task's charge shows already
-    assert (cap.spent, cap.price, cap.charged_at) == (usd("0.60"), usd("0.30"), "accept")
+    cap.ended()
+    await cap.admit("m")  # reading 4: 0.60, the second task's own $0.30 confirms the price
+    assert (cap.spent, cap.price, cap.confirmed) == (usd("0.60"), usd("0.30"), True)
     cap.settle(True)
     with pytest.raises(SpendCapReachedError):
         await cap.admit("m")  # reading 5: 0.90 spent, one more would pass 1.00
+    # The running task's charge showed already: charged on acceptance.
+    assert cap.charged_at == "accept"
     # Counting the balance's fall since the start instead, the top-up would give $10.
     assert cap.spent == usd("0.90")
     # The same start with $0.50 of someone else's use before it stops earlier.
@@ -324,14 +327,21 @@ async def test_charged_on_acceptance_is_when_a_charge_lands_never_the_price() ->
         assert (len(admitted), cap.price, cap.charged_at) == (1, None, None)
         cap.ended()  # no new fall: its charge showed while it ran, on acceptance
         await let_run()
-        assert (len(admitted), cap.price, cap.charged_at) == (4, usd("0.30"), "accept")
-    for _ in range(3):
+        # Provisional: the second goes alone, and its own charge must confirm the price.
+        assert (len(admitted), cap.price, cap.charged_at) == (2, usd("0.30"), "accept")
+        assert not cap.confirmed
+        account.amount -= usd("0.30")
         cap.settle(True)
-    await cap.admit("m")  # a reading with three tasks running, none charged: at their end
+        cap.ended()
+        await let_run()
+        assert (len(admitted), cap.confirmed) == (4, True)
+    for _ in range(2):
+        cap.settle(True)
+    await cap.admit("m")  # a reading with two tasks running, none charged: at their end
     assert (cap.price, cap.charged_at, stopped) == (usd("0.30"), "end", [])
-    account.amount -= usd("1.20")
+    account.amount -= usd("0.90")
     cap.settle(True)
-    await cap.admit("m")  # all four running tasks charged: on acceptance after all
+    await cap.admit("m")  # all three running tasks charged: on acceptance after all
     assert (cap.price, cap.charged_at) == (usd("0.30"), "accept")
 
 
@@ -355,10 +365,16 @@ async def test_a_cent_spent_elsewhere_after_an_acceptance_is_not_taken_for_the_p
         account.amount -= usd("0.30")  # the first task ended, and is charged
         cap.ended()
         await let_run()
-        # $0.31 a task (the cent counts as theirs: dearer, never cheaper); the first
-        # counted, two more fit under $1.20, a fourth does not.
-        assert (len(admitted), cap.price, cap.charged_at) == (3, usd("0.31"), "end")
+        # $0.31 a task (the cent counts as theirs: dearer, never cheaper), provisional:
+        # the second goes alone.
+        assert (len(admitted), cap.price, cap.charged_at) == (2, usd("0.31"), "end")
         cap.settle(True)
+        account.amount -= usd("0.30")  # the second ended: $0.30, within AGREE of $0.31
+        cap.ended()
+        await let_run()
+        # Confirmed at the larger, $0.31: two counted, one more fits under $1.20, a
+        # fourth does not.
+        assert (len(admitted), cap.price, cap.confirmed) == (3, usd("0.31"), True)
         cap.settle(True)
         await let_run()
     assert len(stopped) == 3
@@ -426,8 +442,15 @@ async def test_a_task_of_an_earlier_run_of_unknown_price_is_the_first_task() -> 
         account.amount -= usd("0.30")  # it ended, and is charged
         cap.resumed(ended=True)
         await let_run()
-        # $0.30 a task: it and two more fit under $1.00, a third does not (yet).
-        assert (len(admitted), cap.price) == (2, usd("0.30"))
+        # $0.30 a task, provisional: the next task goes alone, and its charge must
+        # confirm it before any other is sent.
+        assert (len(admitted), cap.price, cap.confirmed) == (1, usd("0.30"), False)
+        cap.settle(True)
+        account.amount -= usd("0.30")
+        cap.ended()
+        await let_run()
+        # Confirmed: the two and one more fit under $1.00, a fourth does not (yet).
+        assert (len(admitted), cap.price, cap.confirmed) == (2, usd("0.30"), True)
         cap.resumed(ended=True)  # told twice (one was outstanding): nothing changes
         await let_run()
         assert len(admitted) == 2
@@ -464,15 +487,20 @@ async def test_the_price_never_falls_and_rises_with_falls_it_does_not_explain() 
     cap.settle(True)
     account.amount -= usd("0.30")  # charged when it ended
     cap.ended()
+    await cap.admit("m")  # the second, alone: its own charge must confirm the price
+    cap.settle(True)
+    assert (cap.price, cap.charged_at, cap.confirmed) == (usd("0.30"), "end", False)
+    account.amount -= usd("0.30")
+    cap.ended()
     await cap.admit("m")
     cap.settle(True)
-    assert (cap.price, cap.charged_at) == (usd("0.30"), "end")
-    cap.ended()  # the second ended, its charge not shown yet: the price is not $0.15
+    assert cap.confirmed
+    cap.ended()  # the third ended, its charge not shown yet: the price is not $0.20
     await cap.admit("m")
     cap.settle(True)
     assert cap.price == usd("0.30")
-    # $2.40 fallen for three tasks, more than $0.30 each explains: $0.80 a task, then.
-    account.amount -= usd("2.10")
+    # $3.20 fallen for four tasks, more than $0.30 each explains: $0.80 a task, then.
+    account.amount -= usd("2.60")
     await cap.admit("m")
     assert cap.price == usd("0.80")
 
@@ -498,3 +526,61 @@ def test_a_cap_is_an_amount_of_dollars() -> None:
     for wrong in ("-1", "lots", float("nan"), True):
         with pytest.raises(InvalidRequestError, match="max_spend"):
             SpendCap(wrong)  # type: ignore[arg-type]
+
+
+async def test_a_price_from_the_first_task_is_confirmed_by_the_next_sent_alone() -> None:
+    # A top-up of $0.40 lands with the first task's $0.43 charge: the first fall is
+    # $0.03. Taken for the price, it let a whole batch out. The next task goes alone;
+    # its own $0.43 disagrees, so the price is the larger and the next goes alone too;
+    # the third agrees, and only then does the batch go on, at $0.43.
+    account = Account("10")
+    cap = SpendCap("5", recheck=60)  # every step below is a settle or an end
+    cap.bind(account, SystemClock())
+    admitted: list[int] = []
+    stopped: list[int] = []
+    async with anyio.create_task_group() as group:
+        for number in range(6):
+            group.start_soon(ask, cap, number, admitted, stopped)
+        await let_run()
+        assert len(admitted) == 1
+        for fall, confirmed, sent in (("0.03", False, 2), ("0.43", False, 3), ("0.43", True, 6)):
+            cap.settle(True)
+            account.amount -= usd(fall)
+            cap.ended()
+            await let_run()
+            assert (len(admitted), cap.confirmed) == (sent, confirmed), fall
+        assert cap.price == usd("0.43")
+    assert stopped == []
+
+
+async def test_a_first_fall_the_next_task_does_not_show_again_stops_the_cap() -> None:
+    # The first fall ($0.30) was someone else's; the next task, sent alone, ends and no
+    # charge of it shows: the cap cannot tell what a task costs, and stops (it sent the
+    # rest of the batch at $0.30).
+    reader = Reader("10", "9.70")
+    cap = bound(SpendCap("5"), reader)
+    await cap.admit("m")
+    cap.settle(True)
+    cap.ended()
+    await cap.admit("m")  # $0.30, provisional: this one goes alone
+    cap.settle(True)
+    cap.ended()
+    with pytest.raises(SpendCapReachedError, match="was not seen again"):
+        await cap.admit("m")
+    assert cap.price == usd("0.30")
+
+
+async def test_a_task_of_an_earlier_run_told_twice_resolves_once() -> None:
+    # The run may follow one task twice (its prompt's resume, and the ledger's tasks of
+    # the model, for prompts edited since): told twice, it must not count for the other
+    # first task, still running. The cap waits for that one until the tasks' deadline.
+    cap = SpendCap(
+        "1", outstanding=2, unresolved=2, learning_from="0", resolve_within=60, recheck=5
+    )
+    clock = ManualClock()
+    cap.bind(Account("10"), clock)
+    cap.resumed(ended=True, task="t1")
+    cap.resumed(ended=True, task="t1")
+    with pytest.raises(SpendCapReachedError, match=r"1 task\(s\) of an earlier run"):
+        await cap.admit("m")
+    assert clock.now() >= 60

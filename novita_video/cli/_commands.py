@@ -70,7 +70,7 @@ from ._outputs import (
 )
 from ._progress import Tally, format_duration, make_reporter
 from ._run import STOP_SIGNALS, STOP_TIMEOUT, Run, Settings, Wire, signal_name
-from ._spend import FolderSpend, SpendRecordError, append_run
+from ._spend import FolderSpend, SpendRecordError, UnpricedTasksError, append_run
 
 if TYPE_CHECKING:
     from ..testing import FakeNovita
@@ -120,6 +120,14 @@ def _line(text: str) -> None:
 def _explain(error: NovitaError, model: str | None = None) -> str:
     """A fatal error in a sentence that says what to do."""
     if isinstance(error, SpendCapReachedError):
+        if "cannot tell what a task costs" in str(error) and "in doubt" in str(error):
+            # No later run sees that task end either (a prompt in doubt is not followed,
+            # nor is it sent again under the cap): only a run without the cap goes on.
+            return (
+                f"the batch stopped: {error}; the prompts not sent are not_submitted. A "
+                "later run under the cap cannot learn the price either: run the same "
+                "command with --max-spend none to send without a cap"
+            )
         if "cannot tell what a task costs" in str(error):
             # A higher cap would not help: the price is what is missing.
             return (
@@ -567,8 +575,16 @@ async def _money_before(
     try:
         folder = FolderSpend.load(out)
     except SpendRecordError as error:
-        _say(f"{error}: what this folder spent is not known; nothing was sent")
-        return USAGE
+        if args.max_spend != "none":
+            _say(
+                f"{error}: what this folder spent is not known, so no spend cap can be "
+                "kept; nothing was sent. Run once with --max-spend none (a run without a "
+                "cap needs no record: it sets the damaged one aside and starts a new one "
+                "from its first reading), or use a new --out folder"
+            )
+            return USAGE
+        folder = FolderSpend.set_aside(out)
+        _say(f"{error}: set aside as {folder.damaged}; a new record starts from this run")
     if args.max_spend == "none":
         folder.max_spend = None
     elif args.max_spend is not None:
@@ -600,12 +616,16 @@ async def _money_before(
         )
         return SPEND_CAP
     folder.save()
-    cap = folder.cap(
-        args.model,
-        outstanding=ledger.outstanding(),
-        task_timeout=args.task_timeout,
-        follows=not args.simulate,  # as the run's tasks_survive: it resumes them
-    )
+    try:
+        cap = folder.cap(
+            args.model,
+            outstanding=ledger.outstanding(),
+            task_timeout=args.task_timeout,
+            follows=not args.simulate,  # as the run's tasks_survive: it resumes them
+        )
+    except UnpricedTasksError as error:
+        _say(str(error))
+        return SPEND_CAP
     if cap is not None and cap.price is None and not args.simulate:
         # A prompt in doubt is never followed (nor its task's end seen), so the cap does
         # not wait for it as for an earlier first task: it cannot learn the price from it.

@@ -446,6 +446,17 @@ class Ledger:
         )
         return dict(found.fetchall())
 
+    def running(self) -> list[tuple[str | None, str]]:
+        """The model (``None``: not recorded) and task id of every prompt whose task was
+        made and not seen ended: what a run may follow whether or not the prompt is still
+        in its file (a spend cap waits for such a task of its model to learn its price)."""
+        found = self._db.execute(
+            "SELECT model, task_id FROM prompts WHERE state = ? AND task_id IS NOT NULL"
+            " ORDER BY rowid",
+            (State.SUBMITTED.value,),
+        )
+        return [(model, task_id) for model, task_id in found.fetchall()]
+
     def restore(self, row: Row, record: Record | None) -> None:
         """Put ``row``'s record back as it was (``None``: no record), one committed
         statement: a send of this run that provably made nothing leaves no trace."""

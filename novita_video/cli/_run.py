@@ -56,6 +56,7 @@ from .._errors import APIConnectionError, BatchAbortedError, NotFoundError, Novi
 from .._models import Outcome, Submission, TaskResult
 from .._requests import Request
 from .._transport import Response, Sending, Transport
+from .._unified import canonical_model
 from ._inputs import InputError, PromptSource, Row
 from ._ledger import Ledger, Record, State
 from ._outputs import Entry, changed_since_sent, clip_name
@@ -485,12 +486,43 @@ class Run:
             spend_cap=self._settings.spend_cap,
             after_refused=self._after_refused,
         )
-        async with batch:
-            try:
-                async for outcome in batch:
-                    await self._take(outcome, work)
-            except _Stopped:
-                pass  # the run is stopping; the batch ended at a POST it did not let go
+        async with anyio.create_task_group() as following:
+            self._follow_earlier(following)
+            async with batch:
+                try:
+                    async for outcome in batch:
+                        await self._take(outcome, work)
+                except _Stopped:
+                    pass  # the run is stopping; the batch ended at a POST it did not let go
+            following.cancel_scope.cancel()  # the batch is over: nothing waits for them
+
+    def _follow_earlier(self, group: anyio.abc.TaskGroup) -> None:
+        """While the cap does not know the price, follow every task of the run's model
+        that the ledger holds made and not ended, in the file or not: the cap sends
+        nothing until they have ended (their charge is the price), and a prompt edited
+        since (a new prompt) leaves its old task with no run to follow it otherwise."""
+        cap = self._settings.spend_cap
+        if cap is None or cap.price is not None or not self._settings.tasks_survive:
+            return
+        model = canonical_model(self._settings.model)
+        try:
+            running = self._ledger.running()
+        except sqlite3.Error as failure:
+            self._ledger_failed(failure)
+            return
+        for name, task_id in running:
+            if name is not None and canonical_model(name) == model:
+                group.start_soon(self._follow, cap, task_id)
+
+    async def _follow(self, cap: SpendCap, task_id: str) -> None:
+        """Tell the cap how a task of an earlier run ended (its prompt's own resume, if it
+        is in the file, records it in the ledger)."""
+        try:
+            await self._client.wait(task_id, timeout=self._settings.task_timeout)
+        except NovitaError as error:
+            cap.resumed(ended=False, made=not isinstance(error, NotFoundError), task=task_id)
+        else:
+            cap.resumed(ended=True, task=task_id)
 
     async def _take(self, outcome: Outcome, work: anyio.abc.TaskGroup) -> None:
         row = self._pending.pop(outcome.index)
@@ -556,11 +588,12 @@ class Run:
                 result = await self._client.wait(task_id, timeout=self._settings.task_timeout)
             except NovitaError as error:
                 if cap is not None:
-                    cap.resumed(ended=False, made=not isinstance(error, NotFoundError))
+                    made = not isinstance(error, NotFoundError)
+                    cap.resumed(ended=False, made=made, task=task_id)
                 self._failed(row, task_id, error)
                 return
             if cap is not None:
-                cap.resumed(ended=True)
+                cap.resumed(ended=True, task=task_id)
             if self._settle(row, task_id, result):
                 await self._download(row, task_id, result)
         finally:

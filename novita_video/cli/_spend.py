@@ -9,10 +9,10 @@
   beside it from the readings);
 * ``max_spend``: the folder's cap (``--max-spend``), or ``null``;
 * ``prices``: the price of one task of each model (by the ledger's name for it, so
-  ``hailuo-02`` of the catalogue is ``minimax-hailuo-02``) as the cap last observed it,
-  and ``charged_at`` when it saw such a task charged: a rerun of that model starts from
-  them instead of sending one task alone to learn them; a model it has no price for is
-  learned so (one model's price is never taken for another's);
+  ``hailuo-02`` of the catalogue is ``minimax-hailuo-02``) as the cap last observed (and
+  confirmed) it, and ``charged_at`` when it saw such a task charged: a rerun of that
+  model starts from them instead of sending one task alone to learn them; a model it has
+  no price for is learned so (one model's price is never taken for another's);
 * ``price``: the dearest of ``prices``, for novita-video 0.x releases that knew one price
   per folder (they take it for any model: the dearest is the safe one);
 * ``learning``: for a model whose price is being learned, ``spent`` just before its first
@@ -21,15 +21,18 @@
 
 A capped run also counts the tasks the ledger holds that may not have been charged yet
 (accepted and not seen ended, or sent with no answer: in doubt; none of a model seen
-charged on acceptance, whose charges are counted already), at their model's price
-(a model with none: at the dearest known, or the run's own), so a run killed while its
-tasks were running, charged at their end, cannot spend its cap again. Such tasks of the
-run's own model while its price is not known are its first tasks: the run resumes them and
-sends nothing of that model until they have ended (within the task's deadline,
-``--task-timeout``, or the cap stops: it cannot tell what a task costs). A folder whose
-ledger holds tasks but whose ``spend.json`` is gone (deleted) does not know what it
-spent: a capped run there is refused (:class:`SpendRecordError`) rather than given the
-cap again.
+charged on acceptance, whose charges are counted already), at their model's price, so a
+run killed while its tasks were running, charged at their end, cannot spend its cap again.
+Such tasks of another model of unknown price refuse the cap (:class:`UnpricedTasksError`):
+one may cost more than a task of the run's own, and its charge land after the run spent the
+room (tasks of no recorded model, from early ledgers, count at the dearest price known).
+Such tasks of the run's own model while its price is not known are its first tasks: the
+run follows them (in the file or not) and sends nothing of that model until they have
+ended (within the task's deadline, ``--task-timeout``, or the cap stops: it cannot tell
+what a task costs). A folder whose ledger holds tasks but whose ``spend.json`` is gone
+(deleted) does not know what it spent: a capped run there is refused rather than given the
+cap again; so is one whose record is damaged (:class:`SpendRecordError`), while a run
+without a cap, which needs no record, sets the damaged one aside (:meth:`set_aside`).
 
 So the cap belongs to the folder: a run killed half-way and run again counts what the
 first one spent (the fall from ``last`` to the new run's first reading), and a rerun
@@ -56,11 +59,11 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from .._balance import Balance, SpendCap
+from .._balance import Balance, SpendCap, dollars
 from .._download import replacing
 from .._unified import canonical_model
 
-__all__ = ["RUNS", "FolderSpend", "SpendRecordError", "append_run"]
+__all__ = ["RUNS", "FolderSpend", "SpendRecordError", "UnpricedTasksError", "append_run"]
 
 #: The record of runs, in the output folder (beside the manifest).
 RUNS: Final = "runs.jsonl"
@@ -72,6 +75,16 @@ _LIMIT: Final = Decimal(10) ** 12
 
 class SpendRecordError(Exception):
     """``spend.json`` cannot be read: the folder's spending is not known."""
+
+
+class UnpricedTasksError(Exception):
+    """The ledger holds tasks of other models, of unknown price, that may not be charged
+    yet: a capped run cannot count them (one may cost more than a task of its own)."""
+
+    def __init__(self, message: str, models: Mapping[str, int]) -> None:
+        super().__init__(message)
+        #: How many such tasks of each model (the ledger's name for it).
+        self.models = dict(models)
 
 
 def _balance(value: object) -> Balance | None:
@@ -168,6 +181,20 @@ class FolderSpend:
         except (ValueError, InvalidOperation) as error:
             raise SpendRecordError(f"{path} is damaged ({error})") from None
 
+    @property
+    def damaged(self) -> Path:
+        """Where :meth:`set_aside` puts a record that cannot be read."""
+        return self.path.with_name(self.path.name + ".damaged")
+
+    @classmethod
+    def set_aside(cls, out: Path) -> FolderSpend:
+        """A new, empty record for ``out``, its damaged one kept beside it (for a run
+        without a cap, which needs none: a later capped run counts from this one)."""
+        folder = cls(out / ".novita" / _RECORD)
+        with contextlib.suppress(OSError):
+            os.replace(folder.path, folder.damaged)
+        return folder
+
     def save(self) -> None:
         """Write the record whole (a crash leaves the old one or the new one), synced."""
         body = {
@@ -210,10 +237,29 @@ class FolderSpend:
         those of ``model`` while its price is not known must end (the run tells the cap,
         :meth:`SpendCap.resumed`) within ``task_timeout`` before any other is sent, when
         the run ``follows`` them (a simulator's tasks do not outlive it: they are sent
-        again, not followed)."""
+        again, not followed). :class:`UnpricedTasksError` when ``outstanding`` holds tasks of
+        another model whose price the record does not know."""
         if self.max_spend is None:
             return None
         model = canonical_model(model)
+        unpriced: dict[str, int] = {}
+        for other, count in (outstanding or {}).items():
+            name = None if other is None else canonical_model(other)
+            known = name in self.prices or self.charged_at.get(name or "") == "accept"
+            if name is not None and name != model and not known and count:
+                unpriced[name] = unpriced.get(name, 0) + count
+        if unpriced:
+            # Counted at this run's price, a dearer model's task would let the run spend
+            # what that task's charge needs, and it lands later (at its end).
+            names = ", ".join(f"{count} of {name}" for name, count in sorted(unpriced.items()))
+            raise UnpricedTasksError(
+                f"the ledger holds tasks of another model whose price this folder does not "
+                f"know, still running or in doubt ({names}): the spend cap of "
+                f"{dollars(self.max_spend)} cannot count them, so nothing was sent. Run that "
+                "model's command again (it resumes them and learns their price), or run "
+                "with --max-spend none",
+                unpriced,
+            )
         own, committed, unresolved = 0, Decimal(0), 0
         dearest = max(self.prices.values(), default=None)
         for other, count in (outstanding or {}).items():
@@ -231,18 +277,22 @@ class FolderSpend:
             elif dearest is not None and dearest > self.prices.get(model, Decimal(0)):
                 committed += count * dearest  # its price is not known: the dearest known
             else:
-                own += count  # its price is not known: the run's own, once learned
+                # A model not recorded (an early ledger): the run's own, once learned (a
+                # named model of unknown price is refused above).
+                own += count
 
         def keep(cap: SpendCap) -> None:
             # Never less than the tasks seen charged: a top-up beside their charges hides them.
             self.spent, self.last = max(cap.spent, cap.charged()), cap.last
             # The cap starts from the record's price and charging, so the record follows
             # it: a price it gave up (charging on acceptance refuted) is not kept either.
-            if cap.price is not None:
+            # A provisional price (the first task's fall, not seen again yet) is not kept:
+            # a rerun learns it again rather than trust one fall a top-up may have hidden.
+            if cap.price is not None and cap.confirmed:
                 self.prices[model] = cap.price
-            else:
+            elif cap.price is None:
                 self.prices.pop(model, None)
-            if cap.charged_at is not None:
+            if cap.charged_at is not None and cap.confirmed:
                 self.charged_at[model] = cap.charged_at
             else:
                 self.charged_at.pop(model, None)

@@ -183,7 +183,7 @@ def test_help_says_other_use_stops_it_earlier_never_later(
 def test_a_folder_keeps_a_price_per_model_and_counts_the_ledgers_outstanding_tasks(
     tmp_path: Path,
 ) -> None:
-    from novita_video.cli._spend import FolderSpend
+    from novita_video.cli._spend import FolderSpend, UnpricedTasksError
 
     (tmp_path / ".novita").mkdir()
     path = tmp_path / ".novita" / "spend.json"
@@ -201,18 +201,25 @@ def test_a_folder_keeps_a_price_per_model_and_counts_the_ledgers_outstanding_tas
     assert again.prices == folder.prices
     assert record(tmp_path)["price"] == str(PRICE)  # what older releases read: the dearest
     # Tasks the ledger holds that may not be charged yet: hailuo-02 is minimax-hailuo-02,
-    # at its own price; a model without a price (or no model) at the dearest known; none
-    # of a model charged on acceptance (their charges are in the spending already).
-    outstanding = {"hailuo-02": 2, "wan-t2v": 1, None: 1, "kling-v1.6-t2v": 4}
+    # at its own price; no model (an early ledger) at the dearest known; none of a model
+    # charged on acceptance (their charges are in the spending already). A named model
+    # of unknown price is no longer counted at the dearest known (it may be dearer
+    # still, and is charged after the run has spent the room): no cap is made at all,
+    # so nothing is sent, which bounds the money at least as tightly as any price would.
+    outstanding = {"hailuo-02": 2, None: 1, "kling-v1.6-t2v": 4}
+    for model in ("minimax-video-01", "hailuo-02"):
+        with pytest.raises(UnpricedTasksError, match=r"1 of wan-t2v.*--max-spend none") as why:
+            again.cap(model, outstanding={**outstanding, "wan-t2v": 1})
+        assert why.value.models == {"wan-t2v": 1}
     cap = again.cap("minimax-video-01", outstanding=outstanding)
     assert cap is not None
     assert cap.price == PRICE
-    assert cap.unseen == 2  # the unknown ones, at this model's price (the dearest)
-    assert cap.estimate == Decimal(1) + 2 * Decimal("0.23") + 2 * PRICE
+    assert cap.unseen == 1  # the one of no model, at this model's price (the dearest)
+    assert cap.estimate == Decimal(1) + 2 * Decimal("0.23") + PRICE
     hailuo = again.cap("hailuo-02", outstanding=outstanding)
     assert hailuo is not None
     assert (hailuo.price, hailuo.charged_at) == (Decimal("0.23"), "end")
-    assert hailuo.estimate == Decimal(1) + 2 * Decimal("0.23") + 2 * PRICE
+    assert hailuo.estimate == Decimal(1) + 2 * Decimal("0.23") + PRICE
 
 
 async def test_a_folder_waits_for_its_models_earlier_task_of_unknown_price_not_anothers(
@@ -221,10 +228,13 @@ async def test_a_folder_waits_for_its_models_earlier_task_of_unknown_price_not_a
     # A task of this model left running by an earlier run, while its price is not known,
     # is the first task: the rerun's cap sends nothing until the run tells it that task
     # ended (here it never does: the tasks' deadline passes, and it stops). A task of
-    # another model does not hold this one back; nor one the run does not follow (a
-    # simulator's task, sent again rather than awaited).
+    # another model of known price does not hold this one back (it counts at its price);
+    # nor one the run does not follow (a simulator's task, sent again rather than
+    # awaited). One of another model of unknown price refuses the cap (it might cost
+    # more than the room the run would spend before its charge lands), which sends less
+    # than waiting would, never more.
     from novita_video import Balance, SpendCapReachedError
-    from novita_video.cli._spend import FolderSpend
+    from novita_video.cli._spend import FolderSpend, UnpricedTasksError
     from tests.support import ManualClock
 
     (tmp_path / ".novita").mkdir()
@@ -248,6 +258,9 @@ async def test_a_folder_waits_for_its_models_earlier_task_of_unknown_price_not_a
     assert clock.now() >= 60
     # The record keeps where the price is learned from, for the run that resumes it.
     assert record(tmp_path)["learning"] == {"minimax-video-01": "0.25"}
+    with pytest.raises(UnpricedTasksError, match=r"kling-v1\.6-t2v"):
+        folder.cap("minimax-video-01", outstanding={"kling-v1.6-t2v": 1}, task_timeout=60)
+    folder.prices = {"kling-v1.6-t2v": Decimal(2)}
     for outstanding, follows in (({"kling-v1.6-t2v": 1}, True), ({"minimax-video-01": 1}, False)):
         other = folder.cap(
             "minimax-video-01", outstanding=outstanding, task_timeout=60, follows=follows
@@ -273,3 +286,50 @@ def test_a_cap_that_cannot_tell_a_price_does_not_ask_for_a_higher_cap() -> None:
     assert "--max-spend none" in _explain(unknown)
     assert "higher --max-spend" not in _explain(unknown)
     assert "higher --max-spend" in _explain(reached)
+
+
+def test_a_stop_for_a_first_task_in_doubt_asks_for_no_cap_not_a_wait() -> None:
+    # Once the first task's submit is in doubt, no run under the cap learns the price (a
+    # prompt in doubt is not followed, nor sent again under it): waiting for charges is
+    # no way on, only --max-spend none is.
+    from novita_video import SpendCapReachedError
+    from novita_video.cli._commands import _explain
+
+    doubt = SpendCapReachedError(
+        "the spend cap of $1.00 cannot tell what a task costs: the submit of its first "
+        "task is in doubt (no answer came), so that task's end cannot be seen",
+        Decimal(1),
+        Decimal(0),
+    )
+    said = _explain(doubt)
+    assert "--max-spend none" in said
+    assert "once the tasks made have been charged" not in said
+    assert "higher --max-spend" not in said
+
+
+async def test_a_damaged_spend_record_stops_a_capped_run_but_not_one_without_a_cap(
+    tmp_path: Path,
+) -> None:
+    # A run without a cap needs no record of spending: a damaged one must not block it
+    # (it blocked every run of the folder, --max-spend none included). The capped run's
+    # refusal says how to go on; the run without a cap keeps the damaged file aside.
+    prompts = prompts_file(tmp_path / "p.txt", ["a fox", "a cat"])
+    out = tmp_path / "out"
+    common = ("batch", str(prompts), "--out", str(out), *FAST, "--no-download")
+    async with simulator(starting_balance="100", task_duration=(0.2, 0.2)) as fake:
+        env = cli_env(fake.url)
+        first = await run_cli(*common, "--max-spend", "0.10", env=env)
+        path = out / ".novita" / "spend.json"
+        path.write_text("{ not json")
+        capped = await run_cli(*common, env=env)
+        made = fake.stats.task_count
+        free = await run_cli(*common, "--max-spend", "none", env=env)
+        tasks = fake.stats.task_count
+    assert first.code == 5, first.stderr  # the first task alone passes a $0.10 cap
+    assert capped.code == 2, capped.stderr
+    assert "--max-spend none" in capped.stderr
+    assert made == 1
+    assert free.code == 0, free.stderr
+    assert tasks == 2
+    assert (out / ".novita" / "spend.json.damaged").read_text() == "{ not json"
+    assert record(out)["max_spend"] is None

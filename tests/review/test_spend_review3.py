@@ -100,11 +100,6 @@ async def test_a_rerun_after_a_first_submit_in_doubt_stops_at_once_not_after_the
     assert tasks == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a $2 task of another model, of unknown price, counted at the run's $0.23: "
-    "$4.76 owed under a $3 cap (bound $3.46)",
-)
 async def test_a_dearer_models_task_left_running_is_not_counted_at_a_cheaper_price(
     tmp_path: Path,
 ) -> None:
@@ -207,11 +202,6 @@ class TopUpAtFirstCharge:
         return app
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a $0.40 top-up landing with the first $0.43 charge is learned as a $0.03 "
-    "price: 20 tasks ($8.60) sent under a $1.72 cap (bound $2.58)",
-)
 async def test_a_small_top_up_beside_the_first_charge_is_not_learned_as_a_low_price(
     tmp_path: Path,
 ) -> None:
@@ -234,11 +224,6 @@ async def test_a_small_top_up_beside_the_first_charge_is_not_learned_as_a_low_pr
     assert ran.code == 5, ran.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rerun after the first prompt was edited waits 1800 s (--task-timeout) for "
-    "a task it never follows, then exits 5; every rerun the same",
-)
 async def test_a_rerun_after_editing_the_prompt_of_the_first_task_does_not_sit_idle(
     tmp_path: Path,
 ) -> None:
