@@ -126,3 +126,35 @@ async def test_other_use_taken_for_charges_on_acceptance_does_not_hide_running_t
     owed = 2 + tasks * PRICE  # the other use, and every task charged in the end
     assert owed <= 5 + PRICE, f"{tasks} tasks, ${owed} owed under a $5 cap: {ran.stderr}"
     assert ran.code == 5, ran.stderr
+
+
+async def test_a_rerun_after_a_kill_while_the_price_was_being_confirmed_sends_its_prompts(
+    tmp_path: Path,
+) -> None:
+    # Charged on submit. The first run learns $0.43 from its first task (provisional) and
+    # sends the second alone to confirm it; it is killed while that one runs (its charge
+    # already in spend.json's last reading). A rerun follows it as a first task of unknown
+    # price, learning from spend.json's "spent" (the charge included): its end shows no
+    # fall, and after 12 readings (a minute) the rerun stops "cannot tell what a task
+    # costs", sending none of its three prompts under a $5 cap with $0.86 spent.
+    # Real seconds: the confirming task lasts 3 s, so that the kill lands while it runs.
+    out = tmp_path / "out"
+    first = prompts_file(tmp_path / "p.txt", [f"clip number {n}" for n in range(10)])
+    more = prompts_file(tmp_path / "q.txt", [f"other clip {n}" for n in range(3)])
+    async with simulator(
+        starting_balance="100", charge_at="submit", task_duration=(0.3, 0.3)
+    ) as fake:
+        env = cli_env(fake.url)
+        process = await start_cli(*batch(first, out, "--max-spend", "5"), env=env)
+        await eventually(lambda: fake.stats.task_count >= 1)
+        quicken(fake, 3)  # the confirming task runs on past the kill
+        await eventually(
+            lambda: fake.stats.task_count >= 2 and record(out).get("spent") == "0.86", timeout=30
+        )
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        quicken(fake, 0.3)
+        ran = await run_cli(*batch(more, out), env=env)
+        tasks = fake.stats.task_count
+    assert ran.code == 0, ran.stderr
+    assert tasks == 2 + 3, ran.stderr  # the two of the first run, and the three
