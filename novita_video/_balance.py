@@ -355,8 +355,13 @@ class SpendCap:
     def learning_from(self) -> Decimal | None:
         """While the price is not known: what had been spent (as :attr:`spent` counts it)
         just before the first task of unknown price was sent (a record for the run that
-        resumes that task, to learn the price from its end)."""
-        return None if self._price is not None else self._learn_from
+        resumes that task, to learn the price from its end); while a provisional price is
+        being confirmed, just before the confirming task was sent (a rerun does not know
+        the provisional price, so that task is its first: its own fall is the price, even
+        when its charge is in the record's spending already, charged on acceptance)."""
+        if self._price is None:
+            return self._learn_from
+        return None if self._confirmed else self._confirm_from
 
     @property
     def unseen(self) -> int:

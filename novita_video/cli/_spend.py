@@ -16,8 +16,9 @@
 * ``price``: the dearest of ``prices``, for novita-video 0.x releases that knew one price
   per folder (they take it for any model: the dearest is the safe one);
 * ``learning``: for a model whose price is being learned, ``spent`` just before its first
-  task was sent: a rerun that finds that task still running (in the ledger) sends nothing
-  of that model until it has ended, and learns the price from the fall since then.
+  task was sent (or, while a price learned from it is confirmed, before the task sent
+  alone to confirm it): a rerun that finds that task still running (in the ledger) sends
+  nothing of that model until it has ended, and learns the price from the fall since then.
 
 A capped run also counts the tasks the ledger holds that may not have been charged yet
 (accepted and not seen ended, or sent with no answer: in doubt; none of a model seen
