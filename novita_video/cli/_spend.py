@@ -21,9 +21,10 @@
   nothing of that model until it has ended, and learns the price from the fall since then.
 
 A capped run also counts the tasks the ledger holds that may not have been charged yet
-(accepted and not seen ended, or sent with no answer: in doubt; none of a model seen
-charged on acceptance, whose charges are counted already), at their model's price, so a
-run killed while its tasks were running, charged at their end, cannot spend its cap again.
+(accepted and not seen ended, or sent with no answer: in doubt; those of a model seen
+charged on acceptance too: other use of the account while tasks ran looks the same), at
+their model's price, so a run killed while its tasks were running, charged at their end,
+cannot spend its cap again.
 Such tasks of another model of unknown price refuse the cap (:class:`UnpricedTasksError`):
 one may cost more than a task of the run's own, and its charge land after the run spent the
 room (tasks of no recorded model, from early ledgers, count at the dearest price known).
@@ -246,7 +247,7 @@ class FolderSpend:
         unpriced: dict[str, int] = {}
         for other, count in (outstanding or {}).items():
             name = None if other is None else canonical_model(other)
-            known = name in self.prices or self.charged_at.get(name or "") == "accept"
+            known = name in self.prices
             if name is not None and name != model and not known and count:
                 unpriced[name] = unpriced.get(name, 0) + count
         if unpriced:
@@ -265,8 +266,11 @@ class FolderSpend:
         dearest = max(self.prices.values(), default=None)
         for other, count in (outstanding or {}).items():
             name = None if other is None else canonical_model(other)
-            if name is not None and self.charged_at.get(name) == "accept":
-                continue  # charged when accepted: in the spending already, or seen soon
+            # Counted even of a model seen "charged on acceptance": that is read from
+            # falls while tasks ran, which other use of the account makes too, so such a
+            # task may be charged only at its end, after this run spent the room. (When
+            # it was charged already, this only stops the run earlier: by at most the
+            # tasks a killed run left running, one a concurrency slot.)
             price = self.prices.get(name) if name is not None else None
             if name == model:
                 own += count

@@ -81,12 +81,6 @@ def record(out: Path) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="10 tasks, $6.30 owed under a $5 cap (bound $5.43): a rerun skips the ledger's "
-    "running tasks of a model recorded charged_at 'accept', which $2 of other use while "
-    "tasks ran made it record though charges land at the end",
-)
 async def test_other_use_taken_for_charges_on_acceptance_does_not_hide_running_tasks(
     tmp_path: Path,
 ) -> None:
