@@ -32,7 +32,7 @@ from novita_video import (
 )
 from novita_video._balance import QUIET_READINGS, dollars, parse_balance
 from novita_video.testing._account import PRICES
-from tests.support import ManualClock, scripted_server, simulated
+from tests.support import ManualClock, in_memory, scripted_server, simulated
 
 pytestmark = pytest.mark.anyio
 
@@ -166,12 +166,13 @@ async def test_when_a_task_is_charged_is_a_knob(
 
 
 @pytest.mark.parametrize("charge_at", ["submit", "end", "end-pending"])
+@pytest.mark.virtual_time  # the readings, tasks and rechecks in a repeatable order
 async def test_a_spend_cap_stops_the_batch_within_one_submit_per_slot(charge_at: str) -> None:
     cap, slots = usd("3"), 4
     knobs = {"starting_balance": "10", "charge_at": charge_at, "task_duration": (0.2, 0.5)}
     spend_cap = SpendCap(cap, recheck=0.1)
     prompts = [f"clip {n}" for n in range(40)]
-    async with simulated(**knobs) as (fake, client):
+    async with in_memory(**knobs) as (fake, client):
         outcomes = [
             o
             async for o in client.generate(
