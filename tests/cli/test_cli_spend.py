@@ -9,12 +9,10 @@ import json
 import signal
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from novita_video.cli._commands import build_parser
-from novita_video.testing._account import PRICES
 from tests.cli.cli_support import (
     FAST,
     cli_env,
@@ -25,21 +23,10 @@ from tests.cli.cli_support import (
     simulator,
     start_cli,
 )
+from tests.review.spend_support import PRICE, record, runs
 from tests.support import scripted_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
-
-PRICE = Decimal(PRICES["minimax-video-01"]) / 10000  # $0.43 a clip in the simulator
-
-
-def runs(out: Path) -> list[dict[str, Any]]:
-    lines = (out / "runs.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def record(out: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((out / ".novita" / "spend.json").read_text())
-    return data
 
 
 async def test_what_a_run_spent_is_in_the_summary_json_gallery_and_runs_record(

@@ -7,7 +7,6 @@ import json
 import signal
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -25,14 +24,10 @@ from tests.cli.cli_support import (
     simulator,
     start_cli,
 )
+from tests.review.spend_support import BALANCE, PRICE, record, runs
 from tests.support import serve_app, simulated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
-
-PRICE = Decimal(PRICES["minimax-video-01"]) / 10000  # $0.43 a clip in the simulator
-
-
-BALANCE = "/openapi/v1/billing/balance/detail"
 
 
 class OtherUse:
@@ -58,16 +53,6 @@ class OtherUse:
                 data[name] = str(int(data[name]) - self.amount)
             payload = json.dumps(data).encode()
         return web.Response(status=status, body=payload, content_type=content_type)
-
-
-def runs(out: Path) -> list[dict[str, Any]]:
-    lines = (out / "runs.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def record(out: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((out / ".novita" / "spend.json").read_text())
-    return data
 
 
 async def test_a_killed_run_whose_tasks_are_charged_at_their_end_cannot_spend_its_cap_again(

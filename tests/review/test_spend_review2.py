@@ -8,15 +8,12 @@ import json
 import signal
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from aiohttp import web
 
-from novita_video.testing._account import PRICES
 from tests.cli.cli_support import (
-    FAST,
     cli_env,
     eventually,
     forward,
@@ -25,45 +22,10 @@ from tests.cli.cli_support import (
     simulator,
     start_cli,
 )
+from tests.review.spend_support import BALANCE, PRICE, Account, batch
 from tests.support import serve_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
-
-PRICE = Decimal(PRICES["minimax-video-01"]) / 10000  # $0.43 a clip in the simulator
-BALANCE = "/openapi/v1/billing/balance/detail"
-
-
-class Account:
-    """A hop in front of the simulator where someone else uses the same account: after
-    the n-th submit is answered, every later balance reading shows ``shift(n)`` dollars
-    less (spending elsewhere; negative: a top-up)."""
-
-    def __init__(self, upstream: str, shift: Any) -> None:
-        self.upstream = upstream
-        self.shift = shift
-        self.submits = 0
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        status, payload, content_type = await forward(self.upstream, request, body)
-        if request.method == "POST":
-            self.submits += 1
-        elif request.path == BALANCE and status == 200:
-            data = json.loads(payload)
-            fall = int(Decimal(self.shift(self.submits)) * 10000)
-            for name in ("availableBalance", "cashBalance"):
-                data[name] = str(int(data[name]) - fall)
-            payload = json.dumps(data).encode()
-        return web.Response(status=status, body=payload, content_type=content_type)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self.handle)
-        return app
-
-
-def batch(prompts: Path, out: Path, *more: str) -> tuple[str, ...]:
-    return ("batch", str(prompts), "--out", str(out), *FAST, "--no-download", *more)
 
 
 async def test_two_cents_spent_elsewhere_after_two_acceptances_are_not_taken_for_the_price(

@@ -11,14 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import anyio
-import attrs
 import pytest
 from aiohttp import web
 
 from novita_video.testing import Chaos, FakeNovita
 from novita_video.testing._account import PRICES
 from tests.cli.cli_support import (
-    FAST,
     cli_env,
     eventually,
     forward,
@@ -27,22 +25,12 @@ from tests.cli.cli_support import (
     simulator,
     start_cli,
 )
+from tests.review.spend_support import BALANCE, PRICE, batch, quicken
 from tests.support import serve_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
 
-PRICE = Decimal(PRICES["minimax-video-01"]) / 10000  # $0.43 a clip in the simulator
 CHEAP = Decimal(PRICES["minimax-hailuo-02"]) / 10000  # $0.23
-BALANCE = "/openapi/v1/billing/balance/detail"
-
-
-def batch(prompts: Path, out: Path, *more: str) -> tuple[str, ...]:
-    return ("batch", str(prompts), "--out", str(out), *FAST, "--no-download", *more)
-
-
-def quicken(fake: FakeNovita, seconds: float) -> None:
-    """Tasks made from now on take ``seconds`` (those made before keep their end)."""
-    fake.config = attrs.evolve(fake.config, task_duration=(seconds, seconds))  # type: ignore[misc]
 
 
 async def test_a_first_submit_in_doubt_does_not_hold_the_run_for_ever(tmp_path: Path) -> None:

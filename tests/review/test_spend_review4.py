@@ -7,70 +7,23 @@ from __future__ import annotations
 
 import json
 import signal
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
-from aiohttp import web
 
-from novita_video.testing import FakeNovita
-from novita_video.testing._account import PRICES
 from tests.cli.cli_support import (
-    FAST,
     cli_env,
     eventually,
-    forward,
     prompts_file,
     run_cli,
     simulator,
     start_cli,
 )
+from tests.review.spend_support import PRICE, Account, batch, quicken
 from tests.support import serve_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.subprocess]
-
-PRICE = Decimal(PRICES["minimax-video-01"]) / 10000  # $0.43 a clip in the simulator
-BALANCE = "/openapi/v1/billing/balance/detail"
-
-
-def batch(prompts: Path, out: Path, *more: str) -> tuple[str, ...]:
-    return ("batch", str(prompts), "--out", str(out), *FAST, "--no-download", *more)
-
-
-def quicken(fake: FakeNovita, seconds: float) -> None:
-    """Tasks made from now on take ``seconds`` (those made before keep their end)."""
-    fake.config = attrs.evolve(fake.config, task_duration=(seconds, seconds))  # type: ignore[misc]
-
-
-class Account:
-    """A hop in front of the simulator where someone else uses the same account: after
-    the n-th submit is answered, every later balance reading shows ``shift(n)`` dollars
-    less (spending elsewhere, charged at once)."""
-
-    def __init__(self, upstream: str, shift: Any) -> None:
-        self.upstream = upstream
-        self.shift = shift
-        self.submits = 0
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        status, payload, content_type = await forward(self.upstream, request, body)
-        if request.method == "POST":
-            self.submits += 1
-        elif request.path == BALANCE and status == 200:
-            data = json.loads(payload)
-            fall = int(Decimal(self.shift(self.submits)) * 10000)
-            for name in ("availableBalance", "cashBalance"):
-                data[name] = str(int(data[name]) - fall)
-            payload = json.dumps(data).encode()
-        return web.Response(status=status, body=payload, content_type=content_type)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self.handle)
-        return app
 
 
 def record(out: Path) -> dict[str, Any]:
